@@ -1,0 +1,199 @@
+"""The nouns every stage shares: a `Call`, its `Tags`, its `Usage` and its `Cost`.
+
+Money is `Decimal` in memory and integer nano-dollars (1e-9 USD) at rest: provider prices go
+down to fractions of a micro-dollar per token (gpt-4o-mini cache reads are $0.075 per million
+tokens), so micro-dollar integers would round most single calls; nano-dollars keep every
+published price exact to within half a nano-dollar per event, and an int64 sum still holds
+$9.2 billion.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field, fields, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, Literal
+
+__all__ = [
+    "API",
+    "TAG_NAMES",
+    "Endpoint",
+    "NANOS_PER_USD",
+    "Call",
+    "Cost",
+    "Tags",
+    "Usage",
+    "from_nanos",
+    "new_request_id",
+    "to_nanos",
+]
+
+API = Literal["openai", "anthropic"]
+"""The wire format a body is written in. A call keeps its client's format until a provider
+adapter that speaks the other one translates it (so an Anthropic client talking to an
+Anthropic deployment is passed through untouched, `cache_control` and all)."""
+
+NANOS_PER_USD = 1_000_000_000
+
+
+def to_nanos(usd: Decimal) -> int:
+    """Round a Decimal amount to integer nano-dollars (banker's rounding, so sums stay unbiased)."""
+    return int((usd * NANOS_PER_USD).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def from_nanos(nanos: int) -> Decimal:
+    return Decimal(nanos) / NANOS_PER_USD
+
+
+def new_request_id() -> str:
+    return "sg-" + uuid.uuid4().hex
+
+
+TAG_NAMES: tuple[str, ...] = ("feature", "use_case", "team", "tenant", "user")
+
+
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """Who and what caused a call. Every field is optional; reports show a missing one as
+    `(none)` rather than dropping the spend."""
+
+    feature: str | None = None
+    use_case: str | None = None
+    team: str | None = None
+    tenant: str | None = None
+    user: str | None = None
+    key_id: str | None = None
+
+    def merged_over(self, defaults: Tags) -> Tags:
+        """These tags, with any field left empty taken from `defaults` (e.g. the virtual key's)."""
+        return Tags(
+            **{f.name: getattr(self, f.name) or getattr(defaults, f.name) for f in fields(self)}
+        )
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens one call consumed, split by how they are priced.
+
+    As in pydantic-ai: `input_tokens` is the total input, and the cache buckets are parts of
+    it (so uncached input = input − cache_read − cache_write − cache_write_1h). Likewise
+    `output_tokens` includes `reasoning_tokens`. Provider-native shapes differ (Anthropic
+    reports `input_tokens` *excluding* cache reads and writes); `pricing.usage` converts.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    """Cache writes at the default (5-minute) TTL."""
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+    """True when the provider reported no usage and these counts came from our tokenizer."""
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        return max(
+            0,
+            self.input_tokens
+            - self.cache_read_tokens
+            - self.cache_write_tokens
+            - self.cache_write_1h_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a usage costs under one price. Each part maps to one usage bucket; `total` is
+    their exact sum. A cost whose price is unknown is `None` at the call site, never zero."""
+
+    input: Decimal = Decimal(0)
+    """Uncached input tokens."""
+    cache_read: Decimal = Decimal(0)
+    cache_write: Decimal = Decimal(0)
+    """Both cache-write TTLs."""
+    output: Decimal = Decimal(0)
+    """All output tokens, reasoning included (providers bill reasoning as output)."""
+    other: Decimal = Decimal(0)
+    """Anything a price sheet bills per request rather than per token."""
+    estimated: bool = False
+    price_version: str = ""
+
+    @property
+    def total(self) -> Decimal:
+        return self.input + self.cache_read + self.cache_write + self.output + self.other
+
+    @property
+    def total_nanos(self) -> int:
+        return to_nanos(self.total)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cost_usd": str(self.total),
+            "input_usd": str(self.input),
+            "cache_read_usd": str(self.cache_read),
+            "cache_write_usd": str(self.cache_write),
+            "output_usd": str(self.output),
+            "other_usd": str(self.other),
+            "estimated": self.estimated,
+            "price_version": self.price_version,
+        }
+
+
+Endpoint = Literal["chat", "messages", "embeddings"]
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the pipeline.
+
+    The edge builds it; stages read it and record their decisions on it (never on the HTTP
+    request). `body` is the request in `api`'s wire format; `model` starts as the requested
+    model and is what routing changes. Savings are credited per technique as stages act.
+    """
+
+    endpoint: Endpoint
+    api: API
+    body: dict[str, Any]
+    requested_model: str
+    tags: Tags = field(default_factory=Tags)
+    request_id: str = field(default_factory=new_request_id)
+    stream: bool = False
+    received_at: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    model: str = ""
+    """The model that will serve the call (routing may change it)."""
+    decisions: dict[str, Any] = field(default_factory=dict)
+    """Stage name → what it decided (recorded in the ledger event)."""
+    savings: dict[str, Decimal] = field(default_factory=dict)
+    """Technique → USD it saved on this call (filled by the stage that acted)."""
+    cache_outcome: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Lower-cased request headers the stages may consult (x-spendgate-*)."""
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            self.model = self.requested_model
+
+    def with_body(self, body: dict[str, Any]) -> Call:
+        return replace(self, body=body)
+
