@@ -148,12 +148,12 @@ class Cost:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "cost_usd": str(self.total),
-            "input_usd": str(self.input),
-            "cache_read_usd": str(self.cache_read),
-            "cache_write_usd": str(self.cache_write),
-            "output_usd": str(self.output),
-            "other_usd": str(self.other),
+            "cost_usd": format(self.total, "f"),
+            "input_usd": format(self.input, "f"),
+            "cache_read_usd": format(self.cache_read, "f"),
+            "cache_write_usd": format(self.cache_write, "f"),
+            "output_usd": format(self.output, "f"),
+            "other_usd": format(self.other, "f"),
             "estimated": self.estimated,
             "price_version": self.price_version,
         }
