@@ -17,11 +17,11 @@ from typing import Any, Literal
 
 __all__ = [
     "API",
-    "TAG_NAMES",
-    "Endpoint",
     "NANOS_PER_USD",
+    "TAG_NAMES",
     "Call",
     "Cost",
+    "Endpoint",
     "Tags",
     "Usage",
     "from_nanos",

@@ -1,0 +1,225 @@
+"""`spendgate …`: a thin shell over the library; every command's work lives in a module."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from spendgate.config import ConfigError, Settings, load_settings, simulated_settings
+from spendgate.keys import KeyStore
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"spendgate: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.version_option(package_name="spendgate")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """spendgate: LLM spend made visible and smaller."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings.")
+@click.option("--host", default=None, help="Bind address (default from config: 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default from config: 8787).")
+@click.option(
+    "--simulated",
+    is_flag=True,
+    help="Serve a realistic model catalog from the built-in simulated upstream (no keys).",
+)
+@click.option(
+    "--latency",
+    type=click.Choice(["none", "realistic"]),
+    default="realistic",
+    help="Simulated upstream latency model (with --simulated).",
+)
+def serve(
+    config_path: str | None, host: str | None, port: int | None, simulated: bool, latency: str
+) -> None:
+    """Run the gateway (OpenAI- and Anthropic-compatible) on HTTP."""
+    from spendgate.serve import run_server
+
+    try:
+        if simulated:
+            from spendgate.providers.simulated import SimulatedUpstream
+
+            base = load_settings(config_path).model_dump() if config_path else {}
+            sim = SimulatedUpstream(latency=latency)
+            sim.start()
+            base.pop("deployments", None)
+            settings = simulated_settings(sim.url, **base)
+            click.echo(f"simulated upstream on {sim.url} (latency: {latency})", err=True)
+        elif config_path:
+            settings = load_settings(config_path)
+        else:
+            _fail("give --config spendgate.yaml, or --simulated to try it with no keys")
+            return
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    run_server(settings, host=host, port=port)
+
+
+@main.command()
+@click.option("--serve", "keep_serving", is_flag=True, help="Keep the gateway up afterwards.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--limit", type=int, default=None, help="Replay at most this many prompts.")
+@click.option("--concurrency", type=int, default=16, show_default=True)
+def demo(keep_serving: bool, as_json: bool, limit: int | None, concurrency: int) -> None:
+    """Replay real prompts through the gateway and the simulated upstream, then report."""
+    from spendgate.demo import run_demo
+
+    run_demo(keep_serving=keep_serving, as_json=as_json, limit=limit, concurrency=concurrency)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
+@click.option("--by", default="feature", show_default=True, help="Comma-separated dimensions.")
+@click.option("--since", default=None, help="ISO date/time or relative (7d, 24h).")
+@click.option("--until", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True)
+def report(
+    config_path: str | None,
+    ledger_url: str | None,
+    by: str,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+    as_csv: bool,
+) -> None:
+    """Spend by feature / use_case / team / tenant / user / model / day."""
+    from spendgate.ledger import report_command
+
+    settings = _settings(config_path)
+    url = ledger_url or settings.storage.ledger
+    fmt = "json" if as_json else "csv" if as_csv else "table"
+    try:
+        click.echo(report_command(url, by=by, since=since, until=until, fmt=fmt))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--usage", "usage_json", required=True, help="Provider-native usage JSON.")
+@click.option("--provider", default=None, help="openai, anthropic, … (guessed when absent).")
+@click.option("--json", "as_json", is_flag=True)
+def price(model: str, usage_json: str, provider: str | None, as_json: bool) -> None:
+    """Price one provider-native usage block and show the breakdown."""
+    from spendgate.pricing import price_command
+
+    try:
+        click.echo(price_command(model, usage_json, provider=provider, as_json=as_json))
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@main.group()
+def keys() -> None:
+    """Virtual keys: create, list, revoke."""
+
+
+def _key_store(config_path: str | None) -> KeyStore:
+
+    return KeyStore(_settings(config_path).storage.keys)
+
+
+@keys.command("create")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--team", default=None)
+@click.option("--name", default=None)
+@click.option("--feature", default=None)
+@click.option("--use-case", "use_case", default=None)
+@click.option("--tenant", default=None)
+@click.option("--user", default=None)
+def keys_create(
+    config_path: str | None,
+    team: str | None,
+    name: str | None,
+    feature: str | None,
+    use_case: str | None,
+    tenant: str | None,
+    user: str | None,
+) -> None:
+    """Create a key. It is shown once; only its hash is stored."""
+    store = _key_store(config_path)
+    key, record = store.create(
+        name=name, team=team, feature=feature, use_case=use_case, tenant=tenant, user=user
+    )
+    click.echo(key)
+    click.echo(
+        f"id {record.id}  team {record.team or '-'}  (store it now: it cannot be shown again)",
+        err=True,
+    )
+
+
+@keys.command("list")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(config_path: str | None, as_json: bool) -> None:
+    records = _key_store(config_path).list()
+    if as_json:
+        click.echo(json.dumps([{k: getattr(r, k) for k in r.__slots__} for r in records]))
+        return
+    for r in records:
+        click.echo(f"{r.id}\t{r.name}\tteam={r.team or '-'}\tfeature={r.feature or '-'}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+def keys_revoke(key_id: str, config_path: str | None) -> None:
+    if not _key_store(config_path).revoke(key_id):
+        _fail(f"no active key with id {key_id}")
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("hash")
+@click.argument("key")
+def keys_hash(key: str) -> None:
+    """Print a key's hash, for declaring it in YAML under `keys:`."""
+    from spendgate.keys import hash_key
+
+    click.echo(hash_key(key))
+
+
+@main.command("simulate-upstream")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8900, show_default=True)
+@click.option("--latency", type=click.Choice(["none", "realistic"]), default="realistic")
+@click.option("--seed", type=int, default=0)
+def simulate_upstream(host: str, port: int, latency: str, seed: int) -> None:
+    """Run the simulated OpenAI + Anthropic upstream on its own."""
+    from spendgate.providers.simulated import serve as serve_sim
+
+    serve_sim(host=host, port=port, latency=latency, seed=seed)
+
+
+def _settings(config_path: str | None) -> Settings:
+    try:
+        if config_path:
+            return load_settings(config_path)
+        default = Path("spendgate.yaml")
+        return load_settings(default) if default.exists() else Settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

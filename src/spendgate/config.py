@@ -1,0 +1,236 @@
+"""Settings: a YAML file validated by pydantic, with secrets read from the environment.
+
+Unknown keys are errors (`extra="forbid"`): a misspelt `deployments[0].modles` silently
+ignored would route traffic nowhere. `load_settings` turns pydantic's errors into one
+message per problem, each naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from spendgate.pricing import PriceOverride
+from spendgate.providers.base import Deployment
+
+__all__ = [
+    "ConfigError",
+    "DeploymentConfig",
+    "KeyConfig",
+    "ModelEntry",
+    "Settings",
+    "load_settings",
+    "simulated_settings",
+]
+
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person editing the YAML."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(_Strict):
+    name: str = Field(min_length=1)
+    """What clients ask for."""
+    upstream: str | None = None
+    """What the upstream calls it, when different (e.g. a dated snapshot)."""
+
+
+class DeploymentConfig(_Strict):
+    name: str = Field(min_length=1)
+    provider: Literal["openai", "anthropic", "simulated"]
+    base_url: str | None = None
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the upstream key (keys stay out of YAML)."""
+    models: list[str | ModelEntry] = Field(min_length=1)
+    price: PriceOverride | None = None
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def build(self) -> Deployment:
+        base_url = self.base_url or DEFAULT_BASE_URLS.get(self.provider)
+        if not base_url:
+            raise ConfigError(f"deployments.{self.name}.base_url: required for {self.provider}")
+        api_key = None
+        if self.api_key_env:
+            api_key = os.environ.get(self.api_key_env)
+            if not api_key:
+                raise ConfigError(
+                    f"deployments.{self.name}.api_key_env: environment variable "
+                    f"{self.api_key_env} is not set"
+                )
+        models = {
+            m if isinstance(m, str) else m.name: m if isinstance(m, str) else (m.upstream or m.name)
+            for m in self.models
+        }
+        return Deployment(
+            name=self.name,
+            provider=self.provider,
+            base_url=base_url,
+            api_key=api_key,
+            models=models,
+            price=self.price,
+            timeout_s=self.timeout_s,
+            connect_timeout_s=self.connect_timeout_s,
+            extra_headers=dict(self.headers),
+        )
+
+
+class KeyConfig(_Strict):
+    """A virtual key declared in YAML by its hash (`spendgate keys hash KEY` prints one)."""
+
+    name: str
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    team: str | None = None
+    feature: str | None = None
+    use_case: str | None = None
+    tenant: str | None = None
+    user: str | None = None
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8787, ge=0, le=65535)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    auth: Literal["auto", "required", "off"] = "auto"
+    """`auto`: keys are required as soon as one exists (YAML or key store)."""
+    admin_key_env: str | None = "SPENDGATE_ADMIN_KEY"
+
+
+class StorageConfig(_Strict):
+    ledger: str = "sqlite:///spendgate.db"
+    keys: str = "sqlite:///spendgate-keys.db"
+
+
+class LedgerConfig(_Strict):
+    max_batch: int = Field(default=500, gt=0)
+    flush_interval_s: float = Field(default=0.05, gt=0)
+    max_buffer: int = Field(default=200_000, gt=0)
+
+
+class TagsConfig(_Strict):
+    max_values: dict[str, int] = Field(
+        default_factory=lambda: {
+            "feature": 500,
+            "use_case": 500,
+            "team": 500,
+            "tenant": 100_000,
+            "user": 1_000_000,
+        }
+    )
+    """Distinct values kept per tag per process; beyond that a value is recorded as
+    `(other)` so one buggy client cannot explode reports and metrics."""
+
+    @field_validator("max_values")
+    @classmethod
+    def _known_tags(cls, v: dict[str, int]) -> dict[str, int]:
+        allowed = {"feature", "use_case", "team", "tenant", "user"}
+        unknown = set(v) - allowed
+        if unknown:
+            raise ValueError(f"unknown tag(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        return v
+
+
+class Settings(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    tags: TagsConfig = Field(default_factory=TagsConfig)
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    keys: list[KeyConfig] = Field(default_factory=list)
+
+    @field_validator("deployments")
+    @classmethod
+    def _unique_names(cls, v: list[DeploymentConfig]) -> list[DeploymentConfig]:
+        seen: set[str] = set()
+        for d in v:
+            if d.name in seen:
+                raise ValueError(f"deployment name {d.name!r} is used twice")
+            seen.add(d.name)
+        return v
+
+    def build_deployments(self) -> list[Deployment]:
+        return [d.build() for d in self.deployments]
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {key}: {err['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def parse_settings(data: Any) -> Settings:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("invalid configuration: the top level must be a mapping of keys")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+    return parse_settings(data)
+
+
+SIMULATED_OPENAI_MODELS: dict[str, str] = {
+    "gpt-4o": "gpt-4o",
+    "gpt-4o-mini": "gpt-4o-mini",
+    "gpt-4.1-mini": "gpt-4.1-mini",
+    "o3-mini": "o3-mini",
+    "text-embedding-3-small": "text-embedding-3-small",
+}
+SIMULATED_ANTHROPIC_MODELS: dict[str, str] = {
+    "claude-sonnet-4": "claude-sonnet-4-20250514",
+    "claude-3-5-haiku": "claude-3-5-haiku-20241022",
+}
+
+
+def simulated_settings(sim_url: str, **overrides: Any) -> Settings:
+    """A realistic catalog wired to the simulated upstream: real model names, real prices."""
+    base = sim_url.rstrip("/") + "/v1"
+    data: dict[str, Any] = {
+        "deployments": [
+            {
+                "name": "sim-openai",
+                "provider": "simulated",
+                "base_url": base,
+                "models": [{"name": k, "upstream": v} for k, v in SIMULATED_OPENAI_MODELS.items()],
+            },
+            {
+                "name": "sim-anthropic",
+                "provider": "simulated",
+                "base_url": base,
+                "models": [
+                    {"name": k, "upstream": v} for k, v in SIMULATED_ANTHROPIC_MODELS.items()
+                ],
+            },
+        ]
+    }
+    data.update(overrides)
+    return parse_settings(data)

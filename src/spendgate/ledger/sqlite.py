@@ -1,0 +1,318 @@
+"""`SQLiteLedger`: the zero-setup ledger, one WAL-mode SQLite file.
+
+Writes go through one connection under a lock (SQLite allows one writer at a time anyway);
+queries take a connection from a small pool, so a report running in another thread reads a
+WAL snapshot while the batching writer keeps appending. `:memory:` has a single connection
+shared by everything under the same lock, since a second connection would see a different
+database.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
+from spendgate.ledger.spend import NONE_LABEL, SpendRow, check_dimensions
+
+__all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
+
+SCHEMA_VERSION = 1
+
+_COLUMN_TYPES: dict[str, str] = {
+    "request_id": "TEXT NOT NULL",
+    "ts": "REAL NOT NULL",
+    "day": "TEXT NOT NULL",
+    "endpoint": "TEXT NOT NULL",
+    "api": "TEXT NOT NULL",
+    "requested_model": "TEXT NOT NULL",
+    "input_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "output_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cache_read_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cache_write_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "cache_write_1h_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "reasoning_tokens": "INTEGER NOT NULL DEFAULT 0",
+    "usage_estimated": "INTEGER NOT NULL DEFAULT 0",
+    "cost_nanos": "INTEGER",
+    "baseline_nanos": "INTEGER",
+    "savings_nanos": "INTEGER NOT NULL DEFAULT 0",
+    "cost_estimated": "INTEGER NOT NULL DEFAULT 0",
+    "stream": "INTEGER NOT NULL DEFAULT 0",
+    "status": "INTEGER NOT NULL",
+    "latency_ms": "REAL NOT NULL",
+    "ttfb_ms": "REAL",
+    "client_disconnected": "INTEGER NOT NULL DEFAULT 0",
+}
+"""Anything not listed is nullable TEXT (tags, model names, JSON)."""
+
+_V1_SCHEMA = [
+    "CREATE TABLE usage_events (id INTEGER PRIMARY KEY, "
+    + ", ".join(f'"{c}" {_COLUMN_TYPES.get(c, "TEXT")}' for c in COLUMNS)
+    + ")",
+    # The unique index is what makes a retried batch idempotent.
+    "CREATE UNIQUE INDEX usage_events_request_id ON usage_events (request_id)",
+    "CREATE INDEX usage_events_ts ON usage_events (ts)",
+    # Tag + time: per-feature/team/tenant/key spend over a window without a full scan.
+    "CREATE INDEX usage_events_feature_ts ON usage_events (feature, ts)",
+    "CREATE INDEX usage_events_team_ts ON usage_events (team, ts)",
+    "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
+    "CREATE INDEX usage_events_key_ts ON usage_events (key_id, ts)",
+]
+
+_MIGRATIONS: dict[int, list[str]] = {1: _V1_SCHEMA}
+"""Target version → statements that bring the previous version to it."""
+
+_INSERT = (
+    "INSERT INTO usage_events ("
+    + ", ".join(f'"{c}"' for c in COLUMNS)
+    + ") VALUES ("
+    + ", ".join("?" for _ in COLUMNS)
+    + ") ON CONFLICT (request_id) DO NOTHING"
+)
+_SELECT_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
+
+_DIMENSION_SQL: dict[str, str] = {
+    "feature": '"feature"',
+    "use_case": '"use_case"',
+    "team": '"team"',
+    "tenant": '"tenant"',
+    "user": '"user"',
+    "key_id": '"key_id"',
+    "model": 'COALESCE("served_model", "requested_model")',
+    "requested_model": '"requested_model"',
+    "provider": '"provider"',
+    "day": '"day"',
+    "status": '"status"',
+    "endpoint": '"endpoint"',
+}
+
+_AGGREGATES = (
+    "COUNT(*)",
+    'COALESCE(SUM("status" >= 400), 0)',
+    'COALESCE(SUM("input_tokens"), 0)',
+    'COALESCE(SUM("output_tokens"), 0)',
+    'COALESCE(SUM("cache_read_tokens"), 0)',
+    # SUM over INTEGER stays an exact integer in SQLite (TOTAL would be a float).
+    'COALESCE(SUM("cost_nanos"), 0)',
+    'COALESCE(SUM("cost_nanos" IS NULL), 0)',
+    'COALESCE(SUM("baseline_nanos"), 0)',
+    'COALESCE(SUM("savings_nanos"), 0)',
+)
+
+
+class SQLiteLedger:
+    """A `LedgerStore` in one SQLite file (or `:memory:` for tests)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = str(path)
+        self._memory = self.path == ":memory:"
+        if not self._memory:
+            file = Path(self.path).expanduser()
+            if not file.exists():
+                if not create:
+                    raise FileNotFoundError(f"no ledger at {file}")
+                file.parent.mkdir(parents=True, exist_ok=True)
+            self.path = str(file)
+        self._lock = threading.Lock()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._all: list[sqlite3.Connection] = []
+        self._closed = False
+        self._writer = self._connect()
+        with self._lock:
+            self._migrate(self._writer)
+
+    # -- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        # Autocommit mode; write_batch opens its own explicit transaction.
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+        )
+        if not self._memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise sqlite3.ProgrammingError("ledger is closed")
+        if self._memory:
+            with self._lock:
+                yield self._writer
+            return
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                conn = self._connect()
+        try:
+            yield conn
+        finally:
+            self._readers.put(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"ledger {self.path} has schema version {current}, newer than this "
+                    f"spendgate understands ({SCHEMA_VERSION}); upgrade spendgate"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    # -- LedgerStore -------------------------------------------------------------------
+
+    def write_batch(self, events: Sequence[UsageEvent]) -> None:
+        """All of `events` in one transaction; a request_id already stored is skipped, so
+        re-sending a batch after an ambiguous failure never double-counts."""
+        if not events:
+            return
+        rows = [event.to_row() for event in events]  # raises before touching the DB
+        with self._lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("ledger is closed")
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except (sqlite3.ProgrammingError, OverflowError) as exc:
+                # The connection is open (checked above), so this is a value SQLite cannot
+                # bind — a property of some event, which no retry will fix.
+                conn.execute("ROLLBACK")
+                raise InvalidEvent(f"unstorable value in batch: {exc}") from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def spend(
+        self,
+        by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[SpendRow]:
+        """Totals grouped by `by` over calls received in [since, until), most costly first."""
+        dims = check_dimensions(by)
+        where, params = _where(since, until, filters)
+        keys_sql = [_DIMENSION_SQL[d] for d in dims]
+        sql = f"SELECT {', '.join([*keys_sql, *_AGGREGATES])} FROM usage_events{where}"
+        if dims:
+            positions = ", ".join(str(i + 1) for i in range(len(dims)))
+            sql += f" GROUP BY {positions}"
+        with self._reader() as conn:
+            result = conn.execute(sql, params).fetchall()
+        rows = []
+        n = len(dims)
+        for r in result:
+            if not dims and r[0] == 0:
+                continue  # an ungrouped aggregate over nothing is no group at all
+            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
+            rows.append(SpendRow(keys, *r[n:]))
+        rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
+        return rows
+
+    def count(self) -> int:
+        with self._reader() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
+
+    def events(
+        self,
+        limit: int | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+        chunk: int = 1000,
+    ) -> Iterator[UsageEvent]:
+        """Events in write order. Reads in keyset-paged chunks, each its own short read, so
+        an export that is slow or abandoned never pins a WAL snapshot."""
+        where, params = _where(since, until, filters)
+        where = where + (" AND" if where else " WHERE") + " id > ?"
+        remaining = limit
+        last_id = 0
+        while remaining is None or remaining > 0:
+            size = chunk if remaining is None else min(chunk, remaining)
+            sql = f"SELECT id, {_SELECT_COLUMNS} FROM usage_events{where} ORDER BY id LIMIT ?"
+            with self._reader() as conn:
+                page = conn.execute(sql, [*params, last_id, size]).fetchall()
+            for row in page:
+                yield UsageEvent.from_row(row[1:])
+            if len(page) < size:
+                return
+            last_id = page[-1][0]
+            if remaining is not None:
+                remaining -= len(page)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    def __enter__(self) -> SQLiteLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({self.path!r})"
+
+
+def _ts(when: datetime) -> float:
+    """Naive datetimes are taken as UTC, matching the ledger's UTC `day`."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _where(
+    since: datetime | None, until: datetime | None, filters: Mapping[str, str] | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        clauses.append('"ts" >= ?')
+        params.append(_ts(since))
+    if until is not None:
+        clauses.append('"ts" < ?')
+        params.append(_ts(until))
+    for name in check_dimensions((filters or {}).keys()):
+        value = (filters or {})[name]
+        expr = _DIMENSION_SQL[name]
+        if value == NONE_LABEL:
+            clauses.append(f"{expr} IS NULL")
+        elif name == "status":
+            try:
+                params.append(int(value))
+            except ValueError:
+                raise ValueError(f"status filter must be an integer, got {value!r}") from None
+            clauses.append(f"{expr} = ?")
+        else:
+            clauses.append(f"{expr} = ?")
+            params.append(value)
+    return ((" WHERE " + " AND ".join(clauses)) if clauses else ""), params

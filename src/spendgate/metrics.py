@@ -1,0 +1,72 @@
+"""Prometheus metrics, one registry per gateway (so tests and library mode can run several).
+
+Labels are deliberately few (endpoint, status, model, feature): tenants and users live in the
+ledger, not in time series, where their cardinality would sink Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["Metrics"]
+
+
+class _Stats(Collector):
+    """Exposes a dict-returning callable (e.g. the ledger writer's stats) as gauges."""
+
+    def __init__(self, prefix: str, source: Callable[[], dict[str, float]]) -> None:
+        self._prefix = prefix
+        self._source = source
+
+    def collect(self):
+        for key, value in self._source().items():
+            yield GaugeMetricFamily(f"{self._prefix}_{key}", f"{self._prefix} {key}", value=value)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "spendgate_requests",
+            "Requests answered, by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "spendgate_cost_usd",
+            "Actual cost of answered requests in USD (exact sums live in the ledger)",
+            ["model", "feature"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "spendgate_tokens",
+            "Tokens by kind",
+            ["model", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "spendgate_request_seconds",
+            "Time from request received to reply complete",
+            ["endpoint"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.tag_overflow = Counter(
+            "spendgate_tag_overflow",
+            "Tag values recorded as (other) because a tag exceeded its cardinality cap",
+            ["tag"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "spendgate_in_flight", "Requests being served", registry=self.registry
+        )
+
+    def watch(self, prefix: str, source: Callable[[], dict[str, float]]) -> None:
+        self.registry.register(_Stats(prefix, source))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

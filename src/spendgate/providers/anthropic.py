@@ -1,0 +1,171 @@
+"""Anthropic Messages. An Anthropic client's body passes through untouched (cache_control,
+thinking, betas); an OpenAI client's body is translated both ways."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from spendgate.call import API, Call
+from spendgate.errors import GatewayError
+from spendgate.pricing import merge_anthropic_stream_usage, usage_from_anthropic
+from spendgate.providers.base import (
+    Deployment,
+    UpstreamError,
+    UpstreamHTTP,
+    iter_sse,
+    parse_json_body,
+    read_body,
+    upstream_failure,
+)
+from spendgate.providers.openai import embeddings_unsupported
+from spendgate.providers.streaming import StreamTally, error_frame
+from spendgate.providers.translate import (
+    AnthropicToOpenAIStream,
+    anthropic_response_to_openai,
+    openai_to_anthropic_request,
+)
+from spendgate.reply import Attempt, Reply
+
+__all__ = ["ANTHROPIC_VERSION", "AnthropicAdapter"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+
+class AnthropicAdapter:
+    api: API = "anthropic"
+
+    def headers(self, dep: Deployment, call: Call) -> dict[str, str]:
+        headers = {
+            "content-type": "application/json",
+            "anthropic-version": call.headers.get("anthropic-version", ANTHROPIC_VERSION),
+            **dep.extra_headers,
+        }
+        if "anthropic-beta" in call.headers:
+            headers["anthropic-beta"] = call.headers["anthropic-beta"]
+        if dep.api_key:
+            headers["x-api-key"] = dep.api_key
+        return headers
+
+    async def send(self, call: Call, dep: Deployment, http: UpstreamHTTP) -> Reply:
+        if call.endpoint == "embeddings":
+            raise UpstreamError(embeddings_unsupported(dep))
+        model = dep.upstream_model(call.model)
+        attempt = Attempt(deployment=dep.name, model=model)
+        started = time.perf_counter()
+        source = call.body if call.api == "anthropic" else openai_to_anthropic_request(call.body)
+        body = {**source, "model": model}
+        if call.stream:
+            body["stream"] = True
+        try:
+            resp = await http.open(
+                dep.base_url.rstrip("/") + "/messages", body, self.headers(dep, call), dep
+            )
+            attempt.status = resp.status
+            if resp.status != 200:
+                raw = await read_body(resp, dep)
+                raise UpstreamError(upstream_failure(resp.status, raw, dep, resp.headers))
+            if call.stream:
+                reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
+                reply.chunks = self._stream(resp, call, dep, reply, body)
+                return reply
+            data = parse_json_body(await read_body(resp, dep), dep)
+        except UpstreamError as exc:
+            attempt.error = exc.error.code
+            attempt.status = attempt.status or exc.error.status
+            exc.attempts.append(attempt)
+            exc.deployment = dep.name
+            raise
+        finally:
+            attempt.ms = (time.perf_counter() - started) * 1000
+        usage = usage_from_anthropic(data["usage"]) if isinstance(data.get("usage"), dict) else None
+        out = data if call.api == "anthropic" else anthropic_response_to_openai(data, model=model)
+        return Reply(
+            body=out,
+            usage=usage,
+            served_model=str(data.get("model") or model),
+            deployment=dep.name,
+            finish_reason=data.get("stop_reason"),
+            attempts=[attempt],
+        )
+
+    async def _stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        call: Call,
+        dep: Deployment,
+        reply: Reply,
+        sent: dict[str, Any],
+    ) -> AsyncIterator[bytes]:
+        tally = StreamTally(dep.upstream_model(call.model), "anthropic", sent)
+        include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        to_openai = (
+            AnthropicToOpenAIStream(tally.model, include_usage=include_usage)
+            if call.api == "openai"
+            else None
+        )
+        start_usage: dict[str, Any] | None = None
+        delta_usage: dict[str, Any] | None = None
+        completed = False
+        try:
+            try:
+                async for ev in iter_sse(resp):
+                    reply.mark_first_byte(call.started)
+                    data = orjson.loads(ev.data)
+                    if not isinstance(data, dict):
+                        raise ValueError("stream event is not an object")
+                    kind = ev.event or str(data.get("type", ""))
+                    if kind == "error":
+                        err = data.get("error") or {}
+                        raise ValueError(str(err.get("message") or "upstream stream error"))
+                    if kind == "message_start":
+                        message = data.get("message") or {}
+                        start_usage = message.get("usage") or {}
+                        if message.get("model"):
+                            reply.served_model = str(message["model"])
+                    elif kind == "message_delta":
+                        delta_usage = {**(delta_usage or {}), **(data.get("usage") or {})}
+                        stop = (data.get("delta") or {}).get("stop_reason")
+                        if stop:
+                            reply.finish_reason = stop
+                    elif kind == "content_block_delta":
+                        delta = data.get("delta") or {}
+                        tally.add(delta.get("text") or delta.get("partial_json"))
+                    if start_usage is not None and kind in ("message_delta", "message_stop"):
+                        reply.usage = merge_anthropic_stream_usage(start_usage, delta_usage)
+                    if to_openai is not None:
+                        for chunk in to_openai.feed(kind, data):
+                            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                    else:
+                        yield b"event: " + kind.encode() + b"\ndata: " + ev.data + b"\n\n"
+                    if kind == "message_stop":
+                        completed = True
+                        break
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                reply.extra["stream_error"] = f"{type(exc).__name__}: {exc}"
+            if completed and to_openai is not None:
+                yield b"data: [DONE]\n\n"
+            if not completed:
+                reply.extra.setdefault("stream_error", "upstream stream ended without message_stop")
+                reply.error = GatewayError(
+                    502,
+                    f"upstream deployment {dep.name!r} cut the stream short",
+                    type="upstream_error",
+                    code="upstream_stream_cut",
+                )
+                yield error_frame(call.api, reply.error.message, "upstream_stream_cut")
+        finally:
+            resp.close()
+            if reply.usage is None:
+                if start_usage is None:
+                    reply.usage = tally.estimate()
+                else:
+                    # Input is known from message_start; output only from what we saw.
+                    usage = merge_anthropic_stream_usage(start_usage, delta_usage)
+                    usage.output_tokens = max(usage.output_tokens, tally.output_tokens())
+                    usage.estimated = True
+                    reply.usage = usage

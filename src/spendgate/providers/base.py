@@ -1,0 +1,265 @@
+"""What every provider adapter shares: the deployment it talks to, the pooled HTTP client,
+SSE reading, and the mapping of upstream failures to gateway errors.
+
+The HTTP client is aiohttp rather than httpx: the gateway makes one upstream request per
+client request, and on this 2-core machine aiohttp's client cost about half of httpx's per
+request (see bench/overhead.py), which is most of the gateway's own overhead budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+from spendgate.call import API, Call
+from spendgate.errors import GatewayError
+from spendgate.reply import Attempt, Reply
+
+__all__ = [
+    "Deployment",
+    "Provider",
+    "SSEEvent",
+    "UpstreamError",
+    "UpstreamHTTP",
+    "iter_sse",
+    "upstream_failure",
+]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One upstream endpoint and the models it serves under which names."""
+
+    name: str
+    provider: str
+    """`openai` (any OpenAI-compatible server), `anthropic`, or `simulated`."""
+    base_url: str
+    api_key: str | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+    """Public model name → the name the upstream knows it by."""
+    price: Any = None
+    """A `pricing.PriceOverride`, or None to use the price catalog."""
+    timeout_s: float = 120.0
+    connect_timeout_s: float = 10.0
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+    def api_for(self, model: str) -> API:
+        """The wire format this deployment speaks for `model`. The simulated upstream speaks
+        both; it answers Claude models in Anthropic's format so translation gets exercised."""
+        if self.provider == "anthropic":
+            return "anthropic"
+        if self.provider == "simulated" and self.upstream_model(model).startswith("claude"):
+            return "anthropic"
+        return "openai"
+
+    def upstream_model(self, model: str) -> str:
+        return self.models.get(model, model)
+
+    def price_provider(self, model: str) -> str | None:
+        """Provider id for the price catalog. The simulated upstream bills like the provider
+        whose format it speaks; an OpenAI-compatible server elsewhere (vLLM, Groq…) is not
+        OpenAI, so the catalog matches the model name alone."""
+        if self.provider == "anthropic":
+            return "anthropic"
+        if self.provider == "openai":
+            return "openai" if "api.openai.com" in self.base_url else None
+        return self.api_for(model)
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or answered nonsense; carries the gateway error."""
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.attempts: list[Attempt] = []
+        self.deployment: str | None = None
+
+
+class Provider(Protocol):
+    """A wire-format adapter. `send` returns a `Reply` in the *client's* format."""
+
+    api: API
+
+    async def send(self, call: Call, deployment: Deployment, http: UpstreamHTTP) -> Reply: ...
+
+
+class UpstreamHTTP:
+    """A pooled aiohttp session, created lazily inside the running event loop."""
+
+    def __init__(self, *, limit: int = 512) -> None:
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                auto_decompress=True,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def open(
+        self, url: str, body: dict[str, Any], headers: Mapping[str, str], dep: Deployment
+    ) -> aiohttp.ClientResponse:
+        """POST and return the response with its body unread (the caller reads or streams)."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=dep.connect_timeout_s, sock_read=dep.timeout_s
+        )
+        try:
+            return await self.session().post(
+                url, data=orjson.dumps(body), headers=dict(headers), timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise UpstreamError(
+                GatewayError(
+                    504,
+                    f"upstream deployment {dep.name!r} did not answer within "
+                    f"{dep.connect_timeout_s:g}s (connect)",
+                    type="timeout",
+                    code="upstream_timeout",
+                )
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                GatewayError(
+                    502,
+                    f"cannot reach upstream deployment {dep.name!r}: {exc}",
+                    type="upstream_error",
+                    code="upstream_unreachable",
+                )
+            ) from exc
+
+
+async def read_body(resp: aiohttp.ClientResponse, dep: Deployment) -> bytes:
+    try:
+        return await resp.read()
+    except TimeoutError as exc:
+        raise UpstreamError(
+            GatewayError(
+                504,
+                f"upstream deployment {dep.name!r} did not answer within {dep.timeout_s:g}s",
+                type="timeout",
+                code="upstream_timeout",
+            )
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            GatewayError(
+                502,
+                f"upstream deployment {dep.name!r} broke the connection: {exc}",
+                type="upstream_error",
+                code="upstream_disconnected",
+            )
+        ) from exc
+    finally:
+        resp.release()
+
+
+def parse_json_body(raw: bytes, dep: Deployment) -> dict[str, Any]:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise UpstreamError(
+            GatewayError(
+                502,
+                f"upstream deployment {dep.name!r} returned a body that is not a JSON object",
+                type="upstream_error",
+                code="upstream_bad_response",
+            )
+        )
+    return data
+
+
+def upstream_failure(
+    status: int, raw: bytes, dep: Deployment, headers: Mapping[str, str]
+) -> GatewayError:
+    """Map an upstream error answer to what the client sees.
+
+    4xx are the client's own mistakes (bad params, context too long, rate limits) and pass
+    through with their status and message; 5xx are ours to own: 502 with a clear message.
+    """
+    message = ""
+    try:
+        data = orjson.loads(raw)
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = str(data["error"].get("message") or "")
+    except orjson.JSONDecodeError:
+        message = raw[:200].decode("utf-8", "replace")
+    passthrough: dict[str, str] = {}
+    if "retry-after" in headers:
+        passthrough["retry-after"] = headers["retry-after"]
+    if status < 500:
+        kind = {
+            401: "authentication_error",
+            403: "permission_error",
+            404: "not_found_error",
+            429: "rate_limit_error",
+        }.get(status, "invalid_request_error")
+        return GatewayError(
+            status,
+            message or f"upstream deployment {dep.name!r} rejected the request ({status})",
+            type=kind,
+            code="upstream_" + str(status),
+            headers=passthrough,
+            upstream_body=raw,
+        )
+    return GatewayError(
+        502,
+        f"upstream deployment {dep.name!r} failed with {status}"
+        + (f": {message}" if message else ""),
+        type="upstream_error",
+        code="upstream_" + str(status),
+        headers=passthrough,
+    )
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str | None
+    data: bytes
+
+
+async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+    """Server-sent events from an upstream response, as (event name, data) pairs."""
+    event: str | None = None
+    data: list[bytes] = []
+    async for raw_line in resp.content:
+        line = raw_line.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield SSEEvent(event, b"\n".join(data))
+            event, data = None, []
+            continue
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+    if data:
+        yield SSEEvent(event, b"\n".join(data))
+
+
+def new_attempt(dep: Deployment, model: str) -> tuple[Attempt, float]:
+    return Attempt(deployment=dep.name, model=model), time.perf_counter()
+
+
+def sse_data(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+def sse_event(name: str, payload: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

@@ -1,0 +1,171 @@
+"""OpenAI Chat Completions and Embeddings, for OpenAI itself and every server that speaks
+the same API by `base_url` (Azure OpenAI's v1 endpoint, vLLM, Ollama, Groq, Together…)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from spendgate.call import API, Call
+from spendgate.errors import GatewayError
+from spendgate.pricing import usage_from_openai
+from spendgate.providers.base import (
+    Deployment,
+    UpstreamError,
+    UpstreamHTTP,
+    iter_sse,
+    parse_json_body,
+    read_body,
+    sse_event,
+    upstream_failure,
+)
+from spendgate.providers.streaming import StreamTally, error_frame
+from spendgate.providers.translate import (
+    OpenAIToAnthropicStream,
+    anthropic_to_openai_request,
+    openai_response_to_anthropic,
+)
+from spendgate.reply import Attempt, Reply
+
+__all__ = ["OpenAIAdapter"]
+
+
+class OpenAIAdapter:
+    api: API = "openai"
+
+    def headers(self, dep: Deployment) -> dict[str, str]:
+        headers = {"content-type": "application/json", **dep.extra_headers}
+        if dep.api_key:
+            headers["authorization"] = f"Bearer {dep.api_key}"
+        return headers
+
+    async def send(self, call: Call, dep: Deployment, http: UpstreamHTTP) -> Reply:
+        model = dep.upstream_model(call.model)
+        attempt = Attempt(deployment=dep.name, model=model)
+        started = time.perf_counter()
+        if call.endpoint == "embeddings":
+            body = {**call.body, "model": model}
+            path = "/embeddings"
+        else:
+            source = call.body if call.api == "openai" else anthropic_to_openai_request(call.body)
+            body = {**source, "model": model}
+            path = "/chat/completions"
+        client_wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        if call.stream:
+            # Always ask for usage: a stream without it could only be estimated.
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        try:
+            resp = await http.open(dep.base_url.rstrip("/") + path, body, self.headers(dep), dep)
+            attempt.status = resp.status
+            if resp.status != 200:
+                raw = await read_body(resp, dep)
+                raise UpstreamError(upstream_failure(resp.status, raw, dep, resp.headers))
+            if call.stream and call.endpoint != "embeddings":
+                reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
+                reply.chunks = self._stream(resp, call, dep, reply, body, client_wants_usage)
+                return reply
+            data = parse_json_body(await read_body(resp, dep), dep)
+        except UpstreamError as exc:
+            attempt.error = exc.error.code
+            attempt.status = attempt.status or exc.error.status
+            exc.attempts.append(attempt)
+            exc.deployment = dep.name
+            raise
+        finally:
+            attempt.ms = (time.perf_counter() - started) * 1000
+        usage = usage_from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
+        finish = None
+        choices = data.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            finish = choices[0].get("finish_reason")
+        out = data if call.api == "openai" else openai_response_to_anthropic(data, model=model)
+        return Reply(
+            body=out,
+            usage=usage,
+            served_model=str(data.get("model") or model),
+            deployment=dep.name,
+            finish_reason=finish,
+            attempts=[attempt],
+        )
+
+    async def _stream(
+        self,
+        resp: aiohttp.ClientResponse,
+        call: Call,
+        dep: Deployment,
+        reply: Reply,
+        sent: dict[str, Any],
+        client_wants_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        tally = StreamTally(dep.upstream_model(call.model), "openai", sent)
+        to_anthropic = (
+            OpenAIToAnthropicStream(tally.model) if call.api == "anthropic" else None
+        )
+        completed = False
+        try:
+            try:
+                async for ev in iter_sse(resp):
+                    reply.mark_first_byte(call.started)
+                    if ev.data == b"[DONE]":
+                        completed = True
+                        break
+                    chunk = orjson.loads(ev.data)
+                    if not isinstance(chunk, dict):
+                        raise ValueError("stream chunk is not an object")
+                    if isinstance(chunk.get("error"), dict):
+                        raise ValueError(str(chunk["error"].get("message")))
+                    self._observe(chunk, reply, tally)
+                    if to_anthropic is not None:
+                        for name, payload in to_anthropic.feed(chunk):
+                            yield sse_event(name, payload)
+                    elif client_wants_usage or chunk.get("choices"):
+                        yield b"data: " + ev.data + b"\n\n"
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                reply.extra["stream_error"] = f"{type(exc).__name__}: {exc}"
+            if to_anthropic is not None:
+                for name, payload in to_anthropic.finish():
+                    yield sse_event(name, payload)
+            elif completed:
+                yield b"data: [DONE]\n\n"
+            if not completed:
+                reply.extra.setdefault("stream_error", "upstream stream ended without [DONE]")
+                reply.error = GatewayError(
+                    502,
+                    f"upstream deployment {dep.name!r} cut the stream short",
+                    type="upstream_error",
+                    code="upstream_stream_cut",
+                )
+                yield error_frame(call.api, reply.error.message, "upstream_stream_cut")
+        finally:
+            resp.close()
+            if reply.usage is None:
+                reply.usage = tally.estimate()
+
+    @staticmethod
+    def _observe(chunk: dict[str, Any], reply: Reply, tally: StreamTally) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            reply.usage = usage_from_openai(usage)
+        if chunk.get("model"):
+            reply.served_model = str(chunk["model"])
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            tally.add(delta.get("content"))
+            for tc in delta.get("tool_calls") or ():
+                tally.add((tc.get("function") or {}).get("arguments"))
+            if choice.get("finish_reason"):
+                reply.finish_reason = choice["finish_reason"]
+
+
+def embeddings_unsupported(dep: Deployment) -> GatewayError:
+    return GatewayError(
+        400,
+        f"deployment {dep.name!r} speaks Anthropic's API, which has no embeddings endpoint",
+        param="model",
+        code="embeddings_unsupported",
+    )

@@ -1,0 +1,48 @@
+"""Bookkeeping shared by both adapters' streams: what was seen, and what it cost when the
+stream ended without the upstream's own usage figures (client left, stream cut)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from spendgate.call import API, Usage
+from spendgate.tokens import count_anthropic_request, count_openai_request, count_text
+
+__all__ = ["StreamTally", "error_frame"]
+
+
+@dataclass(slots=True)
+class StreamTally:
+    """Text the upstream produced so far, so a stream that ends early is still accounted."""
+
+    model: str
+    upstream_api: API
+    sent_body: dict[str, Any]
+    parts: list[str] = field(default_factory=list)
+
+    def add(self, text: str | None) -> None:
+        if text:
+            self.parts.append(text)
+
+    def estimate(self) -> Usage:
+        """Input counted on the body actually sent, output on the text actually received."""
+        if self.upstream_api == "anthropic":
+            prompt = count_anthropic_request(self.model, self.sent_body)
+        else:
+            prompt = count_openai_request(self.model, self.sent_body)
+        return Usage(input_tokens=prompt, output_tokens=self.output_tokens(), estimated=True)
+
+    def output_tokens(self) -> int:
+        return count_text(self.model, "".join(self.parts)) if self.parts else 0
+
+
+def error_frame(client_api: API, message: str, code: str) -> bytes:
+    """An in-band error for a stream that already sent its 200 status."""
+    if client_api == "anthropic":
+        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"

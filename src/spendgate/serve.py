@@ -1,0 +1,112 @@
+"""Running the gateway under uvicorn: blocking for the CLI, or in a thread for the demo,
+the benchmarks and the tests (a real server on a real socket, started and stopped cleanly)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+from typing import Any
+
+import uvicorn
+
+from spendgate.config import Settings
+from spendgate.server.app import Gateway
+
+__all__ = ["GatewayServer", "free_port", "run_server"]
+
+log = logging.getLogger("spendgate.serve")
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
+        return None
+    return uvloop.new_event_loop
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_server(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
+    """Serve until interrupted; on SIGINT/SIGTERM the lifespan shutdown flushes the ledger."""
+    gateway = Gateway(settings)
+    host = host or settings.server.host
+    port = settings.server.port if port is None else port
+    auth = "on" if gateway.auth_required else "OFF (no virtual keys configured)"
+    print(
+        f"spendgate listening on http://{host}:{port}/v1  "
+        f"models: {', '.join(gateway.table.models()) or '(none)'}  auth: {auth}  "
+        f"ledger: {settings.storage.ledger}",
+        flush=True,
+    )
+    uvicorn.Server(_uvicorn_config(gateway, host, port)).run()
+
+
+class GatewayServer:
+    """A gateway on a loopback port in a background thread.
+
+    `start()` returns once the socket is accepting (uvicorn's own `started` flag, set after
+    bind), `stop()` runs the graceful shutdown, which flushes the ledger."""
+
+    def __init__(self, gateway: Gateway, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.gateway = gateway
+        self.host = host
+        self.port = port or free_port()
+        self._server = uvicorn.Server(_uvicorn_config(gateway, host, self.port))
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spendgate-gateway", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            task = asyncio.create_task(self._server.serve())
+            while not self._server.started and not task.done():
+                await asyncio.sleep(0.005)  # polls uvicorn's flag inside its own loop
+            self._ready.set()
+            await task
+
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(main())
+        finally:
+            self._ready.set()
+
+    def start(self) -> GatewayServer:
+        self._thread.start()
+        self._ready.wait()
+        if not self._server.started:
+            raise RuntimeError(f"gateway failed to start on {self.url}")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> GatewayServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

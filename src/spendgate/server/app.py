@@ -1,0 +1,358 @@
+"""The HTTP edge: a small ASGI app in front of the pipeline.
+
+It authenticates, bounds and parses the body, validates, reads tags, builds the `Call`,
+and turns the `Reply` into HTTP — nothing else. It is raw ASGI rather than a framework
+route table because it has six routes and sits on every request's critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from spendgate.accounting import Accountant, cost_header
+from spendgate.call import API, Call, Endpoint, Tags
+from spendgate.config import Settings
+from spendgate.errors import GatewayError
+from spendgate.keys import KeyRecord, KeyStore
+from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
+from spendgate.metrics import Metrics
+from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
+from spendgate.pricing import PriceCatalog
+from spendgate.providers.base import UpstreamHTTP
+from spendgate.reply import Reply
+from spendgate.server.tags import TagGuard, read_tags
+from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
+
+__all__ = ["Gateway", "build_gateway"]
+
+log = logging.getLogger("spendgate.server")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+_ROUTES: dict[str, tuple[Endpoint, API]] = {
+    "/v1/chat/completions": ("chat", "openai"),
+    "/chat/completions": ("chat", "openai"),
+    "/v1/messages": ("messages", "anthropic"),
+    "/v1/embeddings": ("embeddings", "openai"),
+    "/embeddings": ("embeddings", "openai"),
+}
+_VALIDATORS = {
+    "chat": validate_chat,
+    "messages": validate_messages,
+    "embeddings": validate_embeddings,
+}
+
+
+class Gateway:
+    """Everything one gateway process holds; `gateway` itself is the ASGI app."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: LedgerStore | None = None,
+        stages: list[Stage] | None = None,
+        catalog: PriceCatalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store or open_ledger(settings.storage.ledger)
+        self.writer = BatchingWriter(
+            self.store,
+            max_batch=settings.ledger.max_batch,
+            flush_interval=settings.ledger.flush_interval_s,
+            max_buffer=settings.ledger.max_buffer,
+        )
+        self.metrics = Metrics()
+        self.metrics.watch("spendgate_ledger", self.writer.stats)
+        self.catalog = catalog or PriceCatalog.default()
+        self.table = ModelTable(settings.build_deployments())
+        self.http = UpstreamHTTP()
+        self.accountant = Accountant(
+            self.catalog, self.writer, self.metrics, self.table.deployments
+        )
+        self.pipeline = Pipeline(
+            stages or [], Dispatcher(self.table, self.http, self.accountant), self.accountant
+        )
+        declared = [
+            KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
+                      use_case=k.use_case, tenant=k.tenant, user=k.user)
+            for k in settings.keys
+        ]  # fmt: skip
+        self.keys = KeyStore(settings.storage.keys, declared)
+        self.auth_required = settings.server.auth == "required" or (
+            settings.server.auth == "auto" and self.keys.any()
+        )
+        self.tag_guard = TagGuard(settings.tags.max_values)
+        self._key_cache: dict[str, KeyRecord] = {}
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+    async def aclose(self) -> None:
+        """Graceful shutdown: stop talking upstream, then flush every ledger event."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.http.close()
+        await asyncio.to_thread(self.writer.close)
+        self.keys.close()
+
+    # ---------------------------------------------------------------- ASGI
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if kind != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        route = _ROUTES.get(path)
+        if route is not None:
+            if method != "POST":
+                await _send_json(send, 405, _err(405, f"{method} is not allowed on {path}"))
+                return
+            await self._serve_call(scope, receive, send, *route)
+        elif method == "GET" and path in ("/v1/models", "/models"):
+            await _send_json(send, 200, self._models())
+        elif method == "GET" and path == "/healthz":
+            await _send_json(send, 200, {"status": "ok", "ledger": self.writer.stats()})
+        elif method == "GET" and path == "/metrics":
+            await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+        else:
+            await _send_json(
+                send, 404, _err(404, f"no route for {method} {path}", code="unknown_url")
+            )
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ---------------------------------------------------------------- calls
+    async def _serve_call(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, api: API
+    ) -> None:
+        headers = _headers(scope)
+        call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
+        self.metrics.in_flight.inc()
+        try:
+            try:
+                defaults = self._authenticate(headers)
+                body = await self._read_json(receive, headers)
+                model = _VALIDATORS[endpoint](body)
+                call.body = body
+                call.requested_model = call.model = model
+                call.stream = bool(body.get("stream")) and endpoint != "embeddings"
+                call.tags = self.tag_guard.admit(read_tags(headers, body, defaults))
+            except GatewayError as exc:
+                call.requested_model = call.requested_model or "(invalid)"
+                call.model = call.model or call.requested_model
+                reply = Reply.failed(exc)
+                reply.on_done(lambda r: self.accountant.record(call, r))
+                reply.finish()
+            else:
+                reply = await self.pipeline.run(call)
+            await self._respond(send, receive, call, reply)
+        finally:
+            self.metrics.in_flight.dec()
+
+    def _authenticate(self, headers: dict[str, str]) -> Tags:
+        token = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip()
+        if not self.auth_required:
+            record = self._lookup(token) if token else None
+            return record.tags if record else Tags()
+        if not token:
+            raise GatewayError(
+                401,
+                "You didn't provide an API key. Send a spendgate virtual key as "
+                "`Authorization: Bearer KEY` (or `x-api-key`).",
+                type="authentication_error",
+                code="missing_api_key",
+            )
+        record = self._lookup(token)
+        if record is None:
+            raise GatewayError(
+                401,
+                "Incorrect API key provided: not a valid spendgate virtual key.",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        return record.tags
+
+    def _lookup(self, token: str) -> KeyRecord | None:
+        record = self._key_cache.get(token)
+        if record is None:
+            record = self.keys.lookup(token)
+            if record is not None:
+                if len(self._key_cache) > 10_000:
+                    self._key_cache.clear()
+                self._key_cache[token] = record
+        return record
+
+    async def _read_json(self, receive: Receive, headers: dict[str, str]) -> dict[str, Any]:
+        limit = self.settings.server.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(499, "client closed the request", code="client_closed")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(
+                400,
+                f"We could not parse the JSON body of your request ({exc}). "
+                "The body must be a JSON object.",
+                code="invalid_json",
+            ) from None
+        if not isinstance(body, dict):
+            raise GatewayError(
+                400,
+                f"The request body must be a JSON object, got a JSON {type(body).__name__}.",
+                code="invalid_json",
+            )
+        return body
+
+    async def _respond(self, send: Send, receive: Receive, call: Call, reply: Reply) -> None:
+        extra = [(b"x-spendgate-request-id", call.request_id.encode())]
+        model = reply.served_model or call.model
+        if model:
+            extra.append((b"x-spendgate-model", model.encode()))
+        if call.cache_outcome:
+            extra.append((b"x-spendgate-cache", call.cache_outcome.encode()))
+        if reply.is_stream:
+            await _stream(send, receive, reply, _SSE + extra)
+            return
+        if reply.error is not None and reply.body is None:
+            err = reply.error
+            same_dialect_upstream = err.upstream_body is not None and call.api == "openai"
+            body = err.upstream_body if same_dialect_upstream else orjson.dumps(
+                err.to_anthropic() if call.api == "anthropic" else err.to_openai()
+            )
+            assert body is not None
+            extra += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+            extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
+            await _send(send, err.status, body, _JSON + extra)
+            return
+        extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
+        await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+
+    def _models(self) -> dict[str, Any]:
+        created = 1_700_000_000
+        data = []
+        for name in self.table.models():
+            dep = self.table.serving(name)[0]
+            data.append({"id": name, "object": "model", "created": created, "owned_by": dep.name})
+        return {"object": "list", "data": data}
+
+
+def build_gateway(settings: Settings, **kwargs: Any) -> Gateway:
+    return Gateway(settings, **kwargs)
+
+
+# -------------------------------------------------------------------- plumbing
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _err(status: int, message: str, code: str | None = None) -> dict[str, Any]:
+    return GatewayError(status, message, code=code).to_openai()
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
+        code="request_too_large",
+    )
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Send, status: int, payload: Any) -> None:
+    await _send(send, status, orjson.dumps(payload), _JSON)
+
+
+async def _stream(
+    send: Send, receive: Receive, reply: Reply, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Pump SSE to the client while watching for it to leave.
+
+    If the client disconnects, the pump is cancelled and the reply's stream is closed
+    (which closes the upstream connection, so generation stops and is no longer billed);
+    the reply then finishes as `client_disconnected` with the usage consumed so far.
+    """
+    chunks = reply.iter_bytes()
+
+    async def pump() -> None:
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        cost = reply.cost
+        if cost is not None:
+            trailer = b": x-spendgate-cost-usd=" + cost_header(cost).encode() + b"\n\n"
+            await send({"type": "http.response.body", "body": trailer, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pump_task = asyncio.ensure_future(pump())
+    watch_task = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({pump_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch_task.cancel()
+        if not pump_task.done():
+            pump_task.cancel()
+        await asyncio.gather(pump_task, watch_task, return_exceptions=True)
+        await chunks.aclose()
+        reply.finish(client_disconnected=True)  # no-op when the stream completed
+
+
+def _now_ms() -> float:
+    return time.perf_counter() * 1000
