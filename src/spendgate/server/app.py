@@ -67,6 +67,7 @@ class Gateway:
         catalog: PriceCatalog | None = None,
     ) -> None:
         self.settings = settings
+        self._owns_store = store is None
         self.store = store or open_ledger(settings.storage.ledger)
         self.writer = BatchingWriter(
             self.store,
@@ -106,6 +107,8 @@ class Gateway:
         self._closed = True
         await self.http.close()
         await asyncio.to_thread(self.writer.close)
+        if self._owns_store:
+            self.store.close()
         self.keys.close()
 
     # ---------------------------------------------------------------- ASGI
