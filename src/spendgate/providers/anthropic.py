@@ -68,7 +68,12 @@ class AnthropicAdapter:
             attempt.status = resp.status
             if resp.status != 200:
                 raw = await read_body(resp, dep)
-                raise UpstreamError(upstream_failure(resp.status, raw, dep, resp.headers))
+                failure = upstream_failure(resp.status, raw, dep, resp.headers)
+                if call.api != "anthropic":
+                    # The upstream's body is in Anthropic's dialect: the edge must re-render
+                    # it for an OpenAI client rather than pass it through verbatim.
+                    failure.upstream_body = None
+                raise UpstreamError(failure)
             if call.stream:
                 reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
                 reply.chunks = self._stream(resp, call, dep, reply, body)

@@ -123,11 +123,14 @@ class UpstreamHTTP:
                 url, data=orjson.dumps(body), headers=dict(headers), timeout=timeout
             )
         except TimeoutError as exc:
+            # A connect timeout, or no response headers within the read timeout.
+            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            limit = dep.connect_timeout_s if connecting else dep.timeout_s
             raise UpstreamError(
                 GatewayError(
                     504,
                     f"upstream deployment {dep.name!r} did not answer within "
-                    f"{dep.connect_timeout_s:g}s (connect)",
+                    f"{limit:g}s" + (" (connect)" if connecting else ""),
                     type="timeout",
                     code="upstream_timeout",
                 )

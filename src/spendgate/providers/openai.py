@@ -128,8 +128,11 @@ class OpenAIAdapter:
             except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 reply.extra["stream_error"] = f"{type(exc).__name__}: {exc}"
             if to_anthropic is not None:
-                for name, payload in to_anthropic.finish():
-                    yield sse_event(name, payload)
+                if completed:
+                    # Only a complete upstream stream may end in message_stop; a cut one
+                    # ends in the error frame below (after message_stop it would be ignored).
+                    for name, payload in to_anthropic.finish():
+                        yield sse_event(name, payload)
             elif completed:
                 yield b"data: [DONE]\n\n"
             if not completed:

@@ -1077,7 +1077,9 @@ class SimApp:
             int(body["max_tokens"]),
             (picked, tool_defs.get(picked) or {}) if picked else None,
             None,
-            False,
+            # Claude has no JSON mode; it follows a system instruction asking for JSON only
+            # (what translate.py appends for response_format), so the simulation does too.
+            "respond with a single valid json" in _text_of(system).lower(),
             None,
         )
         stop = "tool_use" if out.tool else ("max_tokens" if out.truncated else "end_turn")

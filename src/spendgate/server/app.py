@@ -123,10 +123,16 @@ class Gateway:
         method: str = scope["method"]
         route = _ROUTES.get(path)
         if route is not None:
+            refusal = None
             if method != "POST":
-                await _send_json(send, 405, _err(405, f"{method} is not allowed on {path}"))
-                return
-            await self._serve_call(scope, receive, send, *route)
+                # Still a call: it gets a request id and its ledger row like any other refusal.
+                refusal = GatewayError(
+                    405,
+                    f"{method} is not allowed on {path}; use POST",
+                    code="method_not_allowed",
+                    headers={"allow": "POST"},
+                )
+            await self._serve_call(scope, receive, send, *route, refusal=refusal)
         elif method == "GET" and path in ("/v1/models", "/models"):
             await _send_json(send, 200, self._models())
         elif method == "GET" and path == "/healthz":
@@ -150,13 +156,22 @@ class Gateway:
 
     # ---------------------------------------------------------------- calls
     async def _serve_call(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: Endpoint, api: API
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        endpoint: Endpoint,
+        api: API,
+        *,
+        refusal: GatewayError | None = None,
     ) -> None:
         headers = _headers(scope)
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
         self.metrics.in_flight.inc()
         try:
             try:
+                if refusal is not None:
+                    raise refusal
                 defaults = self._authenticate(headers)
                 body = await self._read_json(receive, headers)
                 model = _VALIDATORS[endpoint](body)
