@@ -635,13 +635,13 @@ def main() -> None:
         file=out,
     )
     print(
-        f"  {'run':16s} {'wrk completed':>13s} {'upstream got':>12s} {'ledger rows':>11s}"
+        f"  {'run':16s} {'load completed':>14s} {'upstream got':>12s} {'ledger rows':>11s}"
         f" {'ledger−wrk':>10s} {'ledger−upstream':>15s}",
         file=out,
     )
     for run, row in ledger_check["by_run"].items():
         print(
-            f"  {run:16s} {row['wrk_completed']:13d} {row['upstream_received']:12d} "
+            f"  {run:16s} {row['wrk_completed']:14d} {row['upstream_received']:12d} "
             f"{row['ledger_rows']:11d} {row['ledger_rows'] - row['wrk_completed']:+10d} "
             f"{row['ledger_rows'] - row['upstream_received']:+15d}",
             file=out,

@@ -38,6 +38,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+KEY_CACHE_SECONDS = 30.0
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -96,7 +97,8 @@ class Gateway:
             settings.server.auth == "auto" and self.keys.any()
         )
         self.tag_guard = TagGuard(settings.tags.max_values)
-        self._key_cache: dict[str, KeyRecord] = {}
+        self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
+        self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -196,6 +198,12 @@ class Gateway:
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
             token = auth[7:].strip()
+        if not self.auth_required and self.settings.server.auth == "auto":
+            # `auto` turns auth on as soon as a key exists, also one made while running.
+            now = time.monotonic()
+            if now >= self._auth_checked_until:
+                self._auth_checked_until = now + KEY_CACHE_SECONDS
+                self.auth_required = self.keys.any()
         if not self.auth_required:
             record = self._lookup(token) if token else None
             return record.tags if record else Tags()
@@ -218,13 +226,17 @@ class Gateway:
         return record.tags
 
     def _lookup(self, token: str) -> KeyRecord | None:
-        record = self._key_cache.get(token)
-        if record is None:
-            record = self.keys.lookup(token)
-            if record is not None:
-                if len(self._key_cache) > 10_000:
-                    self._key_cache.clear()
-                self._key_cache[token] = record
+        """Key lookups are cached for `KEY_CACHE_SECONDS`, misses included: an SDK sending
+        a provider key (or an attacker guessing) must not cost a hash and a database read
+        per request, and a revoked key stops working within that window."""
+        now = time.monotonic()
+        hit = self._key_cache.get(token)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        record = self.keys.lookup(token)
+        if len(self._key_cache) >= 10_000:
+            self._key_cache.clear()
+        self._key_cache[token] = (record, now + KEY_CACHE_SECONDS)
         return record
 
     async def _read_json(self, receive: Receive, headers: dict[str, str]) -> dict[str, Any]:
@@ -370,7 +382,3 @@ async def _stream(
         await asyncio.gather(pump_task, watch_task, return_exceptions=True)
         await chunks.aclose()
         reply.finish(client_disconnected=True)  # no-op when the stream completed
-
-
-def _now_ms() -> float:
-    return time.perf_counter() * 1000
