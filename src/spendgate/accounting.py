@@ -18,7 +18,7 @@ from decimal import Decimal
 
 import orjson
 
-from spendgate.call import Call, Cost, to_nanos
+from spendgate.call import Call, Cost, Usage, to_nanos
 from spendgate.ledger import BatchingWriter, UsageEvent
 from spendgate.metrics import Metrics
 from spendgate.pricing import PriceCatalog
@@ -78,7 +78,10 @@ class Accountant:
         """Build the call's one ledger event and hand it to the writer (non-blocking)."""
         cost = self.price(call, reply)
         usage = reply.usage
+        if cost is not None and usage is not None and call.model != call.requested_model:
+            self._credit_routing(call, usage, cost)
         savings = {k: to_nanos(v) for k, v in call.savings.items() if v}
+        # Shadow decisions ("would have saved") are recorded, never counted as savings.
         cost_nanos = cost.total_nanos if cost is not None else None
         baseline = cost_nanos + sum(savings.values()) if cost_nanos is not None else None
         error = reply.error
@@ -125,6 +128,28 @@ class Accountant:
         if self.metrics is not None:
             self._observe(call, reply, cost, event)
         return event
+
+    def price_as(self, model: str, usage: Usage) -> Cost | None:
+        """What `usage` would cost on `model` as its first deployment would serve it (the
+        counterfactual behind routing and cache savings)."""
+        dep = next((d for d in self.deployments.values() if model in d.models), None)
+        if dep is None:
+            return self.catalog.cost(model, usage)
+        return self.catalog.cost(
+            dep.upstream_model(model),
+            usage,
+            provider=dep.price_provider(model),
+            override=dep.price,
+        )
+
+    def _credit_routing(self, call: Call, usage: Usage, cost: Cost) -> None:
+        """Routing saved what the requested model would have cost on the same usage, minus
+        what the served model cost (negative when routing up)."""
+        if "routing" in call.savings:
+            return
+        requested = self.price_as(call.requested_model, usage)
+        if requested is not None:
+            call.savings["routing"] = requested.total - cost.total
 
     def _provider_name(self, reply: Reply) -> str | None:
         dep = self.deployments.get(reply.deployment or "")

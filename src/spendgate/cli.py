@@ -210,6 +210,38 @@ def simulate_upstream(host: str, port: int, latency: str, seed: int) -> None:
     serve_sim(host=host, port=port, latency=latency, seed=seed)
 
 
+@main.group("eval")
+def eval_group() -> None:
+    """Evaluate a capability on labelled data (cache, router, compress)."""
+
+
+# Capability packages contribute commands; a package not built yet contributes nothing.
+# Their cli modules import heavy libraries inside the commands, so `spendgate --help` stays fast.
+_CONTRIBUTED: tuple[tuple[str, str, click.Group], ...] = (
+    ("spendgate.budgets.cli", "commands", main),
+    ("spendgate.ledger.cli", "commands", main),
+    ("spendgate.cache.cli", "eval_commands", eval_group),
+    ("spendgate.routing.cli", "commands", main),
+    ("spendgate.routing.cli", "eval_commands", eval_group),
+    ("spendgate.trim.cli", "eval_commands", eval_group),
+    ("spendgate.analytics.cli", "commands", main),
+)
+
+
+def _register_contributed() -> None:
+    import importlib
+
+    for module_name, attr, group in _CONTRIBUTED:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        for command in getattr(module, attr, ()):
+            group.add_command(command)
+
+
 def _settings(config_path: str | None) -> Settings:
     try:
         if config_path:
@@ -220,6 +252,8 @@ def _settings(config_path: str | None) -> Settings:
         _fail(str(exc))
         raise
 
+
+_register_contributed()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

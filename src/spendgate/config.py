@@ -7,12 +7,13 @@ message per problem, each naming the dotted key.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from spendgate.pricing import PriceOverride
 from spendgate.providers.base import Deployment
@@ -144,6 +145,31 @@ class TagsConfig(_Strict):
         return v
 
 
+SECTIONS: dict[str, str] = {
+    "budgets": "spendgate.budgets.config:BudgetsConfig",
+    "cache": "spendgate.cache.config:CacheConfig",
+    "prefix": "spendgate.cache.config:PrefixConfig",
+    "routing": "spendgate.routing.config:RoutingConfig",
+    "trim": "spendgate.trim.config:TrimConfig",
+    "alerts": "spendgate.alerts.config:AlertsConfig",
+    "features": "spendgate.analytics.config:FeaturesConfig",
+}
+"""Sections owned by capability packages: each package defines its own pydantic model, so
+the core needs no change when a capability grows a setting."""
+
+
+def _section_model(name: str) -> type[BaseModel] | None:
+    module_name, _, attr = SECTIONS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return None
+        raise
+    model: type[BaseModel] = getattr(module, attr)
+    return model
+
+
 class Settings(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -151,6 +177,23 @@ class Settings(_Strict):
     tags: TagsConfig = Field(default_factory=TagsConfig)
     deployments: list[DeploymentConfig] = Field(default_factory=list)
     keys: list[KeyConfig] = Field(default_factory=list)
+    budgets: dict[str, Any] | None = None
+    cache: dict[str, Any] | None = None
+    prefix: dict[str, Any] | None = None
+    routing: dict[str, Any] | None = None
+    trim: dict[str, Any] | None = None
+    alerts: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+    _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        """The validated model of a capability section (its defaults when absent), or None
+        when this build has no such capability."""
+        if name not in self._sections:
+            model = _section_model(name)
+            raw = getattr(self, name) or {}
+            self._sections[name] = model.model_validate(raw) if model is not None else None
+        return self._sections[name]
 
     @field_validator("deployments")
     @classmethod
@@ -166,12 +209,16 @@ class Settings(_Strict):
         return [d.build() for d in self.deployments]
 
 
-def _format_errors(exc: ValidationError) -> str:
+def _error_lines(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in (*prefix, *err["loc"])) or "(top level)"
         lines.append(f"  {key}: {err['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+    return lines
+
+
+def _format_errors(exc: ValidationError) -> str:
+    return "invalid configuration:\n" + "\n".join(_error_lines(exc))
 
 
 def parse_settings(data: Any) -> Settings:
@@ -180,9 +227,18 @@ def parse_settings(data: Any) -> Settings:
     if not isinstance(data, dict):
         raise ConfigError("invalid configuration: the top level must be a mapping of keys")
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+    problems: list[str] = []
+    for name in SECTIONS:
+        try:
+            settings.section(name)
+        except ValidationError as exc:
+            problems += _error_lines(exc, (name,))
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+    return settings
 
 
 def load_settings(path: str | Path) -> Settings:

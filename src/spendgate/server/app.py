@@ -8,6 +8,7 @@ route table because it has six routes and sits on every request's critical path.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -28,6 +29,7 @@ from spendgate.providers.base import UpstreamHTTP
 from spendgate.reply import Reply
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
+from spendgate.stages import StageContext, build_stages
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -84,9 +86,20 @@ class Gateway:
         self.accountant = Accountant(
             self.catalog, self.writer, self.metrics, self.table.deployments
         )
-        self.pipeline = Pipeline(
-            stages or [], Dispatcher(self.table, self.http, self.accountant), self.accountant
+        self.stage_context = StageContext(
+            settings=settings,
+            catalog=self.catalog,
+            table=self.table,
+            metrics=self.metrics,
+            store=self.store,
         )
+        self.pipeline = Pipeline(
+            build_stages(self.stage_context) if stages is None else stages,
+            Dispatcher(self.table, self.http, self.accountant),
+            self.accountant,
+        )
+        self.stage_context.run_internal = self.pipeline.run
+        self.admin = _admin_app(self)
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
                       use_case=k.use_case, tenant=k.tenant, user=k.user)
@@ -141,6 +154,8 @@ class Gateway:
             await _send_json(send, 200, {"status": "ok", "ledger": self.writer.stats()})
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+        elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
+            await self.admin(scope, receive, send)
         else:
             await _send_json(
                 send, 404, _err(404, f"no route for {method} {path}", code="unknown_url")
@@ -310,6 +325,17 @@ class Gateway:
 
 def build_gateway(settings: Settings, **kwargs: Any) -> Gateway:
     return Gateway(settings, **kwargs)
+
+
+def _admin_app(gateway: Gateway) -> Any:
+    """The admin API and dashboard (`spendgate.server.admin.build_admin`), when built."""
+    try:
+        module = importlib.import_module("spendgate.server.admin")
+    except ModuleNotFoundError as exc:
+        if exc.name == "spendgate.server.admin":
+            return None
+        raise
+    return module.build_admin(gateway)
 
 
 # -------------------------------------------------------------------- plumbing

@@ -1,0 +1,67 @@
+"""Which stages a gateway runs, in which order, built from settings.
+
+Each optimization package exposes `build(ctx: StageContext) -> Stage | None` in its
+`stage` module (None when its settings switch it off). The order is fixed here, once:
+
+    budget → cache → trim → route → prefix → (dispatcher)
+
+Budgets first, so a refused call costs nothing; cache before trim and route, because a hit
+needs neither; prefix last, because prompt-cache breakpoints must see the final prompt.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from spendgate.call import Call
+from spendgate.reply import Reply
+
+if TYPE_CHECKING:
+    from spendgate.config import Settings
+    from spendgate.ledger import LedgerStore
+    from spendgate.metrics import Metrics
+    from spendgate.pipeline import ModelTable, Stage
+    from spendgate.pricing import PriceCatalog
+
+__all__ = ["STAGE_ORDER", "StageContext", "build_stages"]
+
+STAGE_ORDER: tuple[tuple[str, str], ...] = (
+    ("budget", "spendgate.budgets.stage"),
+    ("cache", "spendgate.cache.stage"),
+    ("trim", "spendgate.trim.stage"),
+    ("route", "spendgate.routing.stage"),
+    ("prefix", "spendgate.cache.prefix"),
+)
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the call: shared services, never the HTTP edge."""
+
+    settings: Settings
+    catalog: PriceCatalog
+    table: ModelTable
+    metrics: Metrics
+    store: LedgerStore
+    run_internal: Callable[[Call], Awaitable[Reply]] | None = None
+    """Send a call through the gateway itself (e.g. a history summary by a cheap model);
+    set once the pipeline exists. Internal calls get their own ledger events."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_stages(ctx: StageContext) -> list[Stage]:
+    stages: list[Stage] = []
+    for _name, module_name in STAGE_ORDER:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # that capability is not built yet
+            raise
+        stage = module.build(ctx)
+        if stage is not None:
+            stages.append(stage)
+    return stages
