@@ -93,6 +93,7 @@ def demo(keep_serving: bool, as_json: bool, limit: int | None, concurrency: int)
 @click.option("--until", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
+@click.option("--savings", is_flag=True, help="Savings by technique instead of spend.")
 def report(
     config_path: str | None,
     ledger_url: str | None,
@@ -101,17 +102,57 @@ def report(
     until: str | None,
     as_json: bool,
     as_csv: bool,
+    savings: bool,
 ) -> None:
     """Spend by feature / use_case / team / tenant / user / model / day."""
     from spendgate.ledger import report_command
 
     settings = _settings(config_path)
     url = ledger_url or settings.storage.ledger
+    if savings:
+        _savings_report(url, by, since, until, as_json)
+        return
     fmt = "json" if as_json else "csv" if as_csv else "table"
     try:
         click.echo(report_command(url, by=by, since=since, until=until, fmt=fmt))
     except ValueError as exc:
         _fail(str(exc))
+
+
+def _savings_report(
+    url: str, by: str, since: str | None, until: str | None, as_json: bool
+) -> None:
+    from spendgate.analytics.savings import savings_by_technique
+    from spendgate.ledger import open_ledger, parse_when
+
+    dims = [d.strip() for d in by.split(",") if d.strip()]
+    try:
+        store = open_ledger(url, create=False)
+        rows = savings_by_technique(
+            store,
+            dims,
+            since=parse_when(since) if since else None,
+            until=parse_when(until, end=True) if until else None,
+        )
+        store.close()
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    data = [r.as_dict() for r in rows]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for row in data:
+        label = ", ".join(f"{d}={row[d]}" for d in dims)
+        click.echo(
+            f"{label}: {row['calls']} calls, baseline ${row['baseline_usd']}, "
+            f"cost ${row['cost_usd']}, saved ${row['saved_usd']}"
+        )
+        for technique, usd in row["saved_by_technique_usd"].items():
+            share = row["touched_share"].get(technique, 0)
+            click.echo(f"    {technique:<13} ${usd}  ({share:.1%} of calls)")
+        for technique, usd in row["shadow_would_have_saved_usd"].items():
+            click.echo(f"    {technique:<13} would have saved ${usd} (shadow)")
 
 
 @main.command()
