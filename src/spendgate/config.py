@@ -49,6 +49,27 @@ class ModelEntry(_Strict):
     """What the upstream calls it, when different (e.g. a dated snapshot)."""
 
 
+class BackoffConfig(_Strict):
+    """Jittered exponential backoff between retries on one deployment."""
+
+    base_s: float = Field(default=0.5, ge=0)
+    max_s: float = Field(default=8.0, ge=0)
+    retry_after_max_s: float = Field(default=30.0, ge=0)
+    """A `Retry-After` up to this is waited out; a longer one moves on to the next deployment."""
+
+
+class CircuitBreakerConfig(_Strict):
+    """Skip a failing deployment for `cooldown_s`, then let one probe call through."""
+
+    failures: int = Field(default=5, ge=0)
+    """Consecutive failures that open the circuit (0: only the error rate counts)."""
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    """Failure share over `window_s` (with at least `min_calls` calls) that opens it; 0 = off."""
+    min_calls: int = Field(default=20, ge=1)
+    window_s: float = Field(default=60.0, gt=0)
+    cooldown_s: float = Field(default=30.0, ge=0)
+
+
 class DeploymentConfig(_Strict):
     name: str = Field(min_length=1)
     provider: Literal["openai", "anthropic", "simulated"]
@@ -60,6 +81,24 @@ class DeploymentConfig(_Strict):
     timeout_s: float = Field(default=120.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    retries: int = Field(default=0, ge=0, le=10)
+    """Extra tries on this deployment after a retryable failure (5xx, 429, timeout…)."""
+    backoff: BackoffConfig = Field(default_factory=lambda: BackoffConfig())
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    """Model this deployment serves → other models to try, in order, once every deployment
+    of the model failed (cross-provider is fine: the request is translated)."""
+    circuit_breaker: CircuitBreakerConfig | None = None
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _fallback_keys(cls, v: dict[str, list[str]], info: Any) -> dict[str, list[str]]:
+        served = {
+            m if isinstance(m, str) else m.name for m in (info.data.get("models") or [])
+        }
+        unknown = sorted(set(v) - served)
+        if unknown:
+            raise ValueError(f"fallbacks for models this deployment does not serve: {unknown}")
+        return v
 
     def build(self) -> Deployment:
         base_url = self.base_url or DEFAULT_BASE_URLS.get(self.provider)
@@ -87,7 +126,25 @@ class DeploymentConfig(_Strict):
             timeout_s=self.timeout_s,
             connect_timeout_s=self.connect_timeout_s,
             extra_headers=dict(self.headers),
+            retries=self.retries,
+            backoff_s=self.backoff.base_s,
+            backoff_max_s=self.backoff.max_s,
+            retry_after_max_s=self.backoff.retry_after_max_s,
+            fallbacks={m: tuple(chain) for m, chain in self.fallbacks.items()},
+            **_circuit_fields(self.circuit_breaker),
         )
+
+
+def _circuit_fields(cfg: CircuitBreakerConfig | None) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    return {
+        "circuit_failures": cfg.failures,
+        "circuit_error_rate": cfg.error_rate,
+        "circuit_min_calls": cfg.min_calls,
+        "circuit_window_s": cfg.window_s,
+        "circuit_cooldown_s": cfg.cooldown_s,
+    }
 
 
 class KeyConfig(_Strict):
@@ -203,6 +260,20 @@ class Settings(_Strict):
             if d.name in seen:
                 raise ValueError(f"deployment name {d.name!r} is used twice")
             seen.add(d.name)
+        return v
+
+    @field_validator("deployments")
+    @classmethod
+    def _fallbacks_served(cls, v: list[DeploymentConfig]) -> list[DeploymentConfig]:
+        served = {m if isinstance(m, str) else m.name for d in v for m in d.models}
+        for d in v:
+            for model, chain in d.fallbacks.items():
+                missing = [m for m in chain if m not in served]
+                if missing:
+                    raise ValueError(
+                        f"deployment {d.name!r}: fallbacks.{model} names models no deployment "
+                        f"serves: {missing}"
+                    )
         return v
 
     def build_deployments(self) -> list[Deployment]:

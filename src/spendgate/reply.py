@@ -116,6 +116,14 @@ class Reply:
                 yield chunk
             completed = True
         finally:
+            # Close the provider's stream first: its cleanup records the usage consumed so
+            # far (and closes the upstream connection) before accounting reads it.
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:
+                    log.exception("closing the upstream stream failed")
             self.finish(client_disconnected=not completed)
 
     def body_bytes(self) -> bytes:

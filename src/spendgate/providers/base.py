@@ -47,6 +47,21 @@ class Deployment:
     timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
     extra_headers: Mapping[str, str] = field(default_factory=dict)
+    # Resilience (see spendgate.routing.resilience): retries on this deployment, then the
+    # next deployment serving the model, then the models in `fallbacks`.
+    retries: int = 0
+    backoff_s: float = 0.5
+    backoff_max_s: float = 8.0
+    retry_after_max_s: float = 30.0
+    fallbacks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Public model name → other public models to try, in order, when every deployment of
+    that model failed (they may speak another wire format; the adapters translate)."""
+    circuit_failures: int = 0
+    """Consecutive failures that open the circuit; 0 with `circuit_error_rate` 0 = no breaker."""
+    circuit_error_rate: float = 0.0
+    circuit_min_calls: int = 20
+    circuit_window_s: float = 60.0
+    circuit_cooldown_s: float = 30.0
 
     def api_for(self, model: str) -> API:
         """The wire format this deployment speaks for `model`. The simulated upstream speaks
