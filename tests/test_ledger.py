@@ -159,8 +159,9 @@ def test_open_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (tmp_path / "data" / "rel.db").exists()
     assert (tmp_path / "abs.db").exists() and (tmp_path / "bare.db").exists()
 
-    with pytest.raises(ValueError, match="PostgreSQL ledger is not built yet"):
-        open_ledger("postgresql://localhost/test")
+    # postgresql:// is PostgresLedger (tests/test_ledger_postgres.py); a bad URL fails early.
+    with pytest.raises(ValueError, match="bad schema name"):
+        open_ledger("postgresql://127.0.0.1/test?schema=bad-name")
     with pytest.raises(ValueError, match="unsupported"):
         open_ledger("mysql://x/y")
     with pytest.raises(FileNotFoundError):

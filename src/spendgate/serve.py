@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import threading
 from typing import Any
@@ -14,9 +15,14 @@ import uvicorn
 from spendgate.config import Settings
 from spendgate.server.app import Gateway
 
-__all__ = ["GatewayServer", "free_port", "run_server"]
+__all__ = ["GatewayServer", "free_port", "redact", "run_server"]
 
 log = logging.getLogger("spendgate.serve")
+
+
+def redact(url: str) -> str:
+    """A storage URL fit for logs: any password replaced by ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def _loop_factory() -> Any:
@@ -56,7 +62,7 @@ def run_server(settings: Settings, *, host: str | None = None, port: int | None 
     print(
         f"spendgate listening on http://{host}:{port}/v1  "
         f"models: {', '.join(gateway.table.models()) or '(none)'}  auth: {auth}  "
-        f"ledger: {settings.storage.ledger}",
+        f"ledger: {redact(settings.storage.ledger)}",
         flush=True,
     )
     uvicorn.Server(_uvicorn_config(gateway, host, port)).run()

@@ -52,7 +52,8 @@ class LedgerStore(Protocol):
 
 def open_ledger(url: str, *, create: bool = True) -> LedgerStore:
     """The store a URL names. `sqlite:///rel/path.db`, `sqlite:////abs/path.db` (SQLAlchemy's
-    convention), `sqlite:///:memory:` or a bare path. `create=False` refuses to conjure an
+    convention), `sqlite:///:memory:`, a bare path, or `postgresql://…[?schema=NAME]`
+    (`PostgresLedger`, for many replicas). `create=False` refuses to conjure an
     empty ledger at a mistyped path (what a report wants)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -69,8 +70,17 @@ def open_ledger(url: str, *, create: bool = True) -> LedgerStore:
             raise ValueError(f"SQLite ledger URLs take no query parameters: {url!r}")
         return SQLiteLedger(rest[1:], create=create)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        raise ValueError(
-            "the PostgreSQL ledger is not built yet (a separate issue adds it); "
-            "use a sqlite:/// URL for now"
-        )
-    raise ValueError(f"unsupported ledger URL scheme {scheme!r} in {url!r}; use sqlite:///…")
+        # Imported here: psycopg is only needed by deployments that use PostgreSQL.
+        try:
+            from spendgate.ledger.postgres import PostgresLedger
+        except ModuleNotFoundError as exc:
+            if exc.name != "psycopg":
+                raise
+            raise ValueError(
+                "a postgresql:// ledger needs psycopg: pip install 'spendgate[postgres]'"
+            ) from None
+
+        return PostgresLedger(url, create=create)
+    raise ValueError(
+        f"unsupported ledger URL scheme {scheme!r} in {url!r}; use sqlite:/// or postgresql://"
+    )

@@ -1,0 +1,131 @@
+"""`spendgate db upgrade | current | history`: the ledger's schema, managed explicitly.
+
+Gateways upgrade the schema themselves when they open a ledger (under an advisory lock, so
+replicas starting together are safe); these commands exist for deployments that run
+migrations as a release step, or whose gateway role may not run DDL. `current` and
+`history` only read.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from spendgate.config import ConfigError, Settings, load_settings
+
+__all__ = ["commands", "db"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _with_url(func: F) -> F:
+    func = click.option("--ledger", "ledger_url", default=None, help="Ledger URL.")(func)
+    func = click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings."
+    )(func)
+    return func
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"spendgate: {message}", err=True)
+    sys.exit(code)
+
+
+def _ledger_url(config_path: str | None, ledger_url: str | None) -> str:
+    if ledger_url:
+        return ledger_url
+    try:
+        settings = load_settings(config_path) if config_path else Settings()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    return settings.storage.ledger
+
+
+def _is_postgres(url: str) -> bool:
+    scheme = url.partition("://")[0].lower()
+    return scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+")
+
+
+@click.group()
+def db() -> None:
+    """Ledger schema migrations (PostgreSQL; a SQLite ledger migrates itself on open)."""
+
+
+@db.command()
+@_with_url
+def upgrade(config_path: str | None, ledger_url: str | None) -> None:
+    """Bring the ledger schema to the latest version."""
+    url = _ledger_url(config_path, ledger_url)
+    if not _is_postgres(url):
+        from spendgate.ledger import SCHEMA_VERSION, open_ledger
+
+        try:
+            open_ledger(url).close()
+        except (OSError, ValueError, RuntimeError) as exc:
+            _fail(f"cannot upgrade {url}: {exc}")
+        click.echo(f"SQLite ledger at version {SCHEMA_VERSION}")
+        return
+    import psycopg
+
+    from spendgate.ledger.migrations import LATEST
+    from spendgate.ledger.postgres import connect_ledger_db, upgrade_schema
+
+    try:
+        conn, schema = connect_ledger_db(url)
+        with conn:
+            applied = upgrade_schema(conn, schema)
+    except (psycopg.Error, ValueError, RuntimeError) as exc:
+        _fail(f"cannot upgrade {url}: {exc}")
+    done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
+    click.echo(f"ledger schema {schema!r} at version {LATEST} ({done})")
+
+
+@db.command()
+@_with_url
+def current(config_path: str | None, ledger_url: str | None) -> None:
+    """Print the schema version the ledger is at (0: not created yet)."""
+    url = _ledger_url(config_path, ledger_url)
+    if not _is_postgres(url):
+        from spendgate.ledger import SCHEMA_VERSION
+
+        click.echo(f"SQLite ledger: version {SCHEMA_VERSION} (applied on open)")
+        return
+    import psycopg
+
+    from spendgate.ledger.postgres import connect_ledger_db, schema_version
+
+    try:
+        conn, schema = connect_ledger_db(url)
+        with conn:
+            version = schema_version(conn, schema)
+    except (psycopg.Error, ValueError) as exc:
+        _fail(f"cannot read {url}: {exc}")
+    click.echo(f"ledger schema {schema!r}: version {version}")
+
+
+@db.command()
+@_with_url
+def history(config_path: str | None, ledger_url: str | None) -> None:
+    """List every migration and when it was applied."""
+    url = _ledger_url(config_path, ledger_url)
+    if not _is_postgres(url):
+        _fail("history is kept for PostgreSQL ledgers only", 2)
+    import psycopg
+
+    from spendgate.ledger.postgres import connect_ledger_db, schema_history
+
+    try:
+        conn, schema = connect_ledger_db(url)
+        with conn:
+            rows = schema_history(conn, schema)
+    except (psycopg.Error, ValueError) as exc:
+        _fail(f"cannot read {url}: {exc}")
+    for version, description, applied_at in rows:
+        when = applied_at.isoformat(timespec="seconds") if applied_at else "pending"
+        click.echo(f"{version:>4}  {when:<25}  {description}")
+
+
+commands = [db]
