@@ -118,10 +118,15 @@ class UsageEvent:
                 )
         if not self.request_id:
             raise InvalidEvent("request_id is empty")
+        try:
+            day = utc_day(self.ts)
+        except (ValueError, OverflowError, OSError) as exc:
+            # Unstorable, not transient: the writer must reject it, not retry forever.
+            raise InvalidEvent(f"{self.request_id}: ts {self.ts!r} is not a time: {exc}") from exc
         return (
             self.request_id,
             self.ts,
-            utc_day(self.ts),
+            day,
             self.endpoint,
             self.api,
             self.feature,
