@@ -100,6 +100,7 @@ class Gateway:
         )
         self.stage_context.run_internal = self.pipeline.run
         self.admin = _admin_app(self)
+        self.extensions = _extensions(self)
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
                       use_case=k.use_case, tenant=k.tenant, user=k.user)
@@ -120,7 +121,13 @@ class Gateway:
         if self._closed:
             return
         self._closed = True
+        for ext in self.extensions:
+            await ext.stop()
         await self.http.close()
+        for stage in self.pipeline.stages:  # stages with work in flight (budget settlements)
+            stage_close = getattr(stage, "aclose", None)
+            if stage_close is not None:
+                await stage_close()
         await asyncio.to_thread(self.writer.close)
         if self._owns_store:
             self.store.close()
@@ -165,6 +172,8 @@ class Gateway:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                for ext in self.extensions:
+                    await ext.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -333,9 +342,31 @@ def _admin_app(gateway: Gateway) -> Any:
         module = importlib.import_module("spendgate.server.admin")
     except ModuleNotFoundError as exc:
         if exc.name == "spendgate.server.admin":
-            return None
+            from spendgate.server.dashboard import build_dashboard
+
+            return build_dashboard(gateway)  # no admin API built: serve the dashboard alone
         raise
     return module.build_admin(gateway)
+
+
+_EXTENSIONS = ("spendgate.alerts.service",)
+"""Optional modules with `install(gateway) -> object with async start()/stop() | None`;
+started by the ASGI lifespan (e.g. the alerts loop), stopped before the ledger flush."""
+
+
+def _extensions(gateway: Gateway) -> list[Any]:
+    found = []
+    for name in _EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue
+            raise
+        ext = module.install(gateway)
+        if ext is not None:
+            found.append(ext)
+    return found
 
 
 # -------------------------------------------------------------------- plumbing

@@ -1,0 +1,631 @@
+"""The budget manager: which rules cover a call, what it could cost at worst, and the
+reserve → settle cycle against the counter store.
+
+Worst case = counted input tokens × input price + output cap × output price, on the model
+the call asks for, priced as its first deployment bills it (the larger of "all input
+uncached" and "all input written to the prompt cache", since a later stage may add cache
+breakpoints). The output cap is `max_completion_tokens` / `max_tokens` (× `n` choices), or
+`default_max_output_tokens`. Settling replaces the reservation with `reply.cost`, so the
+counters end up equal to the ledger's sums.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from spendgate.budgets.config import SCOPE_TAGS, BudgetRule, BudgetsConfig, RateLimitRule, Rule
+from spendgate.budgets.definitions import DefinitionStore
+from spendgate.budgets.periods import Period, human_delay, period_at
+from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUnavailable
+from spendgate.call import Call, Usage, from_nanos, to_nanos
+from spendgate.errors import GatewayError
+from spendgate.reply import Reply
+from spendgate.tokens import count_anthropic_request, count_embedding_input, count_openai_request
+
+if TYPE_CHECKING:
+    from spendgate.ledger import LedgerStore
+    from spendgate.pipeline import ModelTable
+    from spendgate.pricing import PriceCatalog
+
+__all__ = [
+    "Admission",
+    "BudgetManager",
+    "ScopedBudget",
+    "ThresholdHook",
+    "counter_prefix",
+    "ledger_spend",
+    "on_threshold",
+    "usd",
+]
+
+log = logging.getLogger("spendgate.budgets")
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedBudget:
+    """One concrete budget: a rule applied to one scope (e.g. tenant=acme) in one period."""
+
+    rule: BudgetRule
+    scope: dict[str, str]
+    period: str
+    resets_at: float
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+
+ThresholdHook = Callable[[ScopedBudget, Decimal, Decimal, float], object]
+"""`hook(budget, spent_usd, limit_usd, fraction)`, called once per crossing of a threshold
+fraction by settled spend, in the process whose settlement crossed it (once across all
+replicas with the Redis store). Runs on the event loop: hand slow work to a task/queue."""
+
+on_threshold: list[ThresholdHook] = []
+"""Process-wide subscribers (e.g. the alerts module); each manager also has its own list."""
+
+
+def usd(nanos: int) -> str:
+    """Nano-dollars as a plain USD string, no exponent (`0.000123`)."""
+    value = from_nanos(nanos)
+    return format(value.quantize(Decimal("0.000000001")).normalize(), "f")
+
+
+def counter_prefix(rule: Rule) -> str:
+    return ("b:" if isinstance(rule, BudgetRule) else "r:") + rule.name + ":"
+
+
+def ledger_spend(
+    rule: BudgetRule, ledger: LedgerStore, period: Period
+) -> dict[str, tuple[dict[str, str], int]]:
+    """Counter key → (concrete scope, nano-dollars the ledger holds for it in `period`):
+    what a budget's counters should read, computed from the source of truth."""
+    dims = {"key": "key_id", "model": "requested_model"}
+    wild = [t for t, v in rule.scope.items() if v == "*"]
+    by = [dims.get(t, t) for t in wild]
+    filters = {dims.get(t, t): v for t, v in rule.scope.items() if v != "*"}
+    since = datetime.fromtimestamp(period.start, UTC)
+    until = datetime.fromtimestamp(period.end, UTC)
+    out: dict[str, tuple[dict[str, str], int]] = {}
+    for row in ledger.spend(by, since=since, until=until, filters=filters or None):
+        concrete = dict(rule.scope)
+        values = [row.keys.get(dim) for dim in by]
+        if any(v is None or v == "(none)" for v in values):
+            continue  # calls without the tag are not under a per-value budget
+        concrete.update({t: str(v) for t, v in zip(wild, values, strict=True)})
+        key = f"b:{rule.name}:{_scope_text(concrete)}:{period.id}"
+        out[key] = (concrete, int(row.cost_nanos or 0))
+    return out
+
+
+def _scope_text(scope: dict[str, str]) -> str:
+    return "&".join(f"{k}={v}" for k, v in sorted(scope.items())) or "all"
+
+
+def _scope_desc(scope: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(scope.items())) or "all traffic"
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one call holds: its lease (the request id) and the counters it reserved on."""
+
+    lease: str
+    counters: list[Counter]
+    nanos: int
+    tokens: int
+    decision: dict[str, Any]
+    price_unknown: bool = False
+    settled: bool = False
+    budgets: dict[str, ScopedBudget] = field(default_factory=dict)
+    """Counter key → the concrete budget (USD counters only), for threshold hooks."""
+
+
+class BudgetManager:
+    def __init__(
+        self,
+        config: BudgetsConfig,
+        *,
+        catalog: PriceCatalog,
+        table: ModelTable | None,
+        counters: CounterStore,
+        definitions: DefinitionStore | None = None,
+        ledger: LedgerStore | None = None,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.table = table
+        self.counters = counters
+        self.definitions = definitions
+        self.ledger = ledger
+        self.on_threshold: list[ThresholdHook] = []
+        self.on_refusal: list[Callable[[str, str], object]] = []
+        """`hook(rule, kind)` per refused call (kind: usd, requests, tokens, store, price)."""
+        rules: list[Rule] = [*config.budgets, *config.limits]
+        self.static: dict[str, Rule] = {r.name: r for r in rules}
+        self.dynamic: dict[str, Rule] = {}
+        self._seeded: set[str] = set()
+        self._pending: set[asyncio.Task[None]] = set()
+        self._reloading = False
+        self._last_reload = 0.0
+        self._thresholds = [Decimal(str(t)) for t in config.thresholds]
+        if definitions is not None:
+            try:
+                self._apply_dynamic(definitions.all())
+            except Exception as exc:  # Redis down at start: carry on with YAML rules
+                log.warning("could not load dynamic budget rules from %s: %s", definitions.url, exc)
+        self._last_reload = time.monotonic()
+        self._seed_all()
+
+    # ----------------------------------------------------------------- rules
+    @property
+    def rules(self) -> list[Rule]:
+        return [*self.static.values(), *self.dynamic.values()]
+
+    def rule(self, name: str) -> Rule | None:
+        return self.static.get(name) or self.dynamic.get(name)
+
+    def source(self, name: str) -> str:
+        return "config" if name in self.static else "dynamic"
+
+    def set_rule(self, rule: Rule) -> None:
+        """Create or replace a dynamic rule and persist it (every replica picks it up)."""
+        if rule.name in self.static:
+            raise ValueError(f"rule {rule.name!r} is defined in the config file; change it there")
+        if self.definitions is not None:
+            self.definitions.put(rule)
+        # Copy on write: the event loop may be iterating the rules while the admin API
+        # changes them from a worker thread.
+        self.dynamic = {**self.dynamic, rule.name: rule}
+        self._seed_all()
+
+    def remove_rule(self, name: str) -> bool:
+        if name in self.static:
+            raise ValueError(f"rule {name!r} is defined in the config file; remove it there")
+        found = name in self.dynamic
+        self.dynamic = {k: v for k, v in self.dynamic.items() if k != name}
+        if self.definitions is not None:
+            found = self.definitions.delete(name) or found
+        return found
+
+    def reload_now(self) -> None:
+        if self.definitions is not None:
+            self._apply_dynamic(self.definitions.all())
+            self._seed_all()
+
+    def _apply_dynamic(self, rules: Sequence[Rule]) -> None:
+        self.dynamic = {r.name: r for r in rules if r.name not in self.static}
+
+    def _maybe_reload(self) -> None:
+        interval = self.config.reload_interval_s
+        if self.definitions is None or not interval or self._reloading:
+            return
+        now = time.monotonic()
+        if now - self._last_reload < interval:
+            return
+        self._last_reload = now
+        self._reloading = True
+        self._track(asyncio.ensure_future(self._reload()))
+
+    async def _reload(self) -> None:
+        try:
+            assert self.definitions is not None
+            rules = await asyncio.to_thread(self.definitions.all)
+            self._apply_dynamic(rules)
+            self._seed_all()
+        except Exception as exc:
+            log.warning("could not reload budget rules from %s: %s", self.definitions, exc)
+        finally:
+            self._reloading = False
+
+    def _seed_all(self) -> None:
+        """Memory counters start from the ledger's spend in the current period, so a restart
+        (or a rule made mid-period) does not hand out the budget again."""
+        if not (
+            self.config.seed_from_ledger
+            and self.ledger is not None
+            and isinstance(self.counters, MemoryStore)
+        ):
+            return
+        now = time.time()
+        for rule in self.rules:
+            if not isinstance(rule, BudgetRule):
+                continue
+            period = period_at(rule.period, now)
+            mark = f"{rule.name}|{_scope_text(rule.scope)}|{period.id}"
+            if mark in self._seeded:
+                continue
+            self._seeded.add(mark)
+            try:
+                self._seed(rule, period)
+            except Exception as exc:
+                log.warning("could not seed budget %s from the ledger: %s", rule.name, exc)
+
+    def _seed(self, rule: BudgetRule, period: Period) -> None:
+        assert self.ledger is not None and isinstance(self.counters, MemoryStore)
+        for key, (_, nanos) in ledger_spend(rule, self.ledger, period).items():
+            if nanos:
+                self.counters.seed_now(key, nanos, period.keep_until)
+
+    # ----------------------------------------------------------------- matching
+    def _matches(self, call: Call) -> list[tuple[Rule, dict[str, str]]]:
+        out = []
+        for rule in self.rules:
+            concrete: dict[str, str] = {}
+            for tag, want in rule.scope.items():
+                attr = SCOPE_TAGS[tag]
+                value = call.requested_model if attr == "model" else getattr(call.tags, attr)
+                if value is None or (want != "*" and value != want):
+                    break
+                concrete[tag] = value
+            else:
+                out.append((rule, concrete))
+        return out
+
+    def _tokens(self, call: Call) -> tuple[int, int]:
+        body = call.body
+        model = call.requested_model
+        if call.endpoint == "embeddings":
+            return count_embedding_input(model, body.get("input")), 0
+        if call.api == "anthropic":
+            n_in = count_anthropic_request(model, body)
+        else:
+            n_in = count_openai_request(model, body)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        out = cap if isinstance(cap, int) and cap > 0 else self.config.default_max_output_tokens
+        n = body.get("n")
+        if call.api == "openai" and isinstance(n, int) and n > 1:
+            out *= n
+        return n_in, out
+
+    def worst_case(self, call: Call, n_in: int, n_out: int) -> Decimal | None:
+        """The most the call can cost on its requested model; None when unpriced."""
+        model = call.requested_model
+        deps = self.table.serving(model) if self.table is not None else []
+        if self.table is not None and not deps:
+            return Decimal(0)  # not served: the dispatcher answers 404, which costs nothing
+        dep = deps[0] if deps else None
+        name = dep.upstream_model(model) if dep else model
+        kwargs: dict[str, Any] = (
+            {"provider": dep.price_provider(model), "override": dep.price} if dep else {}
+        )
+        base = self.catalog.cost(name, Usage(input_tokens=n_in, output_tokens=n_out), **kwargs)
+        if base is None:
+            return None
+        worst = base.total
+        if call.endpoint != "embeddings" and n_in:
+            written = self.catalog.cost(
+                name,
+                Usage(input_tokens=n_in, output_tokens=n_out, cache_write_tokens=n_in),
+                **kwargs,
+            )
+            if written is not None:
+                worst = max(worst, written.total)
+        return worst
+
+    # ----------------------------------------------------------------- reserve
+    async def admit(self, call: Call) -> Admission | None:
+        """Reserve the call's worst case on every counter covering it, atomically, or raise
+        the GatewayError that refuses it (429 hard budget/limit, 403 unpriced, 503 store)."""
+        self._maybe_reload()
+        matched = self._matches(call)
+        if not matched:
+            return None
+        now = time.time()
+        has_budget = any(isinstance(r, BudgetRule) for r, _ in matched)
+        needs_tokens = has_budget or any(
+            isinstance(r, RateLimitRule) and r.tokens_per_minute for r, _ in matched
+        )
+        n_in, n_out = self._tokens(call) if needs_tokens else (0, 0)
+        nanos, unknown = 0, False
+        if has_budget:
+            worst = self.worst_case(call, n_in, n_out)
+            if worst is None:
+                unknown = True
+                hard_names = [
+                    r.name for r, _ in matched if isinstance(r, BudgetRule) and r.mode == "hard"
+                ]
+                if hard_names and self.config.unknown_price == "reject":
+                    call.decisions["budget"] = {"rejected_by": hard_names, "price_unknown": True}
+                    self._refused(hard_names[0], "price")
+                    raise GatewayError(
+                        403,
+                        f"The price of model `{call.requested_model}` is unknown, so budget "
+                        f"'{hard_names[0]}' cannot be enforced on it; this gateway refuses "
+                        "unpriced models under a hard budget (budgets.unknown_price: reject).",
+                        type="permission_error",
+                        param="model",
+                        code="budget_price_unknown",
+                    )
+                worst = self.config.unknown_price_reserve_usd
+            nanos = to_nanos(worst)
+        tokens = n_in + n_out
+        counters: list[Counter] = []
+        budgets: dict[str, ScopedBudget] = {}
+        for rule, concrete in matched:
+            scope = _scope_text(concrete)
+            hard = rule.mode == "hard"
+            if isinstance(rule, BudgetRule):
+                period = period_at(rule.period, now)
+                key = f"b:{rule.name}:{scope}:{period.id}"
+                counters.append(
+                    Counter(
+                        key,
+                        rule.name,
+                        "usd",
+                        to_nanos(rule.limit_usd),
+                        hard,
+                        nanos,
+                        period.keep_until,
+                        period.end,
+                        concrete,
+                        period.id,
+                    )
+                )
+                budgets[key] = ScopedBudget(rule, concrete, period.id, period.end)
+                continue
+            window = period_at("minute", now)
+            if rule.requests_per_minute:
+                counters.append(
+                    Counter(
+                        f"r:{rule.name}:{scope}:req:{window.id}",
+                        rule.name,
+                        "requests",
+                        rule.requests_per_minute,
+                        hard,
+                        1,
+                        window.keep_until,
+                        window.end,
+                        concrete,
+                        window.id,
+                    )
+                )
+            if rule.tokens_per_minute:
+                counters.append(
+                    Counter(
+                        f"r:{rule.name}:{scope}:tok:{window.id}",
+                        rule.name,
+                        "tokens",
+                        rule.tokens_per_minute,
+                        hard,
+                        tokens,
+                        window.keep_until,
+                        window.end,
+                        concrete,
+                        window.id,
+                    )
+                )
+        decision: dict[str, Any] = {
+            "rules": sorted({c.rule for c in counters}),
+            "reserved_nanos": nanos if has_budget else None,
+            "reserved_tokens": tokens if needs_tokens else None,
+        }
+        if unknown:
+            decision["price_unknown"] = True
+        call.decisions["budget"] = decision
+        try:
+            result = await self.counters.reserve(
+                call.request_id, counters, now, self.config.lease_ttl_s
+            )
+        except StoreUnavailable as exc:
+            decision["store_error"] = str(exc)[:200]
+            self._refused("(store)", "store")
+            if self.config.fail_open:
+                log.warning("budget store unavailable, admitting (fail_open): %s", exc)
+                decision["fail_open"] = True
+                return None
+            raise GatewayError(
+                503,
+                "The budget store is unreachable and this gateway is configured to fail "
+                "closed (budgets.fail_open: false); try again shortly.",
+                type="server_error",
+                code="budget_store_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        if not result.ok:
+            first = counters[result.refused[0]]
+            self._refused(first.rule, first.kind)
+            raise self._refusal(counters, result.refused, result.states, decision, now)
+        soft_over = sorted(
+            {
+                c.rule
+                for c, s in zip(counters, result.states, strict=True)
+                if not c.hard and s.spent + s.reserved + c.amount > c.limit
+            }
+        )
+        if soft_over:
+            decision["soft_exceeded"] = soft_over
+        return Admission(
+            call.request_id, counters, nanos, tokens, decision, unknown, budgets=budgets
+        )
+
+    def _refused(self, rule: str, kind: str) -> None:
+        for hook in self.on_refusal:
+            try:
+                hook(rule, kind)
+            except Exception:
+                log.exception("budget refusal hook %r failed", hook)
+
+    def _refusal(
+        self,
+        counters: list[Counter],
+        refused: list[int],
+        states: Sequence[Any],
+        decision: dict[str, Any],
+        now: float,
+    ) -> GatewayError:
+        first = counters[refused[0]]
+        state = states[refused[0]]
+        names = sorted({counters[i].rule for i in refused})
+        decision["rejected_by"] = names
+        resets = max(counters[i].resets_at for i in refused)
+        retry = max(1, math.ceil(resets - now))
+        reset_iso = datetime.fromtimestamp(first.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        when = f"It resets at {reset_iso} (in {human_delay(first.resets_at - now)})."
+        scope = _scope_desc(dict(first.scope))
+        if first.kind == "usd":
+            rule = self.rule(first.rule)
+            period = rule.period if isinstance(rule, BudgetRule) else first.period
+            alone = first.amount > first.limit
+            need = (
+                f"this request alone could cost up to ${usd(first.amount)}, more than the "
+                "whole budget"
+                if alone
+                else f"this request could cost up to ${usd(first.amount)}"
+            )
+            message = (
+                f"Budget '{first.rule}' ({scope}) is exhausted: ${usd(state.spent)} spent and "
+                f"${usd(state.reserved)} held by calls in flight, of ${usd(first.limit)} per "
+                f"{period}; {need}. {when}"
+            )
+            kind, code = "insufficient_quota", "budget_exceeded"
+        else:
+            unit = first.kind
+            message = (
+                f"Rate limit '{first.rule}' ({scope}) reached: {state.spent + state.reserved} "
+                f"of {first.limit} {unit} per minute used; this request needs {first.amount}. "
+                f"{when}"
+            )
+            kind, code = unit, "rate_limit_exceeded"
+        return GatewayError(
+            429,
+            message,
+            type=kind,
+            code=code,
+            headers={"retry-after": str(retry), "x-spendgate-budget": first.rule},
+        )
+
+    # ----------------------------------------------------------------- settle
+    def _actuals(self, adm: Admission, reply: Reply | None) -> list[int]:
+        if reply is None:  # the call failed before any reply: nothing was billed
+            cost_nanos, tokens = 0, 0
+        else:
+            usage = reply.usage
+            tokens = usage.total_tokens if usage is not None else 0
+            if reply.cost is not None:
+                cost_nanos = reply.cost.total_nanos
+            else:  # unpriced: keep what was reserved, the best we know
+                cost_nanos = adm.nanos if usage is not None or reply.status < 400 else 0
+        return [
+            1 if c.kind == "requests" else tokens if c.kind == "tokens" else cost_nanos
+            for c in adm.counters
+        ]
+
+    async def settle(self, adm: Admission, reply: Reply | None) -> None:
+        """Replace the reservation with what the call cost (0 when it failed)."""
+        if adm.settled:
+            return
+        adm.settled = True
+        await self._settle(adm, self._record_actuals(adm, reply))
+
+    async def _settle(self, adm: Admission, actual: list[int]) -> None:
+        try:
+            spent = await self.counters.settle(adm.lease, adm.counters, actual)
+        except StoreUnavailable as exc:
+            log.error("could not settle %s (its lease expires by itself): %s", adm.lease, exc)
+            adm.decision["settle_error"] = str(exc)[:200]
+            return
+        self._crossings(adm, spent)
+
+    def settle_soon(self, adm: Admission, reply: Reply | None) -> None:
+        """From a completion callback (which cannot await): settle now when the store needs
+        no I/O, else in a task that `aclose` waits for. The settled amounts are recorded in
+        the decision right away either way; only threshold crossings of a task-settled call
+        arrive after its ledger row was built (they still reach the hooks)."""
+        if adm.settled:
+            return
+        adm.settled = True
+        actual = self._record_actuals(adm, reply)
+        if self.counters.synchronous:
+            self._crossings(adm, self.counters.settle_now(adm.lease, adm.counters, actual))
+            return
+        self._track(asyncio.ensure_future(self._settle(adm, actual)))
+
+    def _record_actuals(self, adm: Admission, reply: Reply | None) -> list[int]:
+        actual = self._actuals(adm, reply)
+        for c, amount in zip(adm.counters, actual, strict=True):
+            if c.kind == "usd":
+                adm.decision["settled_nanos"] = amount
+            elif c.kind == "tokens":
+                adm.decision["settled_tokens"] = amount
+        return actual
+
+    def _crossings(self, adm: Admission, spent: list[tuple[int, int]]) -> None:
+        crossed = []
+        for c, (before, after) in zip(adm.counters, spent, strict=True):
+            if c.kind != "usd" or after <= before:
+                continue
+            for t in self._thresholds:
+                if before < c.limit * t <= after:
+                    crossed.append({"rule": c.rule, "threshold": float(t), "scope": dict(c.scope)})
+                    self._fire(adm.budgets[c.key], after, c.limit, float(t))
+        if crossed:
+            adm.decision["crossed"] = crossed
+
+    def _fire(self, budget: ScopedBudget, spent: int, limit: int, fraction: float) -> None:
+        for hook in (*on_threshold, *self.on_threshold):
+            try:
+                hook(budget, from_nanos(spent), from_nanos(limit), fraction)
+            except Exception:
+                log.exception("budget threshold hook %r failed", hook)
+
+    def _track(self, task: asyncio.Future[None]) -> None:
+        assert isinstance(task, asyncio.Task)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # ----------------------------------------------------------------- views
+    async def usage(self, rule: Rule) -> list[dict[str, Any]]:
+        """Live counters of a rule in its current period (admin API, CLI)."""
+        now = time.time()
+        if isinstance(rule, BudgetRule):
+            period = period_at(rule.period, now)
+        else:
+            period = period_at("minute", now)
+        found = await self.counters.scan(counter_prefix(rule))
+        out = []
+        for key, state in sorted(found.items()):
+            rest = key[len(counter_prefix(rule)) :]
+            if isinstance(rule, BudgetRule):
+                scope_part, period_id = rest.rsplit(":", 1)
+                unit = "usd"
+            else:
+                scope_part, unit_tag, period_id = rest.rsplit(":", 2)
+                unit = "requests" if unit_tag == "req" else "tokens"
+            if period_id != period.id:
+                continue
+            scope = (
+                dict(p.split("=", 1) for p in scope_part.split("&")) if scope_part != "all" else {}
+            )
+            row: dict[str, Any] = {
+                "scope": scope,
+                "period": period.id,
+                "resets_at": period.reset_iso(),
+            }
+            if isinstance(rule, BudgetRule):
+                limit = to_nanos(rule.limit_usd)
+                row.update(
+                    spent_usd=usd(state.spent),
+                    reserved_usd=usd(state.reserved),
+                    limit_usd=usd(limit),
+                    fraction=round(state.spent / limit, 6),
+                )
+            else:
+                row.update(kind=unit, used=state.spent, reserved=state.reserved)
+            out.append(row)
+        return out
+
+    async def aclose(self) -> None:
+        """Wait for settlements still in flight (so no reservation outlives the process)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        await self.counters.aclose()
+        if self.definitions is not None:
+            self.definitions.close()
