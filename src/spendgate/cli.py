@@ -262,9 +262,11 @@ _CONTRIBUTED: tuple[tuple[str, str, click.Group], ...] = (
     ("spendgate.budgets.cli", "commands", main),
     ("spendgate.ledger.cli", "commands", main),
     ("spendgate.cache.cli", "eval_commands", eval_group),
+    ("spendgate.cache.prefix_advisor", "commands", main),
     ("spendgate.routing.cli", "commands", main),
     ("spendgate.routing.cli", "eval_commands", eval_group),
     ("spendgate.trim.cli", "eval_commands", eval_group),
+    ("spendgate.trim.cli", "commands", main),
     ("spendgate.analytics.cli", "commands", main),
 )
 

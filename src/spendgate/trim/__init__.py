@@ -1,0 +1,1 @@
+"""Fewer tokens in and out: question-aware compression, history windows, output limits."""
