@@ -18,6 +18,7 @@ from decimal import Decimal
 
 import orjson
 
+from spendgate.analytics.system_prompt import input_split
 from spendgate.call import Call, Cost, Usage, to_nanos
 from spendgate.ledger import BatchingWriter, UsageEvent
 from spendgate.metrics import Metrics
@@ -122,7 +123,7 @@ class Accountant:
             ttfb_ms=reply.ttfb_ms,
             client_disconnected=reply.client_disconnected,
             prompt_fingerprint=prompt_fingerprint(call),
-            extra=_extra(call, reply),
+            extra=_with_input_split(_extra(call, reply), call, cost, usage),
         )
         self.writer.submit(event)
         if self.metrics is not None:
@@ -168,6 +169,15 @@ class Accountant:
             m.tokens.labels(model, "output").inc(reply.usage.output_tokens)
             if reply.usage.cache_read_tokens:
                 m.tokens.labels(model, "cache_read").inc(reply.usage.cache_read_tokens)
+        feature = call.tags.feature or "(none)"
+        if call.cache_outcome:
+            m.cache_outcomes.labels(feature, call.requested_model, call.cache_outcome).inc()
+        if reply.status < 400:
+            routed = call.model != call.requested_model
+            m.route_outcomes.labels(feature, model, "routed" if routed else "kept").inc()
+        for technique, nanos in event.savings.items():
+            if nanos > 0:
+                m.savings.labels(feature, technique).inc(nanos / 1e9)
 
 
 def _extra(call: Call, reply: Reply) -> dict[str, object] | None:
@@ -181,6 +191,16 @@ def _extra(call: Call, reply: Reply) -> dict[str, object] | None:
     if reply.error is not None:
         extra["error"] = reply.error.message[:500]
     return extra or None
+
+
+def _with_input_split(
+    extra: dict[str, object] | None, call: Call, cost: Cost | None, usage: Usage | None
+) -> dict[str, object] | None:
+    """Adds system-prompt tokens and input-side cost (for the system-prompt share report)."""
+    split = input_split(call, cost, usage)
+    if split is None:
+        return extra
+    return {**(extra or {}), **split}
 
 
 def cost_header(cost: Cost | None) -> str:

@@ -64,6 +64,26 @@ class Metrics:
         self.in_flight = Gauge(
             "spendgate_in_flight", "Requests being served", registry=self.registry
         )
+        # Optimization outcomes (dashboard/Grafana): same low-cardinality labels as cost.
+        self.cache_outcomes = Counter(
+            "spendgate_cache_outcomes",
+            "Calls by cache outcome (hit, miss, semantic-hit, bypass…)",
+            ["feature", "model", "outcome"],
+            registry=self.registry,
+        )
+        self.route_outcomes = Counter(
+            "spendgate_route_outcomes",
+            "Calls by routing outcome: `routed` when the served model differs from the "
+            "requested one, else `kept`",
+            ["feature", "model", "outcome"],
+            registry=self.registry,
+        )
+        self.savings = Counter(
+            "spendgate_savings_usd",
+            "USD saved by technique (exact sums live in the ledger)",
+            ["feature", "technique"],
+            registry=self.registry,
+        )
 
     def watch(self, prefix: str, source: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_Stats(prefix, source))

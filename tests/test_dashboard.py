@@ -1,0 +1,398 @@
+"""The dashboard through a real gateway: its JSON view against the ledger's raw events, the
+range and tag filters, access with the admin key (header, `?key=` → cookie, login form),
+bad input, static assets, budgets and feature-economics panels, and the new /metrics
+counters.
+
+Expected figures are recomputed here from the stored events (integer nanos), never taken
+from the code under test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx2
+import pytest
+
+from conftest import Harness, gateway_settings, start_harness
+from dashboard_helpers import replay_demo, write_history
+from spendgate.call import from_nanos
+from spendgate.ledger import UsageEvent
+from spendgate.providers.simulated import SimulatedUpstream
+
+
+def _env_key() -> tuple[str, str]:
+    """A unique admin-key variable per gateway, so parallel tests never share one."""
+    name = "SG_TEST_ADMIN_" + uuid.uuid4().hex[:8].upper()
+    secret = "adm-" + uuid.uuid4().hex
+    os.environ[name] = secret
+    return name, secret
+
+
+@pytest.fixture(scope="module")
+def dash(
+    sim: SimulatedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Harness, str]]:
+    env, secret = _env_key()
+    settings = gateway_settings(
+        sim,
+        tmp_path_factory.mktemp("dash"),
+        server={"admin_key_env": env},
+        features={"support-chat": {"revenue_usd_per_month": 1000},
+                  "search-answers": {"value_usd_per_month": "0.000001"}},
+    )
+    harness = start_harness(settings)
+    write_history(harness.gateway.store, days=14, per_day=30)
+    statuses = replay_demo(harness.url, 120)
+    assert statuses == {"200": 120}
+    harness.flush()
+    yield harness, secret
+    harness.close()
+    os.environ.pop(env, None)
+
+
+def _get(h: Harness, secret: str, **params: str) -> dict[str, Any]:
+    r = httpx2.get(h.url + "/dashboard/api/summary", params=params,
+                   headers={"authorization": f"Bearer {secret}"}, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _in_range(events: list[UsageEvent], since: datetime | None, **tags: str) -> list[UsageEvent]:
+    lo = since.timestamp() if since else float("-inf")
+    return [e for e in events if e.ts >= lo
+            and all((e.model if k == "model" else getattr(e, k)) == v for k, v in tags.items())]
+
+
+def _usd(nanos: int) -> Decimal:
+    return from_nanos(nanos)
+
+
+# ------------------------------------------------------------------------ the view
+
+
+@pytest.mark.parametrize("since,span", [("24h", timedelta(hours=24)), ("7d", timedelta(days=7)),
+                                        ("all", None)])  # fmt: skip
+def test_totals_and_top_lists_match_the_ledger(dash: tuple[Harness, str], since: str,
+                                               span: timedelta | None) -> None:  # fmt: skip
+    h, secret = dash
+    before = datetime.now(UTC)
+    view = _get(h, secret, since=since)
+    events = _in_range(h.events(), before - span if span else None)
+    # the range start is computed server-side a moment after `before`: nothing lands in between
+    t = view["totals"]
+    assert t["calls"] == len(events)
+    assert Decimal(t["cost_usd"]) == _usd(sum(e.cost_nanos or 0 for e in events))
+    assert t["active_users"] == len({e.user for e in events if e.user})
+    assert t["errors"] == 0
+    if since == "24h":
+        assert view["range"]["unit"] == "hour"
+        assert len(view["series"]["labels"]) in (24, 25)
+    else:
+        assert view["range"]["unit"] == "day"
+
+    # The series adds up to the total, exactly.
+    series_total = sum(Decimal(v) for vals in view["series"]["models"].values() for v in vals)
+    assert series_total == Decimal(t["cost_usd"])
+
+    # Top features: the ledger's ranking by cost.
+    by_feature: Counter[str] = Counter()
+    for e in events:
+        by_feature[e.feature or "(none)"] += e.cost_nanos or 0
+    expected = [name for name, _ in by_feature.most_common(10)]
+    assert [r["name"] for r in view["top"]["feature"]] == expected
+    first = view["top"]["feature"][0]
+    n_first = sum(1 for e in events if e.feature == first["name"])
+    assert first["calls"] == n_first
+    assert Decimal(first["cost_usd"]) == _usd(by_feature[first["name"]])
+
+    # Tiers come from list prices: gpt-4o and claude-sonnet-4 are frontier, gpt-4o-mini small.
+    tiers = view["series"]["tiers"]
+    assert tiers["gpt-4o"] == "frontier"
+    assert tiers["gpt-4o-mini"] == "small"
+    assert tiers["claude-sonnet-4-20250514"] == "frontier"
+
+    # Nothing optimizes this gateway: the four techniques are listed at zero.
+    assert [s["technique"] for s in view["savings"]][:4] == [
+        "cache", "routing", "trimming", "prompt_caching"]  # fmt: skip
+    assert all(Decimal(s["savings_usd"]) == 0 for s in view["savings"])
+    assert t["routing_share"] == 0
+    assert t["cache_hit_rate"] is None
+
+
+def test_a_tag_filter_narrows_every_panel(dash: tuple[Harness, str]) -> None:
+    h, secret = dash
+    before = datetime.now(UTC)
+    everything = _get(h, secret, since="7d")
+    team = everything["options"]["team"][1]  # not the biggest, so it really narrows
+    view = _get(h, secret, since="7d", team=team)
+    events = _in_range(h.events(), before - timedelta(days=7), team=team)
+    assert 0 < view["totals"]["calls"] == len(events) < everything["totals"]["calls"]
+    assert Decimal(view["totals"]["cost_usd"]) == _usd(sum(e.cost_nanos or 0 for e in events))
+    assert [r["name"] for r in view["top"]["team"]] == [team]
+    assert set(view["options"]["team"]) == set(everything["options"]["team"])  # still offered
+    assert view["filters"] == {"team": team}
+
+    model = "gpt-4o-mini"
+    view = _get(h, secret, since="7d", model=model)
+    events = _in_range(h.events(), before - timedelta(days=7), model=model)
+    assert view["totals"]["calls"] == len(events) > 0
+    assert list(view["series"]["models"]) == [model]
+
+
+def test_budgets_panel_says_none_without_budgets(dash: tuple[Harness, str]) -> None:
+    h, secret = dash
+    assert _get(h, secret)["budgets"] is None
+
+
+def test_feature_economics_uses_the_features_section(dash: tuple[Harness, str]) -> None:
+    h, secret = dash
+    econ = _get(h, secret)["economics"]
+    rows = {r["feature"]: r for r in econ["rows"]}
+    assert rows["support-chat"]["verdict"] == "profitable"
+    assert rows["search-answers"]["verdict"] == "needs optimization or repricing"
+    assert rows["support-chat"]["worth_usd_per_month"].startswith("1000")
+
+
+# ------------------------------------------------------------------------ access
+
+
+def test_api_needs_the_admin_key(dash: tuple[Harness, str]) -> None:
+    h, _secret = dash
+    r = httpx2.get(h.url + "/dashboard/api/summary")
+    assert r.status_code == 401
+    assert r.json()["error"]["type"] == "authentication_error"
+    r = httpx2.get(h.url + "/dashboard/api/summary", headers={"authorization": "Bearer nope"})
+    assert r.status_code == 401
+
+
+def test_browser_login_by_query_key_sets_a_cookie(dash: tuple[Harness, str]) -> None:
+    h, secret = dash
+    with httpx2.Client(base_url=h.url, follow_redirects=False) as client:
+        page = client.get("/dashboard")
+        assert page.status_code == 401 and "<form" in page.text and "Admin key" in page.text
+        wrong = client.get("/dashboard", params={"key": "wrong"})
+        assert wrong.status_code == 401 and "not the admin key" in wrong.text
+        r = client.get("/dashboard", params={"key": secret, "since": "24h"})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/dashboard?since=24h"  # the key leaves the URL
+        cookie = r.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert secret not in cookie  # an HMAC, not the key itself
+        page = client.get("/dashboard")
+        assert page.status_code == 200
+        assert "chart.umd.min.js" in page.text
+        assert page.headers["content-security-policy"].startswith("default-src 'self'")
+        assert client.get("/dashboard/api/summary").status_code == 200
+        client.post("/dashboard/logout")
+        assert client.get("/dashboard/api/summary").status_code == 401
+
+
+def test_login_form(dash: tuple[Harness, str]) -> None:
+    h, secret = dash
+    with httpx2.Client(base_url=h.url, follow_redirects=False) as client:
+        bad = client.post("/dashboard/login", data={"key": "guess"})
+        assert bad.status_code == 401
+        ok = client.post("/dashboard/login", data={"key": secret})
+        assert ok.status_code == 303 and ok.headers["location"] == "/dashboard"
+        assert client.get("/dashboard/api/summary").status_code == 200
+
+
+def test_no_admin_key_means_closed_unless_auth_is_off(
+    sim: SimulatedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    missing = "SG_TEST_UNSET_" + uuid.uuid4().hex[:8].upper()
+    closed = start_harness(gateway_settings(sim, tmp_path_factory.mktemp("closed"),
+                                            server={"admin_key_env": missing}))  # fmt: skip
+    try:
+        r = httpx2.get(closed.url + "/dashboard/api/summary")
+        assert r.status_code == 403 and missing in r.json()["error"]["message"]
+        assert httpx2.get(closed.url + "/dashboard").status_code == 403
+    finally:
+        closed.close()
+    server = {"admin_key_env": missing, "auth": "off"}
+    open_ = start_harness(gateway_settings(sim, tmp_path_factory.mktemp("open"), server=server))
+    try:
+        page = httpx2.get(open_.url + "/dashboard")
+        assert page.status_code == 200 and "open to anyone" in page.text
+        view = httpx2.get(open_.url + "/dashboard/api/summary").json()
+        assert view["totals"]["calls"] == 0 and view["admin_key_required"] is False
+    finally:
+        open_.close()
+
+
+# ------------------------------------------------------------------------ input + assets
+
+
+@pytest.mark.parametrize("params,param", [
+    ({"since": "yesterday-ish"}, "since"),
+    ({"until": "2026-13-45"}, "until"),
+    ({"since": "2026-11-02", "until": "2026-11-01"}, "since"),
+    ({"feature": "x" * 300}, "feature"),
+])  # fmt: skip
+def test_bad_parameters_are_400s_naming_them(dash: tuple[Harness, str], params: dict[str, str],
+                                             param: str) -> None:  # fmt: skip
+    h, secret = dash
+    r = httpx2.get(h.url + "/dashboard/api/summary", params=params,
+                   headers={"authorization": f"Bearer {secret}"})  # fmt: skip
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+
+
+def test_static_assets_are_local(dash: tuple[Harness, str]) -> None:
+    h, _ = dash
+    js = httpx2.get(h.url + "/dashboard/static/chart.umd.min.js")
+    assert js.status_code == 200 and "Chart.js v4" in js.text[:200]
+    assert js.headers["content-type"].startswith("text/javascript")
+    page_js = httpx2.get(h.url + "/dashboard/static/dashboard.js").text
+    assert "http://" not in page_js and "https://" not in page_js  # no CDN, no beacons
+    # Only the listed files are served; anything else under static/ is refused.
+    assert httpx2.get(h.url + "/dashboard/static/..%2F__init__.py").status_code in (401, 404)
+    assert httpx2.get(h.url + "/dashboard/static/data.py").status_code in (401, 404)
+
+
+# ------------------------------------------------------------------------ budgets panel
+
+
+def test_budgets_panel_shows_spend_against_each_limit(
+    sim: SimulatedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    pytest.importorskip("spendgate.budgets.stage")
+    env, secret = _env_key()
+    feature = "budget-dash-" + uuid.uuid4().hex[:6]
+    h = start_harness(gateway_settings(
+        sim, tmp_path_factory.mktemp("budgets"), server={"admin_key_env": env},
+        budgets={"budgets": [
+            {"name": "feat-month", "scope": {"feature": feature}, "limit_usd": "0.05",
+             "mode": "soft"},
+            {"name": "per-tenant", "scope": {"tenant": "*"}, "limit_usd": "1", "period": "day"},
+        ]},
+    ))  # fmt: skip
+    try:
+        for tenant in ("t-a", "t-b", "t-a"):
+            r = httpx2.post(h.v1 + "/chat/completions", json={
+                "model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]},
+                headers={"x-spendgate-feature": feature, "x-spendgate-tenant": tenant})  # fmt: skip
+            assert r.status_code == 200, r.text
+        h.flush()
+        rows = _get(h, secret)["budgets"]
+        events = h.events(feature=feature)
+        by_name = {(b["name"], b["scope"]): b for b in rows}
+        feat = by_name[("feat-month", f"feature={feature}")]
+        spent = sum(e.cost_nanos or 0 for e in events)
+        assert Decimal(feat["spent_usd"]) == _usd(spent)
+        assert feat["used"] == pytest.approx(float(_usd(spent) / Decimal("0.05")), rel=1e-5)
+        assert feat["hard"] is False
+        t_a = by_name[("per-tenant", "tenant=t-a")]
+        assert Decimal(t_a["spent_usd"]) == _usd(
+            sum(e.cost_nanos or 0 for e in events if e.tenant == "t-a"))
+        assert ("per-tenant", "tenant=t-b") in by_name
+        assert [b["used"] for b in rows] == sorted((b["used"] for b in rows), reverse=True)
+    finally:
+        h.close()
+        os.environ.pop(env, None)
+
+
+# ------------------------------------------------------------------------ /metrics
+
+
+def test_metrics_carry_route_outcomes_by_feature(dash: tuple[Harness, str]) -> None:
+    h, _ = dash
+    text = httpx2.get(h.url + "/metrics").text
+    lines = [ln for ln in text.splitlines() if ln.startswith("spendgate_route_outcomes_total{")]
+    kept = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if 'outcome="kept"' in ln)
+    assert kept == 120  # every demo call was answered by the model it asked for
+    assert any('feature="support-chat"' in ln for ln in lines)
+    assert "spendgate_cache_outcomes_total" in text or "spendgate_cache_outcomes" in text
+
+
+def test_grafana_dashboard_uses_only_metrics_the_gateway_exports(make_gateway: Any) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads(
+        (Path(__file__).resolve().parent.parent / "deploy" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    used = {re.sub(r"_(bucket|sum|count)$", "", m)
+            for e in exprs for m in re.findall(r"\bspendgate_[a-z_]+", e)}  # fmt: skip
+    # A gateway with alerts on (so its counter exists) after one call.
+    h: Harness = make_gateway(alerts={"webhooks": [{"url": "http://127.0.0.1:9/unused"}],
+                                      "check_interval_s": 3600})  # fmt: skip
+    r = httpx2.post(h.v1 + "/chat/completions", json={
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-spendgate-feature": "grafana"})  # fmt: skip
+    assert r.status_code == 200
+    h.flush()
+    exported = set(re.findall(r"^# TYPE (\S+) ", httpx2.get(h.url + "/metrics").text, re.M))
+    exported |= {m + "_total" for m in exported}  # counters' TYPE lines omit _total
+    assert used, "the dashboard queries nothing"
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_cache_and_routing_outcomes_and_savings_match_the_ledger(make_gateway: Any) -> None:
+    """With the cache and route stages on, the hit rate, routed share and savings by
+    technique shown are those the ledger's events carry."""
+    pytest.importorskip("spendgate.cache.stage")
+    pytest.importorskip("spendgate.routing.stage")
+    env, secret = _env_key()
+    feature = "optimized-" + uuid.uuid4().hex[:6]
+    h: Harness = make_gateway(
+        server={"admin_key_env": env},
+        cache={"enabled": True, "backend": "memory"},
+        routing={"enabled": True, "strong": "gpt-4o", "weak": "gpt-4o-mini",
+                 "apply_to": ["o3-mini"]},
+    )  # fmt: skip
+    try:
+        with httpx2.Client(timeout=30) as client:
+            def ask(text: str, **headers: str) -> None:
+                r = client.post(h.v1 + "/chat/completions", json={
+                    "model": "gpt-4o", "messages": [{"role": "user", "content": text}]},
+                    headers={"x-spendgate-feature": feature, **headers})  # fmt: skip
+                assert r.status_code == 200, r.text
+
+            for text in ("what is a budget?", "what is a budget?", "what is a cache?"):
+                ask(text)
+            ask("route me", **{"x-spendgate-route": "weak"})
+        h.flush()
+        events = h.events(feature=feature)
+        view = _get(h, secret, since="24h", feature=feature)
+        t = view["totals"]
+        hits = sum(1 for e in events if e.cache and "hit" in e.cache)
+        looked = sum(1 for e in events if e.cache and e.cache != "bypass")
+        assert hits >= 1, [e.cache for e in events]
+        assert t["cache_hit_rate"] == pytest.approx(hits / looked)
+        routed = [e for e in events if e.route and e.route.get("served") != e.route.get(
+            "requested", e.requested_model)]  # fmt: skip
+        assert len(routed) == 1 and t["routed_calls"] == 1
+        assert t["routing_share"] == pytest.approx(1 / len(events))
+        by_technique: Counter[str] = Counter()
+        for e in events:
+            by_technique.update(e.savings)
+        shown = {s["technique"]: Decimal(s["savings_usd"]) for s in view["savings"]}
+        assert shown["cache"] == _usd(by_technique["cache"]) > 0
+        assert shown["routing"] == _usd(by_technique["routing"]) > 0
+        assert Decimal(t["savings_usd"]) == _usd(sum(by_technique.values()))
+
+        # The same outcomes on /metrics, labelled by feature.
+        metrics = [ln for ln in httpx2.get(h.url + "/metrics").text.splitlines()
+                   if f'feature="{feature}"' in ln and not ln.startswith("#")]  # fmt: skip
+
+        def total(name: str, outcome: str) -> float:
+            return sum(float(ln.rsplit(" ", 1)[1]) for ln in metrics
+                       if ln.startswith(name + "{") and f'outcome="{outcome}"' in ln)  # fmt: skip
+
+        assert total("spendgate_cache_outcomes_total", "hit") == hits
+        assert total("spendgate_route_outcomes_total", "routed") == 1
+        saved = [ln for ln in metrics if ln.startswith("spendgate_savings_usd_total{")]
+        assert any('technique="cache"' in ln for ln in saved)
+    finally:
+        os.environ.pop(env, None)
