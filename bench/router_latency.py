@@ -1,0 +1,101 @@
+"""How long does the shipped router take to score one call, on one core?
+
+    .venv/bin/python bench/router_latency.py [--json] [--n 2000]
+
+Scores real prompts (Chatbot Arena traffic from ../shared/data/traffic/, else the RouteLLM
+prompts, else the bundled sample prompts) one at a time through `RouteStage.decide`'s path
+(`router.score(call)` on an OpenAI-format body) and prints p50/p90/p99/max per call, the
+load time of the artifact and its size. The goal is ≤ 1 ms per call. Each prompt is timed
+`--repeat` times: the first run gives the raw percentiles (which include whatever else the
+shared machine was doing), the best of the repeats the cost of the work itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+from spendgate.call import Call
+from spendgate.routing import routers
+
+DATA = Path(os.environ.get("SPENDGATE_DATA", "/work/shared/data"))
+
+
+def prompts(limit: int) -> list[str]:
+    arena = DATA / "traffic" / "arena_prompts.jsonl.gz"
+    routellm = DATA / "routing" / "routellm_gpt4_vs_mixtral.jsonl.gz"
+    out: list[str] = []
+    if arena.exists():
+        with gzip.open(arena, "rt") as fh:
+            out += [json.loads(line)["turns"][0] for line in fh]
+    if routellm.exists() and len(out) < limit:
+        with gzip.open(routellm, "rt") as fh:
+            out += [json.loads(line)["prompt"] for line in fh][: limit - len(out)]
+    if not out:
+        sample = Path(routers.__file__).parent.parent / "data" / "sample_prompts.jsonl"
+        out = [json.loads(line).get("prompt", "") for line in sample.open()]
+    return (out * (limit // max(len(out), 1) + 1))[:limit]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3, help="timings per prompt (best-of shown)")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    router = routers.default_router()
+    load_ms = (time.perf_counter() - t0) * 1000
+    texts = prompts(args.n)
+    calls = [
+        Call(
+            endpoint="chat",
+            api="openai",
+            requested_model="gpt-4o",
+            body={"model": "gpt-4o", "messages": [{"role": "user", "content": t}]},
+        )
+        for t in texts
+    ]
+    for c in calls[:50]:
+        router.score(c)  # warm-up
+    times = []
+    best = []
+    for c in calls:
+        runs = []
+        for _ in range(args.repeat):
+            s = time.perf_counter_ns()
+            router.score(c)
+            runs.append((time.perf_counter_ns() - s) / 1e6)
+        times.append(runs[0])
+        best.append(min(runs))
+    times.sort()
+    best.sort()
+    q = statistics.quantiles(times, n=100)
+    path = Path(routers.__file__).parent.parent / "data" / routers.DEFAULT_ROUTER_FILE
+    result = {
+        "n": len(times),
+        "prompt_chars_mean": round(statistics.mean(len(t) for t in texts), 1),
+        "p50_ms": round(q[49], 4),
+        "p90_ms": round(q[89], 4),
+        "p99_ms": round(q[98], 4),
+        "max_ms": round(times[-1], 4),
+        "best_of_repeats_p99_ms": round(statistics.quantiles(best, n=100)[98], 4),
+        "best_of_repeats_max_ms": round(best[-1], 4),
+        "mean_ms": round(statistics.mean(times), 4),
+        "load_ms": round(load_ms, 1),
+        "artifact_bytes": path.stat().st_size,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:18s} {v}")
+
+
+if __name__ == "__main__":
+    main()
