@@ -1,0 +1,117 @@
+"""Semantic cache lookup latency (embed + search + verify) at 100k and 1M entries, one core.
+
+    .venv/bin/python bench/cache_lookup.py [--sizes 100000,1000000] [--queries 2000] [--json]
+
+Entries: the distinct QQP questions (../shared/data/cache/) minus the queries, embedded
+with the shipped static embedder. Past that count, further entries are copies of real entries'
+vectors with a little Gaussian noise (re-normalised) that keep their source text, so the
+index has the requested size while verification still runs on real text. Queries are the
+held-out q1 questions. Each lookup is timed end to end through `SemanticMatcher.match`.
+Single-threaded: OMP/BLAS threads are pinned to 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "qqp_pairs.jsonl.gz"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if not Path(args.data).exists():
+        print(f"no data at {args.data}; nothing to measure", file=sys.stderr)
+        return 0
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+    except ImportError:
+        faiss = None
+
+    from spendgate.cache.evaluate import is_heldout, load_pairs
+    from spendgate.cache.index import VectorIndex
+    from spendgate.cache.semantic import SemanticMatcher
+
+    pairs = list(load_pairs(args.data))
+    queries = [p.q1 for p in pairs if is_heldout(p.q1, p.q2)][: args.queries]
+    # The queries themselves are not stored: every lookup runs the full verification
+    # instead of stopping at an identical entry.
+    asked = set(queries)
+    texts = sorted({q for p in pairs for q in (p.q1, p.q2)} - asked)
+    matcher = SemanticMatcher()
+    t0 = time.perf_counter()
+    base = matcher.embedder.embed_many(texts)
+    embed_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    results = []
+    for size in [int(s) for s in args.sizes.split(",") if s]:
+        index = VectorIndex(base.shape[1])
+        t0 = time.perf_counter()
+        take = min(size, len(texts))
+        index.add_many(base[:take], list(range(take)))
+        source = list(range(take))
+        while len(source) < size:
+            n = min(100_000, size - len(source))
+            pick = rng.integers(0, len(texts), n)
+            noisy = base[pick] + rng.normal(0, 0.05, (n, base.shape[1])).astype(np.float32)
+            noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+            index.add_many(noisy, list(range(len(source), len(source) + n)))
+            source.extend(int(i) for i in pick)
+        build_s = time.perf_counter() - t0
+        timings = []
+        hits = 0
+        for q in queries:
+            started = time.perf_counter()
+            found = matcher.match(q, index, lambda i, src=source: texts[src[i]])
+            timings.append(time.perf_counter() - started)
+            hits += found is not None
+        ms = np.asarray(timings) * 1000
+        row = {
+            "entries": size,
+            "index": index.kind,
+            "queries": len(queries),
+            "hit_rate": round(hits / len(queries), 4),
+            "p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "mean_ms": round(float(ms.mean()), 4),
+            "build_s": round(build_s, 1),
+        }
+        results.append(row)
+        if not args.json:
+            print(
+                f"{size:>9,} entries ({row['index']}): p50 {row['p50_ms']} ms  "
+                f"p99 {row['p99_ms']} ms  mean {row['mean_ms']} ms  "
+                f"(build {row['build_s']} s, hit rate {row['hit_rate']})",
+                flush=True,
+            )
+        del index
+    out = {
+        "embedder": matcher.embedder.name,
+        "texts": len(texts),
+        "embed_all_s": round(embed_s, 1),
+        "faiss": faiss is not None,
+        "results": results,
+    }
+    if args.json:
+        print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

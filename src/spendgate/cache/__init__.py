@@ -1,0 +1,1 @@
+"""Response caching: exact and semantic, with a learned verifier (see docs/cache.md)."""

@@ -1,0 +1,404 @@
+"""The semantic cache: a near-duplicate question may reuse a stored answer, but only inside
+its partition and only when the verifier agrees.
+
+Partitioning is a hard filter, never text in the embedding: an entry is only ever compared
+with queries of the same scope (tenant by default), model, system prompt, tools, and every
+answer-changing parameter (temperature, max tokens, response_format, seed, …), plus a
+fingerprint of the earlier turns of a conversation. Only the last user turn is embedded.
+
+Entries (text, vector, the exact key of the stored answer, expiry) live in a store: this
+process's memory, or PostgreSQL / Redis shared by replicas, each replica pulling new
+entries into its own in-process index (`sync_interval_s`). The answer itself stays in the
+exact cache's backend under its exact key, so TTL and eviction apply to both at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from spendgate.cache.embedder import Embedded, Embedder, get_embedder
+from spendgate.cache.exact import NON_ANSWER_FIELDS, scope_value
+from spendgate.cache.index import VectorIndex
+from spendgate.cache.verifier import (
+    Verifier,
+    hard_veto,
+    load_verifier,
+    pair_features,
+    same_question,
+)
+from spendgate.call import Call
+
+__all__ = [
+    "SemanticEntry",
+    "SemanticIndex",
+    "SemanticMatcher",
+    "open_semantic_store",
+    "partition_key",
+    "query_text",
+]
+
+_PROMPT_FIELDS = frozenset({"messages", "system", "tools"})
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.blake2b(
+        orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=12
+    ).hexdigest()
+
+
+def _text_of(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                return None  # images, files, tool results: not a question we can compare
+            parts.append(str(part.get("text", "")))
+        return "\n".join(parts)
+    return None
+
+
+def query_text(call: Call, max_turns: int) -> tuple[str, list[Any]] | None:
+    """The last user turn's text and the earlier messages, or None when the request is not
+    a plain-text question within `max_turns` user turns."""
+    messages = call.body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    last = messages[-1]
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return None
+    users = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
+    if users > max_turns:
+        return None
+    text = _text_of(last.get("content"))
+    if text is None or not text.strip():
+        return None
+    return text, messages[:-1]
+
+
+def partition_key(call: Call, scope: str, context: list[Any]) -> str:
+    """Everything but the question itself that could change the answer."""
+    params = {k: v for k, v in call.body.items() if k not in NON_ANSWER_FIELDS | _PROMPT_FIELDS}
+    params["model"] = call.model
+    system = call.body.get("system")
+    context_msgs = [m for m in context if not (isinstance(m, dict) and m.get("role") == "system")]
+    systems = [m for m in context if isinstance(m, dict) and m.get("role") == "system"]
+    return _hash(
+        {
+            "api": call.api,
+            "scope": scope_value(call, scope),
+            "system": _hash([system, systems]),
+            "tools": _hash(call.body.get("tools")),
+            "context": _hash(context_msgs),
+            "params": params,
+        }
+    )
+
+
+@dataclass(slots=True)
+class SemanticEntry:
+    partition: str
+    text: str
+    vector: np.ndarray
+    answer_key: str
+    expires: float
+
+    def dump(self) -> bytes:
+        return orjson.dumps(
+            {
+                "p": self.partition,
+                "t": self.text,
+                "v": self.vector.astype(np.float32).tobytes().hex(),
+                "k": self.answer_key,
+                "e": self.expires,
+            }
+        )
+
+    @classmethod
+    def load(cls, raw: bytes | str) -> SemanticEntry:
+        d = orjson.loads(raw)
+        return cls(d["p"], d["t"], np.frombuffer(bytes.fromhex(d["v"]), np.float32), d["k"], d["e"])
+
+
+class SemanticMatcher:
+    """Embed → search → verify. Shared by the stage, the eval CLI and the benchmark."""
+
+    def __init__(
+        self,
+        *,
+        embedder_name: str = "static",
+        verifier: Verifier | None = None,
+        threshold: float | None = None,
+        min_cosine: float = 0.5,
+        candidates: int = 4,
+    ) -> None:
+        self.embedder: Embedder = get_embedder(embedder_name)
+        self.verifier = verifier or load_verifier()
+        self.threshold = self.verifier.threshold if threshold is None else threshold
+        self.min_cosine = min_cosine
+        self.candidates = candidates
+        self._static_cache: dict[str, Embedded] = {}
+
+    def new_index(self) -> VectorIndex:
+        return VectorIndex(self.embedder.dim)
+
+    def _embedded(self, text: str) -> Embedded:
+        hit = self._static_cache.get(text)
+        if hit is None:
+            if len(self._static_cache) > 10_000:
+                self._static_cache.clear()
+            hit = self._static_cache[text] = self.embedder.embed(text)
+        return hit
+
+    def match(
+        self,
+        text: str,
+        index: VectorIndex,
+        text_of: Callable[[int], str | None],
+        *,
+        threshold: float | None = None,
+        query: Embedded | None = None,
+    ) -> int | None:
+        """The id of the best verified entry, or None. `threshold` may only be stricter."""
+        cut = max(self.threshold, threshold or 0.0)
+        qe = query or self.embedder.embed(text)
+        found = index.search(qe.vector, self.candidates)
+        rows: list[np.ndarray] = []
+        ids: list[int] = []
+        for entry_id, cos in found:
+            if cos < self.min_cosine:
+                break
+            other = text_of(entry_id)
+            if other is None or hard_veto(text, other):
+                continue
+            if same_question(text, other):
+                return entry_id
+            rows.append(pair_features(text, qe, other, self._embedded(other)))
+            ids.append(entry_id)
+        if not rows:
+            return None
+        scores = self.verifier.score(np.stack(rows))
+        best = int(np.argmax(scores))
+        return ids[best] if float(scores[best]) >= cut else None
+
+
+class SemanticStore(Protocol):
+    async def add(self, entry: SemanticEntry) -> None: ...
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemorySemanticStore:
+    """Nothing shared: the local index is the store."""
+
+    async def add(self, entry: SemanticEntry) -> None:
+        return None
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        return [], cursor
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RedisSemanticStore:
+    """An append-only Redis list of entries; each replica remembers how far it has read."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as aioredis
+
+        self.url = url
+        self.key = prefix + "semantic:log"
+        self._factory = aioredis.from_url
+        self._client: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _redis(self) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = self._factory(self.url)
+            self._loop = loop
+        return self._client
+
+    async def add(self, entry: SemanticEntry) -> None:
+        await self._redis().rpush(self.key, entry.dump())
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        raw = await self._redis().lrange(self.key, cursor, cursor + 9999)
+        return [SemanticEntry.load(r) for r in raw], cursor + len(raw)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class PostgresSemanticStore:
+    """Entries in a PostgreSQL table (vectors as bytea, so no extension is needed);
+    replicas pull rows with an id above their cursor."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import psycopg
+
+        self.url = url
+        safe = "".join(ch if ch.isalnum() else "_" for ch in prefix).strip("_") or "sg"
+        self.table = f"{safe}_semantic"
+        self._conn = psycopg.connect(url, autocommit=True)
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} "
+            "(id BIGSERIAL PRIMARY KEY, entry BYTEA NOT NULL)"
+        )
+
+    def _add(self, entry: SemanticEntry) -> None:
+        self._conn.execute(f"INSERT INTO {self.table} (entry) VALUES (%s)", (entry.dump(),))
+
+    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        rows = self._conn.execute(
+            f"SELECT id, entry FROM {self.table} WHERE id > %s ORDER BY id LIMIT 10000", (cursor,)
+        ).fetchall()
+        if not rows:
+            return [], cursor
+        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
+
+    async def add(self, entry: SemanticEntry) -> None:
+        await asyncio.to_thread(self._add, entry)
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        return await asyncio.to_thread(self._pull, cursor)
+
+    async def aclose(self) -> None:
+        self._conn.close()
+
+
+class SQLiteSemanticStore:
+    """Entries in a SQLite file: one machine's semantic cache survives a restart (the index
+    is rebuilt from the file on the first lookup)."""
+
+    def __init__(self, path: str) -> None:
+        import sqlite3
+        import threading
+
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS semantic_entries "
+            "(id INTEGER PRIMARY KEY AUTOINCREMENT, entry BLOB NOT NULL)"
+        )
+
+    def _add(self, entry: SemanticEntry) -> None:
+        with self._lock:
+            self._db.execute("INSERT INTO semantic_entries (entry) VALUES (?)", (entry.dump(),))
+
+    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, entry FROM semantic_entries WHERE id > ? ORDER BY id LIMIT 10000",
+                (cursor,),
+            ).fetchall()
+        if not rows:
+            return [], cursor
+        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
+
+    async def add(self, entry: SemanticEntry) -> None:
+        await asyncio.to_thread(self._add, entry)
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        return await asyncio.to_thread(self._pull, cursor)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def open_semantic_store(url: str, prefix: str) -> SemanticStore:
+    if url in ("memory", "memory://"):
+        return MemorySemanticStore()
+    if url.startswith("sqlite:///"):
+        return SQLiteSemanticStore(url[len("sqlite:///") :])
+    if url.startswith(("redis://", "rediss://")):
+        return RedisSemanticStore(url, prefix)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresSemanticStore(url, prefix)
+    raise ValueError(f"cache.semantic.store: unsupported URL {url!r}")
+
+
+class SemanticIndex:
+    """This replica's view: one vector index per partition, kept in sync with the store."""
+
+    def __init__(
+        self, matcher: SemanticMatcher, store: SemanticStore, *, sync_interval_s: float = 1.0,
+        max_entries: int = 1_000_000, clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        self.matcher = matcher
+        self.store = store
+        self.sync_interval_s = sync_interval_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self.partitions: dict[str, VectorIndex] = {}
+        self.entries: list[SemanticEntry] = []
+        self._cursor = 0
+        self._next_sync = 0.0
+        self._pulling: asyncio.Lock | None = None
+
+    @property
+    def local_only(self) -> bool:
+        return isinstance(self.store, MemorySemanticStore)
+
+    def insert(self, entry: SemanticEntry) -> None:
+        """Add to this replica's index only (the memory store, or entries pulled in)."""
+        self._insert(entry)
+
+    def _insert(self, entry: SemanticEntry) -> None:
+        if len(self.entries) >= self.max_entries:
+            return
+        index = self.partitions.get(entry.partition)
+        if index is None:
+            index = self.partitions[entry.partition] = self.matcher.new_index()
+        index.add(entry.vector, len(self.entries))
+        self.entries.append(entry)
+
+    async def sync(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_sync:
+            return
+        self._next_sync = now + self.sync_interval_s
+        if self._pulling is None:
+            self._pulling = asyncio.Lock()
+        async with self._pulling:  # two pulls from one cursor would insert entries twice
+            entries, self._cursor = await self.store.pull(self._cursor)
+            for entry in entries:
+                self._insert(entry)
+
+    async def add(self, entry: SemanticEntry) -> None:
+        if isinstance(self.store, MemorySemanticStore):
+            self._insert(entry)
+        else:
+            await self.store.add(entry)
+            await self.sync(force=True)
+
+    def lookup(
+        self, partition: str, text: str, *, threshold: float | None = None
+    ) -> SemanticEntry | None:
+        index = self.partitions.get(partition)
+        if index is None:
+            return None
+        now = self.clock()
+
+        def text_of(i: int) -> str | None:
+            e = self.entries[i]
+            return e.text if e.expires > now else None
+
+        found = self.matcher.match(text, index, text_of, threshold=threshold)
+        return None if found is None else self.entries[found]

@@ -1,0 +1,366 @@
+"""The cache stage: answer from the cache when it is safe, otherwise pass the call on and
+store the answer when it completes.
+
+Order per call: policy (is the cache on for this feature? may this request use it?) →
+`x-spendgate-cache: bypass|refresh` → exact lookup → semantic lookup → upstream → store.
+A hit answers alone with zero usage (actual cost 0) and credits `call.savings["cache"]` with
+what the stored answer's usage costs on the requested model; `call.cache_outcome` becomes
+the `x-spendgate-cache` response header (hit, semantic-hit, miss, bypass).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from spendgate.cache.backends import Backend, MemoryLRU, SQLiteBackend, open_backend
+from spendgate.cache.config import CacheConfig
+from spendgate.cache.exact import (
+    body_from_sse,
+    exact_key,
+    request_skip_reason,
+    response_skip_reason,
+    sse_from_body,
+    usage_from_dict,
+    usage_to_dict,
+    zero_usage_body,
+)
+from spendgate.call import Call, Usage
+from spendgate.errors import GatewayError
+from spendgate.pipeline import Next
+from spendgate.reply import Reply
+from spendgate.stages import StageContext
+
+if TYPE_CHECKING:
+    from spendgate.cache.semantic import SemanticEntry, SemanticIndex
+
+__all__ = ["CacheStage", "Policy", "build"]
+
+log = logging.getLogger("spendgate.cache")
+HEADER = "x-spendgate-cache"
+THRESHOLD_HEADER = "x-spendgate-cache-threshold"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The cache settings that apply to one call (top level merged with its feature's)."""
+
+    ttl_s: float
+    scope: str
+    semantic: bool
+    cache_tool_calls: bool
+    cache_sampled: bool
+    threshold: float | None
+
+
+class CacheStage:
+    name = "cache"
+
+    def __init__(self, config: CacheConfig, ctx: StageContext | None = None) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.backend: Backend = open_backend(
+            config.backend, max_bytes=config.max_bytes, prefix=config.key_prefix
+        )
+        self.semantic: SemanticIndex | None = None
+        sem = config.semantic
+        if sem.enabled or any(f.semantic for f in config.features.values()):
+            # numpy, tokenizers and the embedder load only when the semantic tier is on.
+            from spendgate.cache.semantic import (
+                SemanticIndex,
+                SemanticMatcher,
+                open_semantic_store,
+            )
+
+            matcher = SemanticMatcher(
+                embedder_name=sem.embedder,
+                threshold=sem.threshold,
+                min_cosine=sem.min_cosine,
+                candidates=sem.candidates,
+            )
+            self.semantic = SemanticIndex(
+                matcher,
+                open_semantic_store(sem.store, config.key_prefix),
+                sync_interval_s=sem.sync_interval_s,
+                max_entries=sem.max_entries,
+            )
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ policy
+    def policy(self, call: Call) -> Policy | None:
+        c = self.config
+        f = c.features.get(call.tags.feature or "")
+        enabled = c.enabled if f is None or f.enabled is None else f.enabled
+        if not enabled:
+            return None
+
+        def pick(name: str) -> Any:
+            value = getattr(f, name, None) if f is not None else None
+            return getattr(c, name) if value is None else value
+
+        semantic = c.semantic.enabled if f is None or f.semantic is None else f.semantic
+        threshold = c.semantic.threshold
+        if f is not None and f.threshold is not None:
+            threshold = max(threshold or 0.0, f.threshold)
+        return Policy(
+            ttl_s=pick("ttl_s"),
+            scope=pick("scope"),
+            semantic=semantic and self.semantic is not None,
+            cache_tool_calls=pick("cache_tool_calls"),
+            cache_sampled=pick("cache_sampled"),
+            threshold=threshold,
+        )
+
+    @staticmethod
+    def _stricter(call: Call, policy: Policy) -> Policy:
+        """`x-spendgate-cache-threshold: 0.97` raises the semantic bar for one request; a
+        value below the configured one is ignored (a request may never loosen it)."""
+        raw = call.headers.get(THRESHOLD_HEADER)
+        if raw is None:
+            return policy
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise GatewayError(
+                400,
+                f"Invalid {THRESHOLD_HEADER} header {raw!r}: a number between 0 and 1.",
+                param=THRESHOLD_HEADER,
+                code="invalid_cache_header",
+            )
+        if policy.threshold is not None and value <= policy.threshold:
+            return policy
+        return replace(policy, threshold=value)
+
+    # ------------------------------------------------------------ the stage
+    async def handle(self, call: Call, call_next: Next) -> Reply:
+        self._loop = asyncio.get_running_loop()
+        policy = self.policy(call)
+        if policy is None or call.endpoint == "embeddings":
+            return await call_next(call)
+        mode = call.headers.get(HEADER, "").strip().lower()
+        if mode not in ("", "bypass", "refresh"):
+            raise GatewayError(
+                400,
+                f"Invalid {HEADER} header {mode!r}: use `bypass` (skip the cache) or "
+                "`refresh` (skip the lookup, store the new answer).",
+                param=HEADER,
+                code="invalid_cache_header",
+            )
+        if mode == "bypass":
+            call.cache_outcome = "bypass"
+            call.decisions[self.name] = {"outcome": "bypass"}
+            return await call_next(call)
+        policy = self._stricter(call, policy)
+        skip = request_skip_reason(call, cache_sampled=policy.cache_sampled)
+        if skip is not None:
+            call.decisions[self.name] = {"outcome": "skip", "reason": skip}
+            return await call_next(call)
+        key = exact_key(call, policy.scope)
+        question: tuple[str, list[Any]] | None = None
+        partition: str | None = None
+        if policy.semantic:
+            from spendgate.cache.semantic import partition_key, query_text
+
+            question = query_text(call, self.config.semantic.max_turns)
+            if question is not None and len(question[0]) > self.config.semantic.max_chars:
+                question = None
+            partition = partition_key(call, policy.scope, question[1]) if question else None
+        if mode != "refresh":
+            reply = await self._lookup(call, key, policy, question, partition)
+            if reply is not None:
+                return reply
+        call.cache_outcome = "refresh" if mode == "refresh" else "miss"
+        call.decisions.setdefault(self.name, {"outcome": call.cache_outcome})
+        reply = await call_next(call)
+        captured: list[bytes] | None = None
+        if reply.is_stream and reply.chunks is not None:
+            captured = []
+            reply.chunks = _capture(reply.chunks, captured)
+        reply.on_done(lambda r: self._store(call, r, key, policy, captured, question, partition))
+        return reply
+
+    async def _lookup(
+        self,
+        call: Call,
+        key: str,
+        policy: Policy,
+        question: tuple[str, list[Any]] | None,
+        partition: str | None,
+    ) -> Reply | None:
+        started = time.perf_counter()
+        raw = await self.backend.get(key)
+        outcome = "hit"
+        if raw is None and question is not None and partition is not None and self.semantic:
+            await self.semantic.sync()
+            entry = self.semantic.lookup(partition, question[0], threshold=policy.threshold)
+            if entry is not None:
+                raw = await self.backend.get(entry.answer_key)
+                outcome = "semantic-hit"
+        if raw is None:
+            return None
+        try:
+            stored = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        lookup_ms = round((time.perf_counter() - started) * 1000, 3)
+        saved = self._value(call, usage_from_dict(stored.get("usage") or {}))
+        if self.config.shadow:
+            would = format(saved, "f") if saved is not None else None
+            call.decisions[self.name] = {"outcome": "shadow-" + outcome, "would_save_usd": would}
+            return None
+        call.cache_outcome = outcome
+        if saved is not None:
+            call.savings["cache"] = saved
+        age = round(time.time() - float(stored.get("at", 0)), 3)
+        call.decisions[self.name] = {"outcome": outcome, "lookup_ms": lookup_ms, "age_s": age}
+        return self._replay(call, stored)
+
+    def _replay(self, call: Call, stored: dict[str, Any]) -> Reply:
+        body = zero_usage_body(stored["body"])
+        deps = self.ctx.table.serving(call.model) if self.ctx is not None else []
+        reply = Reply(
+            usage=Usage(),
+            served_model=stored.get("served_model") or call.model,
+            deployment=deps[0].name if deps else None,
+            finish_reason=stored.get("finish_reason"),
+        )
+        reply.ttfb_ms = (time.perf_counter() - call.started) * 1000
+        if call.stream:
+            include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+            reply.chunks = _replay_chunks(
+                sse_from_body(call.api, body, include_usage=include_usage)
+            )
+        else:
+            reply.body = body
+        return reply
+
+    def _value(self, call: Call, usage: Usage) -> Decimal | None:
+        """What the stored answer's usage costs on the requested model (the avoided cost)."""
+        if self.ctx is None:
+            return None
+        model = call.requested_model
+        deps = self.ctx.table.serving(model)
+        if deps:
+            dep = deps[0]
+            cost = self.ctx.catalog.cost(
+                dep.upstream_model(model), usage,
+                provider=dep.price_provider(model), override=dep.price,
+            )  # fmt: skip
+        else:
+            cost = self.ctx.catalog.cost(model, usage)
+        return cost.total if cost is not None else None
+
+    # ------------------------------------------------------------ store
+    def _store(
+        self,
+        call: Call,
+        reply: Reply,
+        key: str,
+        policy: Policy,
+        captured: list[bytes] | None,
+        question: tuple[str, list[Any]] | None,
+        partition: str | None,
+    ) -> None:
+        if reply.status != 200 or reply.error is not None or reply.client_disconnected:
+            return
+        if reply.extra.get("stream_error") or reply.usage is None or reply.usage.estimated:
+            return
+        body = body_from_sse(call.api, b"".join(captured)) if captured is not None else reply.body
+        reason = response_skip_reason(body, cache_tool_calls=policy.cache_tool_calls)
+        if reason is not None:
+            call.decisions.setdefault(self.name, {})["not_stored"] = reason
+            return
+        entry = {
+            "body": body,
+            "usage": usage_to_dict(reply.usage),
+            "served_model": reply.served_model,
+            "finish_reason": reply.finish_reason,
+            "at": time.time(),
+        }
+        value = orjson.dumps(entry)
+        if len(value) > self.config.max_entry_bytes:
+            return
+        sem: SemanticEntry | None = None
+        if question is not None and partition is not None and self.semantic is not None:
+            from spendgate.cache.semantic import SemanticEntry
+
+            vector = self.semantic.matcher.embedder.embed(question[0]).vector
+            sem = SemanticEntry(partition, question[0], vector, key, time.time() + policy.ttl_s)
+        # In-process parts are written now, so the very next request can hit; shared
+        # stores are written by a task (callbacks are synchronous; see docs/pipeline.md).
+        local = self.backend.lru if isinstance(self.backend, SQLiteBackend) else self.backend
+        if isinstance(local, MemoryLRU):
+            local.set_now(key, value, time.time() + policy.ttl_s)
+        if sem is not None and self.semantic is not None and self.semantic.local_only:
+            self.semantic.insert(sem)
+            sem = None
+        if isinstance(self.backend, MemoryLRU) and sem is None:
+            return
+        self._spawn(self._write(key, value, policy.ttl_s, sem))
+
+    async def _write(self, key: str, value: bytes, ttl_s: float, sem: SemanticEntry | None) -> None:
+        try:
+            if not isinstance(self.backend, MemoryLRU):
+                await self.backend.set(key, value, ttl_s)
+            if sem is not None and self.semantic is not None:
+                await self.semantic.add(sem)
+        except Exception:
+            log.exception("cache store failed")
+
+    def _spawn(self, coro: Any) -> None:
+        try:
+            task = asyncio.get_running_loop().create_task(coro)
+        except RuntimeError:
+            coro.close()
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending stores (tests and graceful shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def drain_threadsafe(self, timeout: float = 10.0) -> None:
+        """From another thread (a test driving a `GatewayServer`): wait for pending stores
+        on the loop that serves this stage."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.drain(), self._loop).result(timeout)
+
+
+async def _capture(chunks: AsyncIterator[bytes], into: list[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        into.append(chunk)
+        yield chunk
+
+
+async def _replay_chunks(events: list[bytes]) -> AsyncIterator[bytes]:
+    for event in events:
+        yield event
+
+
+def build(ctx: StageContext) -> CacheStage | None:
+    config: CacheConfig | None = ctx.settings.section("cache")
+    if config is None:
+        return None
+    if not config.enabled and not any(f.enabled for f in config.features.values()):
+        return None
+    try:
+        stage = CacheStage(config, ctx)
+    except ValueError as exc:
+        from spendgate.config import ConfigError
+
+        raise ConfigError(str(exc)) from None
+    ctx.extra["cache"] = stage
+    return stage

@@ -1,0 +1,222 @@
+"""Semantic cache, end to end: paraphrases hit within their partition and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from click.testing import CliRunner
+
+from conftest import expected_cost_nanos
+from spendgate.cache.embedder import get_embedder
+from spendgate.cache.index import VectorIndex
+from spendgate.cache.verifier import hard_veto, load_verifier, pair_features, same_question
+from test_cache_exact import chat, rid, stage_of
+
+SEMANTIC = {"cache": {"enabled": True, "semantic": {"enabled": True}}}
+# An operator may lower the bar (the shipped one is set for precision on QQP's hard pairs).
+LOOSER = {"cache": {"enabled": True, "semantic": {"enabled": True, "threshold": 0.85}}}
+QQP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "qqp_pairs.jsonl.gz"
+
+# An everyday paraphrase: different wording, same question.
+ASKED = "How can I reset my account password?"
+PARAPHRASE = "How do I reset my account password?"
+# The same question typed differently: accepted at the shipped default.
+RETYPED = "how can i reset my  account password"
+
+
+def test_shipped_verifier_separates_paraphrase_from_negation() -> None:
+    emb, verifier = get_embedder(), load_verifier()
+    a, b = emb.embed(ASKED), emb.embed(PARAPHRASE)
+    assert verifier.score(pair_features(ASKED, a, PARAPHRASE, b))[0] >= 0.85
+    assert same_question(ASKED, RETYPED) and not same_question("learn C++", "learn C")
+    assert hard_veto("Is it safe to mix bleach and vinegar?",
+                     "Is it not safe to mix bleach and vinegar?")  # fmt: skip
+    assert hard_veto("What was the GDP of France in 2019?", "What was the GDP of France in 2020?")
+    assert not hard_veto(ASKED, PARAPHRASE)
+
+
+def test_retyped_question_hits_at_the_shipped_default(make_gateway: Any) -> None:
+    h = make_gateway(**SEMANTIC)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    assert chat(h, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+    assert chat(h, RETYPED, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
+    assert chat(h, RETYPED, tenant="elsewhere").headers["x-spendgate-cache"] == "miss"
+
+
+def test_paraphrase_is_a_semantic_hit_with_savings(make_gateway: Any) -> None:
+    h = make_gateway(**LOOSER)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    first = chat(h, ASKED, tenant=tenant)
+    assert first.headers["x-spendgate-cache"] == "miss"
+    second = chat(h, PARAPHRASE, tenant=tenant)
+    assert second.headers["x-spendgate-cache"] == "semantic-hit", second.headers
+    assert (
+        second.json()["choices"][0]["message"]["content"]
+        == (first.json()["choices"][0]["message"]["content"])
+    )
+    e1, e2 = h.one(rid(first)), h.one(rid(second))
+    assert e2.cache == "semantic-hit" and e2.cost_nanos == 0
+    assert e2.savings == {"cache": expected_cost_nanos(e1)}
+    # A per-request threshold may only tighten: 1.0 turns this paraphrase into a miss…
+    strict = chat(h, PARAPHRASE + " ", tenant=tenant,
+                  headers={"x-spendgate-cache-threshold": "1.0"})  # fmt: skip
+    assert strict.headers["x-spendgate-cache"] == "miss"
+    # …and 0.0 does not loosen anything (still the shipped threshold).
+    loose = chat(h, PARAPHRASE, tenant=tenant, headers={"x-spendgate-cache-threshold": "0"})
+    assert loose.headers["x-spendgate-cache"] in ("hit", "semantic-hit")
+    bad = chat(h, PARAPHRASE, tenant=tenant, headers={"x-spendgate-cache-threshold": "x"})
+    assert bad.status_code == 400
+
+
+def test_negated_question_is_a_miss(make_gateway: Any) -> None:
+    h = make_gateway(**SEMANTIC)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    assert chat(h, "Is it safe to run this script as root?", tenant=tenant).status_code == 200
+    r = chat(h, "Is it not safe to run this script as root?", tenant=tenant)
+    assert r.headers["x-spendgate-cache"] == "miss"
+
+
+def test_partitions_tenant_system_prompt_params_turns(make_gateway: Any) -> None:
+    h = make_gateway(**LOOSER)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    chat(h, ASKED, tenant=tenant)
+    assert chat(h, PARAPHRASE, tenant="someone-else").headers["x-spendgate-cache"] == "miss"
+    assert chat(h, PARAPHRASE, tenant=tenant, model="gpt-4o").headers["x-spendgate-cache"] == (
+        "miss"
+    )
+    assert chat(h, PARAPHRASE, tenant=tenant, max_tokens=50).headers["x-spendgate-cache"] == (
+        "miss"
+    )
+    system = [{"role": "system", "content": "Answer as a pirate."},
+              {"role": "user", "content": PARAPHRASE}]  # fmt: skip
+    r = httpx2.post(h.v1 + "/chat/completions", json={"model": "gpt-4o-mini", "messages": system},
+                    headers={"x-spendgate-tenant": tenant})  # fmt: skip
+    assert r.headers["x-spendgate-cache"] == "miss"
+    # Two user turns: beyond max_turns (1), only the exact cache applies.
+    turns = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
+             {"role": "user", "content": PARAPHRASE}]  # fmt: skip
+    r = httpx2.post(h.v1 + "/chat/completions", json={"model": "gpt-4o-mini", "messages": turns},
+                    headers={"x-spendgate-tenant": tenant})  # fmt: skip
+    assert r.headers["x-spendgate-cache"] == "miss"
+
+
+def test_semantic_expiry(make_gateway: Any) -> None:
+    h = make_gateway(**LOOSER)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    chat(h, ASKED, tenant=tenant)
+    stage = stage_of(h)
+    assert stage.semantic is not None
+    for entry in stage.semantic.entries:
+        entry.expires = 0.0  # as if its TTL had passed
+    assert chat(h, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+
+
+@pytest.fixture
+def redis_prefix() -> Any:
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError:
+        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    prefix = f"sgtest:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    keys = list(client.scan_iter(prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_replicas_share_semantic_entries_via_redis(make_gateway: Any, redis_prefix: str) -> None:
+    url = "redis://127.0.0.1:6379/0"
+    semantic = {"enabled": True, "store": url, "sync_interval_s": 0.001, "threshold": 0.85}
+    cfg = {"cache": {"enabled": True, "backend": url, "key_prefix": redis_prefix,
+                     "semantic": semantic}}  # fmt: skip
+    a, b = make_gateway(**cfg), make_gateway(**cfg)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    assert chat(a, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+    stage_of(a).drain_threadsafe()
+    assert chat(b, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
+    assert chat(b, PARAPHRASE, tenant="other-tenant").headers["x-spendgate-cache"] == "miss"
+
+
+def test_replicas_share_semantic_entries_via_postgres(make_gateway: Any) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    dsn = "postgresql://postgres@127.0.0.1:5432/test"
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    prefix = f"sgtest_{uuid.uuid4().hex[:8]}_"
+    semantic = {"enabled": True, "store": dsn, "sync_interval_s": 0.001, "threshold": 0.85}
+    cfg = {"cache": {"enabled": True, "backend": "memory", "key_prefix": prefix,
+                     "semantic": semantic}}  # fmt: skip
+    try:
+        a = make_gateway(**cfg)
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        assert chat(a, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+        stage_of(a).drain_threadsafe()
+        assert chat(a, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
+        b = make_gateway(**cfg)
+        # b pulls a's entry, but the answer lives in a's in-process backend: a shared
+        # semantic store needs a shared answer backend too, and b misses safely.
+        assert chat(b, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+        sem = stage_of(b).semantic
+        assert sem is not None and len(sem.entries) >= 1
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {prefix.strip('_')}_semantic")
+
+
+def test_index_flat_and_hnsw_agree() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(3000, 64)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    flat, graph = VectorIndex(64, hnsw_from=10**9), VectorIndex(64, hnsw_from=1000)
+    flat.add_many(vecs, list(range(3000)))
+    graph.add_many(vecs, list(range(3000)))
+    assert flat.kind == "flat" and graph.kind in ("hnsw", "flat")
+    agree = sum(flat.search(v, 1)[0][0] == graph.search(v, 1)[0][0] for v in vecs[:200])
+    assert agree >= 190
+    assert flat.search(vecs[7], 1)[0][0] == 7
+
+
+@pytest.mark.skipif(not QQP.exists(), reason="shared QQP data absent")
+def test_eval_cli_json_shape(tmp_path: Path) -> None:
+    from spendgate.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "300"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["pairs"] == 300 and out["split"] == "heldout"
+    assert set(out["default"]) >= {"precision", "recall", "false_hits_per_1k"}
+    assert out["curve"] and set(out["latency_ms"]) == {"p50", "p99"}
+    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "300",
+                               "--mode", "retrieval"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["mode"] == "retrieval"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"q1": "x"}\n')
+    res = runner.invoke(main, ["eval", "cache", str(bad)])
+    assert res.exit_code == 2
+
+
+def test_sqlite_semantic_store_survives_restart(make_gateway: Any, tmp_path: Path) -> None:
+    answers, entries = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 's.db'}"
+    semantic = {"enabled": True, "store": entries, "threshold": 0.85}
+    cfg = {"cache": {"enabled": True, "backend": answers, "semantic": semantic}}
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    h = make_gateway(**cfg)
+    assert chat(h, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+    stage_of(h).drain_threadsafe()
+    h.close()
+    h2 = make_gateway(**cfg)
+    assert chat(h2, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
