@@ -306,7 +306,11 @@ class RouteStage:
             request_id=call.request_id + "-qs",
             decisions={"route_sample_of": call.request_id},
             savings={},
-            headers={k: v for k, v in call.headers.items() if k != HEADER},
+            # The twin must reach the strong model: no cached (possibly routed) answer.
+            headers={
+                **{k: v for k, v in call.headers.items() if k != HEADER},
+                "x-spendgate-cache": "bypass",
+            },
             cache_outcome=None,
             started=time.perf_counter(),
         )
