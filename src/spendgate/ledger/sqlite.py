@@ -14,17 +14,18 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spendgate.ledger import rollups as _rollups
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
 from spendgate.ledger.spend import NONE_LABEL, SpendRow, check_dimensions
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _COLUMN_TYPES: dict[str, str] = {
     "request_id": "TEXT NOT NULL",
@@ -65,7 +66,11 @@ _V1_SCHEMA = [
     "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
 ]
 
-_MIGRATIONS: dict[int, list[str]] = {1: _V1_SCHEMA}
+_MIGRATIONS: dict[int, list[str]] = {
+    1: _V1_SCHEMA,
+    # v2: rollup tables maintained on write (spendgate.ledger.rollups), backfilled here.
+    2: _rollups.schema_statements() + _rollups.fold_statements(),
+}
 """Target version → statements that bring the previous version to it."""
 
 _INSERT = (
@@ -109,7 +114,13 @@ _AGGREGATES = (
 class SQLiteLedger:
     """A `LedgerStore` in one SQLite file (or `:memory:` for tests)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        rollup_flush_every: int = 20_000,
+    ) -> None:
         self.path = str(path)
         self._memory = self.path == ":memory:"
         if not self._memory:
@@ -123,9 +134,15 @@ class SQLiteLedger:
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._all: list[sqlite3.Connection] = []
         self._closed = False
+        self._rollup_writer = _rollups.RollupWriter(rollup_flush_every)
+        self.use_rollups = True
+        """Reports read the rollups when a query allows; False forces raw scans (tests)."""
         self._writer = self._connect()
         with self._lock:
             self._migrate(self._writer)
+        # Best effort (a read-only file cannot take it): unfolded events are read raw anyway.
+        with suppress(sqlite3.OperationalError):
+            self._catch_up()
 
     # -- connections -------------------------------------------------------------------
 
@@ -172,6 +189,8 @@ class SQLiteLedger:
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[version]:
                     conn.execute(statement)
+                # One row, the version reached (MAX() also reads older multi-row tables).
+                conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
             conn.execute("COMMIT")
         except BaseException:
@@ -192,17 +211,30 @@ class SQLiteLedger:
             conn = self._writer
             conn.execute("BEGIN IMMEDIATE")
             try:
+                before = conn.total_changes
                 conn.executemany(_INSERT, rows)
+                fresh: Sequence[UsageEvent] = events
+                if conn.total_changes - before != len(rows):
+                    # Some request_ids were already stored (a re-sent batch): roll back and
+                    # redo with only the new events, so the rollups count each event once.
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN IMMEDIATE")
+                    fresh, fresh_rows = self._new_events(conn, events, rows)
+                    conn.executemany(_INSERT, fresh_rows)
+                flushed = self._rollup_writer.add(conn, fresh)
                 conn.execute("COMMIT")
             except (sqlite3.ProgrammingError, OverflowError) as exc:
                 # The connection is open (checked above), so this is a value SQLite cannot
                 # bind — a property of some event, which no retry will fix.
                 conn.execute("ROLLBACK")
+                self._rollup_writer.taint()
                 raise InvalidEvent(f"unstorable value in batch: {exc}") from exc
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                self._rollup_writer.taint()
                 raise
+            self._rollup_writer.committed(len(fresh), flushed)
 
     def spend(
         self,
@@ -211,25 +243,159 @@ class SQLiteLedger:
         until: datetime | None = None,
         filters: Mapping[str, str] | None = None,
     ) -> list[SpendRow]:
-        """Totals grouped by `by` over calls received in [since, until), most costly first."""
+        """Totals grouped by `by` over calls received in [since, until), most costly first.
+        Read from the rollups when they cover the dimensions (exact: ragged edges of the
+        window come from raw events)."""
         dims = check_dimensions(by)
-        where, params = _where(since, until, filters)
-        keys_sql = [_DIMENSION_SQL[d] for d in dims]
-        sql = f"SELECT {', '.join([*keys_sql, *_AGGREGATES])} FROM usage_events{where}"
-        if dims:
-            positions = ", ".join(str(i + 1) for i in range(len(dims)))
-            sql += f" GROUP BY {positions}"
+        rows = []
+        for keys, agg in self.aggregate(dims, since, until, filters):
+            rows.append(SpendRow(keys, *(agg[a] for a in _SPEND_FIELDS)))
+        rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
+        return rows
+
+    def aggregate(
+        self,
+        by: Sequence[str],
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[dict[str, str], dict[str, int]]]:
+        """(group keys, every aggregate in `rollups.AGGREGATES`) per group of `by`."""
+        dims = check_dimensions(by)
+        flt = _checked(filters)
+        sql, params, _ = _rollups.aggregate_sql(
+            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
+        )
         with self._reader() as conn:
             result = conn.execute(sql, params).fetchall()
-        rows = []
+        out = []
         n = len(dims)
         for r in result:
             if not dims and r[0] == 0:
                 continue  # an ungrouped aggregate over nothing is no group at all
+            if not r[n]:
+                continue
             keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
-            rows.append(SpendRow(keys, *r[n:]))
-        rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
-        return rows
+            out.append((keys, dict(zip(_rollups.AGGREGATES, r[n:], strict=True))))
+        return out
+
+    def savings_by_technique(
+        self,
+        by: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[dict[str, str], str, int, int]]:
+        """(group keys, technique, calls it acted on, nanos saved) per group of `by`."""
+        dims = check_dimensions(by)
+        flt = _checked(filters)
+        sql, params = _rollups.savings_sql(
+            [*dims, "technique"], _opt_ts(since), _opt_ts(until), flt, NONE_LABEL,
+            use_rollups=self.use_rollups,
+        )  # fmt: skip
+        with self._reader() as conn:
+            result = conn.execute(sql, params).fetchall()
+        n = len(dims)
+        out = []
+        for r in result:
+            if r[n] is None or not r[n + 1]:
+                continue
+            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
+            out.append((keys, str(r[n]), int(r[n + 1]), int(r[n + 2])))
+        return out
+
+    def active_users(
+        self,
+        by: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[dict[str, str], int]]:
+        """(group keys, distinct tagged users) per group of `by` over [since, until)."""
+        dims = check_dimensions(by)
+        flt = _checked(filters)
+        sql, params = _rollups.active_users_sql(
+            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
+        )
+        with self._reader() as conn:
+            result = conn.execute(sql, params).fetchall()
+        n = len(dims)
+        out = []
+        for r in result:
+            if not dims and not r[0]:
+                continue
+            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
+            out.append((keys, int(r[n])))
+        return out
+
+    def rebuild_rollups(self) -> None:
+        """Recompute every rollup from the raw events (after a bulk load, or to repair)."""
+        self._rollup_transaction(_rollups.rebuild_statements(), clear=True)
+
+    def flush_rollups(self) -> None:
+        """Fold what the writer holds in memory into the rollups now (close() does it)."""
+        with self._lock:
+            w = self._rollup_writer
+            if self._closed or not (w.pending_events or w.tainted):
+                return
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._rollup_writer.flush(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._rollup_writer.clear()
+
+    def _rollup_transaction(self, statements: Sequence[str], *, clear: bool) -> None:
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            if clear:
+                self._rollup_writer.clear()
+
+    def _catch_up(self) -> None:
+        """Fold events a previous process wrote but never folded (it crashed)."""
+        row = self._writer.execute(
+            'SELECT (SELECT "watermark" FROM rollup_state), '
+            '(SELECT COALESCE(MAX("id"), 0) FROM usage_events)'
+        ).fetchone()
+        if row[1] > row[0]:
+            self._rollup_transaction(_rollups.fold_statements(), clear=True)
+
+    def _new_events(
+        self, conn: sqlite3.Connection, events: Sequence[UsageEvent], rows: list[tuple[Any, ...]]
+    ) -> tuple[list[UsageEvent], list[tuple[Any, ...]]]:
+        """The events of a batch not stored yet (and the first of any repeat within it)."""
+        ids = list({e.request_id for e in events})
+        stored: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" for _ in chunk)
+            stored.update(
+                r[0]
+                for r in conn.execute(
+                    f"SELECT request_id FROM usage_events WHERE request_id IN ({marks})", chunk
+                )
+            )
+        fresh: list[UsageEvent] = []
+        fresh_rows: list[tuple[Any, ...]] = []
+        for event, row in zip(events, rows, strict=True):
+            if event.request_id not in stored:
+                stored.add(event.request_id)
+                fresh.append(event)
+                fresh_rows.append(row)
+        return fresh, fresh_rows
 
     def count(self) -> int:
         with self._reader() as conn:
@@ -264,6 +430,8 @@ class SQLiteLedger:
                 remaining -= len(page)
 
     def close(self) -> None:
+        with suppress(sqlite3.Error):  # the events are safe; the next open folds them
+            self.flush_rollups()
         with self._lock:
             if self._closed:
                 return
@@ -280,6 +448,29 @@ class SQLiteLedger:
 
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
+
+
+_SPEND_FIELDS = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "unknown_cost_calls",
+    "baseline_nanos",
+    "savings_nanos",
+)
+"""`SpendRow`'s positional fields after `keys`, named as in `rollups.AGGREGATES`."""
+
+
+def _checked(filters: Mapping[str, str] | None) -> dict[str, str]:
+    filters = filters or {}
+    return {name: filters[name] for name in check_dimensions(filters.keys())}
+
+
+def _opt_ts(when: datetime | None) -> float | None:
+    return None if when is None else _ts(when)
 
 
 def _ts(when: datetime) -> float:

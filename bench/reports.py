@@ -1,0 +1,391 @@
+"""Report latency over a big ledger, and SQLite ingest with the rollups maintained on write.
+
+    .venv/bin/python bench/reports.py                    # 10 M events (a few minutes)
+    .venv/bin/python bench/reports.py --events 1000000   # smaller
+    .venv/bin/python bench/reports.py --json out.json    # also write the figures as JSON
+
+Three parts:
+
+1. **Ingest** (`--ingest N`, default 200k): realistic events generated in Python go through
+   the production path, `BatchingWriter` → `SQLiteLedger.write_batch` (events + rollups in
+   one transaction per batch of 500), timed from the first submit to `close()`. The same
+   events are then written to a second ledger with the rollup upserts switched off, to show
+   what the rollups cost.
+2. **Bulk load** (`--events N`, default 10 M): N events over 30 days generated inside SQLite
+   (a recursive CTE with deterministic pseudo-random columns — not `random()`, which
+   SQLite re-evaluates at every reference to a CTE column): 20 features each with a
+   primary model, a cheap model that routing sends 25% of calls to, 500 tenants, 20k
+   users, 3% errors, 0.5% unpriced; then `rebuild_rollups()`. This is a bulk insert,
+   not the ingest path: it exists to get a 10 M-event ledger in minutes.
+3. **Reports**: each report the admin API serves, run 3 times (the best and the median are
+   printed), through `spendgate.analytics.reports` exactly as `/admin/*` calls it. Windows
+   are whole days / a calendar month (what the dashboard and `--since DATE` send) and a
+   ragged 7-day window (relative `--since 7d`), whose partial days are read from raw events.
+   `--raw` also times the main query with the rollups switched off, for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from spendgate.analytics import reports
+from spendgate.analytics.config import FeaturesConfig
+from spendgate.analytics.tiers import TierClassifier
+from spendgate.ledger import BatchingWriter, SQLiteLedger, UsageEvent
+from spendgate.ledger.event import COLUMNS
+from spendgate.pricing import PriceCatalog
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+DAYS = 30
+FEATURES = 20
+TENANTS = 500
+USERS = 20_000
+
+# name, provider, input nanos/token, output nanos/token (list prices)
+MODELS = [
+    ("gpt-4o", "openai", 2500, 10000),
+    ("gpt-4o-mini", "openai", 150, 600),
+    ("claude-sonnet-4-20250514", "anthropic", 3000, 15000),
+    ("claude-3-5-haiku-20241022", "anthropic", 800, 4000),
+    ("o3-mini", "openai", 1100, 4400),
+    ("gpt-4.1-mini", "openai", 400, 1600),
+    ("gpt-4.1", "openai", 2000, 8000),
+    ("text-embedding-3-small", "openai", 20, 0),
+]
+CHEAP = 1  # gpt-4o-mini: where routing sends calls
+
+
+def python_events(n: int, seed: int = 1, span: float = DAYS * 86400) -> list[UsageEvent]:
+    """`n` events evenly over `span` seconds from T0."""
+    rnd = random.Random(seed)
+    start = T0.timestamp()
+    out = []
+    for i in range(n):
+        f = rnd.randrange(FEATURES)
+        u = rnd.randrange(USERS)
+        mr = rnd.randrange(100)
+        primary = f % len(MODELS)
+        served = primary if mr < 70 else CHEAP if mr < 95 else rnd.randrange(len(MODELS))
+        name, provider, pin, pout = MODELS[served]
+        status = 200 if rnd.random() < 0.97 else rnd.choice([429, 500])
+        inp = 200 + rnd.randrange(3000) if status == 200 else 0
+        outp = 20 + rnd.randrange(600) if status == 200 else 0
+        cost = inp * pin + outp * pout
+        savings = {}
+        if 70 <= mr < 95 and status == 200:
+            _, _, ppin, ppout = MODELS[primary]
+            savings["routing"] = inp * ppin + outp * ppout - cost
+        out.append(
+            UsageEvent(
+                request_id=f"ing-{seed}-{i}",
+                ts=start + span * i / n,
+                endpoint="embeddings" if f == FEATURES - 1 else "chat",
+                api="openai",
+                requested_model=MODELS[primary][0],
+                served_model=name,
+                provider=provider,
+                status=status,
+                latency_ms=rnd.uniform(100, 3000),
+                feature=f"feature-{f}",
+                use_case=f"uc-{f * 2 + rnd.randrange(2)}",
+                team=f"team-{f % 6}",
+                tenant=f"tenant-{u % TENANTS}",
+                user=f"user-{u}",
+                key_id=f"key-{f % 6}-{rnd.randrange(3)}",
+                input_tokens=inp,
+                output_tokens=outp,
+                cost_nanos=cost,
+                baseline_nanos=cost + sum(savings.values()),
+                savings=savings,
+                price_version="genai-prices bench",
+                extra={"input_cost_nanos": inp * pin, "system_tokens": inp * (20 + f) // 100}
+                if status == 200
+                else None,
+            )
+        )
+    return out
+
+
+def measure_ingest(n: int, folder: Path) -> dict[str, Any]:
+    """Events/s into the SQLite ledger, with and without the rollups, two ways:
+    `write_batch` — the store alone, batches of 500 (what the writer thread can sustain) —
+    and `batching_writer` — `submit()` from this thread while the writer thread drains
+    (the producer competes for the GIL, as a busy gateway's event loop would)."""
+    # Arriving at the rate of 10 M events a month, as a live gateway would write them.
+    events = python_events(n, span=n * DAYS * 86400 / 10_000_000)
+    out: dict[str, Any] = {"events": n}
+    for label, rollups in (("with_rollups", True), ("without_rollups", False)):
+        out[label] = {}
+        for how in ("write_batch", "batching_writer"):
+            store = SQLiteLedger(folder / f"ingest-{label}-{how}.db")
+            if not rollups:
+                store._rollup_writer.add = lambda conn, batch: False  # type: ignore[method-assign]
+            t = time.perf_counter()
+            if how == "write_batch":
+                for i in range(0, n, 500):
+                    store.write_batch(events[i : i + 500])
+            else:
+                writer = BatchingWriter(store, max_buffer=n + 1)
+                for e in events:
+                    writer.submit(e)
+                writer.close()
+            store.flush_rollups()  # what is still held in memory counts too
+            elapsed = time.perf_counter() - t
+            assert store.count() == n
+            store.close()
+            out[label][how] = {"seconds": round(elapsed, 3), "events_per_s": round(n / elapsed)}
+    return out
+
+
+def _case(index: str, values: list[str]) -> str:
+    return (
+        "CASE "
+        + index
+        + " "
+        + " ".join(f"WHEN {i} THEN {v}" for i, v in enumerate(values))
+        + " END"
+    )
+
+
+def bulk_load(store: SQLiteLedger, n: int) -> None:
+    """N events generated inside SQLite (see the module docstring)."""
+    start = T0.timestamp()
+    span = DAYS * 86400
+    nm = len(MODELS)
+    name = lambda ix: _case(ix, [f"'{m[0]}'" for m in MODELS])  # noqa: E731
+    prov = lambda ix: _case(ix, [f"'{m[1]}'" for m in MODELS])  # noqa: E731
+    pin = lambda ix: _case(ix, [str(m[2]) for m in MODELS])  # noqa: E731
+    pout = lambda ix: _case(ix, [str(m[3]) for m in MODELS])  # noqa: E731
+    cost = "(inp * " + pin("sv") + " + outp * " + pout("sv") + ")"
+    pcost = "(inp * " + pin("pr") + " + outp * " + pout("pr") + ")"
+    routed = "(mr >= 70 AND mr < 95 AND ok)"
+    cols: dict[str, str] = {
+        "request_id": "'b-' || i",
+        "ts": f"{start} + {span}.0 * i / {n}",
+        "day": f"strftime('%Y-%m-%d', {start} + {span}.0 * i / {n}, 'unixepoch')",
+        "endpoint": f"CASE WHEN f = {FEATURES - 1} THEN 'embeddings' ELSE 'chat' END",
+        "api": "'openai'",
+        "feature": "'feature-' || f",
+        "use_case": "'uc-' || (f * 2 + b % 2)",
+        "team": "'team-' || (f % 6)",
+        "tenant": f"'tenant-' || (u % {TENANTS})",
+        "user": "'user-' || u",
+        "key_id": "'key-' || (f % 6) || '-' || (b % 3)",
+        "requested_model": name("pr"),
+        "served_model": name("sv"),
+        "provider": prov("sv"),
+        "input_tokens": "inp",
+        "output_tokens": "outp",
+        "cost_nanos": f"CASE WHEN a % 200 = 7 THEN NULL ELSE {cost} END",
+        "baseline_nanos": (
+            f"CASE WHEN a % 200 = 7 THEN NULL ELSE "
+            f"{cost} + CASE WHEN {routed} THEN {pcost} - {cost} ELSE 0 END END"
+        ),
+        "savings": f"CASE WHEN {routed} THEN json_object('routing', {pcost} - {cost}) "
+        "ELSE '{}' END",
+        "savings_nanos": f"CASE WHEN {routed} THEN {pcost} - {cost} ELSE 0 END",
+        "price_version": "'genai-prices bench'",
+        "attempts": "'[]'",
+        "status": "CASE WHEN ok THEN 200 WHEN a % 2 = 0 THEN 429 ELSE 500 END",
+        "latency_ms": "100 + c % 3000",
+        "extra": (
+            "CASE WHEN ok THEN json_object('input_cost_nanos', inp * "
+            + pin("sv")
+            + ", 'system_tokens', inp * (20 + f) / 100) ELSE NULL END"
+        ),
+    }
+    missing = [c for c in cols if c not in COLUMNS]
+    assert not missing, missing
+    names = ", ".join(f'"{c}"' for c in cols)
+    sql = f"""
+    WITH RECURSIVE seq(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM seq WHERE i < {n - 1}),
+    r AS (
+        SELECT i, (i * 2654435761 + 97) % 4294967291 AS a,
+               (i * 2246822519 + 3266489917) % 4294967279 AS b,
+               (i * 3266489917 + 668265263) % 4294967231 AS c FROM seq
+    ),
+    d AS (
+        SELECT i, a, b, c, a % {FEATURES} AS f, c % {USERS} AS u, b % 100 AS mr,
+               (a / 7) % 100 < 97 AS ok, (a % {FEATURES}) % {nm} AS pr FROM r
+    ),
+    e AS (
+        SELECT *, CASE WHEN mr < 70 THEN pr WHEN mr < 95 THEN {CHEAP}
+                       ELSE (a / 20) % {nm} END AS sv,
+               CASE WHEN ok THEN 200 + (a / 13) % 3000 ELSE 0 END AS inp,
+               CASE WHEN ok THEN 20 + (b / 17) % 600 ELSE 0 END AS outp
+        FROM d
+    )
+    INSERT INTO usage_events ({names}) SELECT {", ".join(cols.values())} FROM e
+    """
+    indexes = [
+        "CREATE UNIQUE INDEX usage_events_request_id ON usage_events (request_id)",
+        "CREATE INDEX usage_events_ts ON usage_events (ts)",
+        "CREATE INDEX usage_events_feature_ts ON usage_events (feature, ts)",
+        "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
+    ]
+    with store._lock:
+        conn = store._writer
+        # A bulk load, not the ingest path: no journal, indexes built once afterwards.
+        conn.execute("PRAGMA cache_size = -262144")  # 256 MB page cache
+        conn.execute("PRAGMA journal_mode = OFF")
+        conn.execute("PRAGMA synchronous = OFF")
+        for statement in indexes:
+            conn.execute("DROP INDEX " + statement.split(" INDEX ")[1].split(" ON ")[0])
+        conn.execute("BEGIN")
+        conn.execute(sql)
+        conn.execute("COMMIT")
+        for statement in indexes:
+            conn.execute(statement)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def timed(fn: Callable[[], Any], runs: int = 3) -> dict[str, Any]:
+    times = []
+    result = None
+    for _ in range(runs):
+        t = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t)
+    rows = len(result.get("rows", [])) if isinstance(result, dict) else len(result or [])
+    return {
+        "best_ms": round(min(times) * 1000, 1),
+        "median_ms": round(statistics.median(times) * 1000, 1),
+        "rows": rows,
+    }
+
+
+def measure_reports(store: SQLiteLedger, raw: bool) -> dict[str, Any]:
+    month = T0.strftime("%Y-%m")
+    end = T0 + timedelta(days=DAYS)
+    whole = reports.Window(T0, end)
+    week = reports.Window(end - timedelta(days=7), end)
+    ragged_end = end - timedelta(hours=3, minutes=17)
+    ragged = reports.Window(ragged_end - timedelta(days=7), ragged_end)
+    now = end + timedelta(days=1)
+    features = FeaturesConfig.model_validate(
+        {f"feature-{i}": {"revenue_usd_per_month": 1000 * i} for i in range(FEATURES)}
+    )
+    tiers = TierClassifier(PriceCatalog.default())
+    queries: dict[str, Callable[[], Any]] = {
+        "spend by feature,model (30 days)": lambda: reports.spend_report(
+            store, ["feature", "model"], whole, {}
+        ),
+        "spend by feature,model (ragged 7 days)": lambda: reports.spend_report(
+            store, ["feature", "model"], ragged, {}
+        ),
+        "spend by day (30 days)": lambda: reports.spend_report(store, ["day"], whole, {}),
+        "spend by team,use_case,status (30 days)": lambda: reports.spend_report(
+            store, ["team", "use_case", "status"], whole, {}
+        ),
+        "spend by tenant (30 days)": lambda: reports.spend_report(store, ["tenant"], whole, {}),
+        "spend by tenant (ragged 7 days)": lambda: reports.spend_report(
+            store, ["tenant"], ragged, {}
+        ),
+        "spend by model, tenant=tenant-7 (7 days)": lambda: reports.spend_report(
+            store, ["model"], week, {"tenant": "tenant-7"}
+        ),
+        "spend by user (30 days)": lambda: reports.spend_report(store, ["user"], whole, {}),
+        "unit economics by feature (month)": lambda: reports.unit_economics(
+            store, features, month, {}, now=now
+        ),
+        "tier trends by day (30 days)": lambda: reports.tier_trends(store, tiers, whole, {}),
+        "system-prompt share by feature (30 days)": lambda: reports.system_prompt_report(
+            store, ["feature"], whole, {}
+        ),
+        "savings by technique by feature (30 days)": lambda: reports.savings_report(
+            store, ["feature"], whole, {}
+        ),
+        "feature economics (month)": lambda: reports.feature_economics(
+            store, features, month, {}, now=now
+        ),
+    }
+    out = {name: timed(fn) for name, fn in queries.items()}
+    if raw:
+        store.use_rollups = False
+        out["RAW spend by feature,model (30 days), no rollups"] = timed(
+            queries["spend by feature,model (30 days)"], runs=1
+        )
+        store.use_rollups = True
+    return out
+
+
+def rollup_sizes(store: SQLiteLedger) -> dict[str, int]:
+    from spendgate.ledger.rollups import ROLLUPS, SAVINGS_ROLLUP
+
+    tables = [r.table for r in (*ROLLUPS, SAVINGS_ROLLUP)]
+    with store._reader() as conn:
+        return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=10_000_000, help="events to bulk-load")
+    ap.add_argument("--ingest", type=int, default=200_000, help="events for the ingest test")
+    ap.add_argument("--dir", default=None, help="where to put the ledgers (default: temp)")
+    ap.add_argument("--raw", action="store_true", help="also time one query without rollups")
+    ap.add_argument("--json", dest="json_path", default=None, help="write figures as JSON")
+    args = ap.parse_args()
+
+    tmp = tempfile.TemporaryDirectory(dir=args.dir)
+    folder = Path(tmp.name)
+    figures: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+    }
+    try:
+        if args.ingest:
+            print(f"ingest: {args.ingest:,} events through BatchingWriter …", flush=True)
+            figures["ingest"] = measure_ingest(args.ingest, folder)
+            for k in ("with_rollups", "without_rollups"):
+                for how, v in figures["ingest"][k].items():
+                    print(f"  {k:16} {how:16} {v['events_per_s']:>9,} events/s ({v['seconds']} s)")
+        store = SQLiteLedger(folder / "big.db")
+        print(f"bulk load: {args.events:,} events …", flush=True)
+        t = time.perf_counter()
+        bulk_load(store, args.events)
+        load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        store.rebuild_rollups()
+        rebuild_s = time.perf_counter() - t
+        size = (folder / "big.db").stat().st_size
+        figures["ledger"] = {
+            "events": store.count(),
+            "bulk_load_s": round(load_s, 1),
+            "rebuild_rollups_s": round(rebuild_s, 1),
+            "file_mb": round(size / 2**20),
+            "rollup_rows": rollup_sizes(store),
+        }
+        print(
+            f"  loaded in {load_s:.1f} s, rollups rebuilt in {rebuild_s:.1f} s, "
+            f"file {size / 2**20:,.0f} MB; rollup rows: {figures['ledger']['rollup_rows']}"
+        )
+        print("reports (best / median of 3):", flush=True)
+        figures["reports"] = measure_reports(store, args.raw)
+        for name, v in figures["reports"].items():
+            print(f"  {name:48} {v['best_ms']:>9,.1f} ms  {v['median_ms']:>9,.1f} ms  "
+                  f"{v['rows']:>6} rows")  # fmt: skip
+        worst = max(v["median_ms"] for k, v in figures["reports"].items() if "RAW" not in k)
+        figures["worst_median_ms"] = worst
+        print(f"slowest report (median): {worst:,.1f} ms")
+        store.close()
+    finally:
+        tmp.cleanup()
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Analytics over the ledger: reports, unit economics, feature economics, trends."""

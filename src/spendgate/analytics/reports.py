@@ -1,0 +1,471 @@
+"""The reports behind `/admin/*` and the dashboard: spend, unit economics, tier trends,
+system-prompt share, savings by technique, feature economics.
+
+Every report is a plain dict (JSON-ready; money as exact decimal strings with 9 places)
+whose `rows` list is also what CSV and Parquet exports contain. They read the ledger
+through `LedgerQuery`, which uses a store's rollup-backed methods (`aggregate`,
+`active_users`, `savings_by_technique` on `SQLiteLedger`) when it has them and otherwise
+folds `store.events()` in Python — slower, same answers — so any `LedgerStore` works.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any
+
+from spendgate.analytics.config import FeaturesConfig
+from spendgate.analytics.tiers import TierClassifier
+from spendgate.call import from_nanos
+from spendgate.ledger import NONE_LABEL, LedgerStore, check_dimensions
+from spendgate.ledger.rollups import AGGREGATES, system_input_nanos
+
+__all__ = [
+    "BANDS",
+    "LedgerQuery",
+    "Window",
+    "feature_economics",
+    "money",
+    "month_window",
+    "savings_report",
+    "spend_report",
+    "system_prompt_report",
+    "tier_trends",
+    "unit_economics",
+]
+
+_EXACT = Decimal("0.000000001")
+
+BANDS: dict[str, tuple[Decimal, Decimal | None]] = {
+    "productivity": (Decimal("0.50"), Decimal("5")),
+    "ai_native": (Decimal("2"), Decimal("15")),
+    "agentic": (Decimal("10"), Decimal("50")),
+}
+"""Typical LLM cost per active user per month (USD): productivity tools $0.50–5,
+AI-native apps $2–15, agentic products $10–50+ (the upper end of agentic is open:
+"within" means ≥ $10 there, and above $50 is flagged as "above" for attention)."""
+
+VERDICT_OK = "profitable"
+VERDICT_BAD = "needs optimization or repricing"
+VERDICT_NONE = "no value configured"
+
+
+def money(nanos: int) -> str:
+    """Exact USD string from integer nanos (9 decimals)."""
+    return format(from_nanos(nanos).quantize(_EXACT, rounding=ROUND_HALF_EVEN), "f")
+
+
+def _usd(value: Decimal) -> str:
+    return format(value.quantize(_EXACT, rounding=ROUND_HALF_EVEN), "f")
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+def month_window(month: str | None, now: datetime | None = None) -> tuple[str, Window]:
+    """`YYYY-MM` (default: the current UTC month) → its [start, end) window."""
+    now = now or datetime.now(UTC)
+    if month is None:
+        month = now.strftime("%Y-%m")
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"month must be YYYY-MM, got {month!r}") from None
+    days = calendar.monthrange(start.year, start.month)[1]
+    return month, Window(start, start + timedelta(days=days))
+
+
+# --------------------------------------------------------------------------- queries
+
+
+class LedgerQuery:
+    """Grouped aggregates over any `LedgerStore`, rollup-backed when the store can."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+
+    def aggregate(
+        self, by: Sequence[str], window: Window, filters: Mapping[str, str]
+    ) -> list[tuple[dict[str, str], dict[str, int]]]:
+        fast = getattr(self.store, "aggregate", None)
+        if fast is not None:
+            result: list[tuple[dict[str, str], dict[str, int]]] = fast(
+                by, window.since, window.until, filters
+            )
+            return result
+        groups: dict[tuple[str, ...], dict[str, int]] = {}
+        for e in self._events(window, filters):
+            key = tuple(_dim(e, d) for d in by)
+            acc = groups.setdefault(key, dict.fromkeys(AGGREGATES, 0))
+            sys_tokens, in_cost, sys_cost = system_input_nanos(e)
+            acc["calls"] += 1
+            acc["errors"] += e.status >= 400
+            acc["input_tokens"] += e.input_tokens
+            acc["output_tokens"] += e.output_tokens
+            acc["cache_read_tokens"] += e.cache_read_tokens
+            acc["cost_nanos"] += e.cost_nanos or 0
+            acc["unknown_cost_calls"] += e.cost_nanos is None
+            acc["baseline_nanos"] += e.baseline_nanos or 0
+            acc["savings_nanos"] += sum(e.savings.values())
+            acc["system_tokens"] += sys_tokens
+            acc["input_cost_nanos"] += in_cost
+            acc["system_input_nanos"] += sys_cost
+        return [(dict(zip(by, k, strict=True)), v) for k, v in groups.items()]
+
+    def active_users(
+        self, by: Sequence[str], window: Window, filters: Mapping[str, str]
+    ) -> dict[tuple[str, ...], int]:
+        fast = getattr(self.store, "active_users", None)
+        if fast is not None:
+            return {
+                tuple(k[d] for d in by): n for k, n in fast(by, window.since, window.until, filters)
+            }
+        users: dict[tuple[str, ...], set[str]] = defaultdict(set)
+        for e in self._events(window, filters):
+            if e.user is not None:
+                users[tuple(_dim(e, d) for d in by)].add(e.user)
+        return {k: len(v) for k, v in users.items()}
+
+    def savings(
+        self, by: Sequence[str], window: Window, filters: Mapping[str, str]
+    ) -> list[tuple[dict[str, str], str, int, int]]:
+        fast = getattr(self.store, "savings_by_technique", None)
+        if fast is not None:
+            result: list[tuple[dict[str, str], str, int, int]] = fast(
+                by, window.since, window.until, filters
+            )
+            return result
+        acc: dict[tuple[tuple[str, ...], str], list[int]] = {}
+        for e in self._events(window, filters):
+            for technique, nanos in e.savings.items():
+                slot = acc.setdefault((tuple(_dim(e, d) for d in by), technique), [0, 0])
+                slot[0] += 1
+                slot[1] += nanos
+        return [(dict(zip(by, k, strict=True)), t, c, n) for (k, t), (c, n) in acc.items()]
+
+    def _events(self, window: Window, filters: Mapping[str, str]) -> Any:
+        return self.store.events(since=window.since, until=window.until, filters=dict(filters))
+
+
+def _dim(event: Any, dim: str) -> str:
+    if dim == "model":
+        value = event.model
+    elif dim == "day":
+        value = event.day
+    else:
+        value = getattr(event, dim)
+    return NONE_LABEL if value is None else str(value)
+
+
+def _per(total_nanos: int, count: int) -> str | None:
+    return None if count <= 0 else _usd(from_nanos(total_nanos) / count)
+
+
+def _spend_fields(agg: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "calls": agg["calls"],
+        "errors": agg["errors"],
+        "input_tokens": agg["input_tokens"],
+        "output_tokens": agg["output_tokens"],
+        "cache_read_tokens": agg["cache_read_tokens"],
+        "cost_usd": money(agg["cost_nanos"]),
+        "unknown_cost_calls": agg["unknown_cost_calls"],
+        "baseline_usd": money(agg["baseline_nanos"]),
+        "savings_usd": money(agg["savings_nanos"]),
+        "cost_per_request_usd": _per(agg["cost_nanos"], agg["calls"] - agg["unknown_cost_calls"]),
+    }
+
+
+def _totals(rows: Sequence[tuple[dict[str, str], dict[str, int]]]) -> dict[str, int]:
+    out = dict.fromkeys(AGGREGATES, 0)
+    for _, agg in rows:
+        for k in AGGREGATES:
+            out[k] += agg[k]
+    return out
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def spend_report(
+    store: LedgerStore, by: Sequence[str], window: Window, filters: Mapping[str, str]
+) -> dict[str, Any]:
+    """Spend grouped by `by`, most costly first, with cost per request."""
+    by = check_dimensions(by)
+    rows = LedgerQuery(store).aggregate(by, window, filters)
+    rows.sort(key=lambda r: (-r[1]["cost_nanos"], -r[1]["calls"], tuple(r[0].values())))
+    return {
+        "report": "spend",
+        "by": by,
+        **window.as_dict(),
+        "filters": dict(filters),
+        "rows": [{**keys, **_spend_fields(agg)} for keys, agg in rows],
+        "totals": _spend_fields(_totals(rows)),
+    }
+
+
+def _band_position(segment: str, value: Decimal) -> str:
+    low, high = BANDS[segment]
+    if value < low:
+        return "below"
+    if high is not None and value > high:
+        return "above"
+    return "within"
+
+
+def unit_economics(
+    store: LedgerStore,
+    features: FeaturesConfig | None,
+    month: str | None,
+    filters: Mapping[str, str],
+    by: str = "feature",
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Cost per request and per active user for one calendar month, per `by` group
+    (feature by default), each placed against the seed's per-user bands."""
+    by_dims = check_dimensions([by])
+    now = now or datetime.now(UTC)
+    month, window = month_window(month, now)
+    q = LedgerQuery(store)
+    groups = q.aggregate(by_dims, window, filters)
+    users = q.active_users(by_dims, window, filters)
+    all_users = q.active_users([], window, filters).get((), 0)
+    rows = []
+    for keys, agg in sorted(groups, key=lambda r: -r[1]["cost_nanos"]):
+        n = users.get(tuple(keys[d] for d in by_dims), 0)
+        rows.append(_unit_row(keys, agg, n, features, by))
+    total = _totals(groups)
+    return {
+        "report": "unit_economics",
+        "by": by,
+        "month": month,
+        **window.as_dict(),
+        "month_complete": window.until is not None and now >= window.until,
+        "filters": dict(filters),
+        "bands": {
+            k: {"low_usd": str(lo), "high_usd": None if hi is None else str(hi)}
+            for k, (lo, hi) in BANDS.items()
+        },
+        "rows": rows,
+        "totals": _unit_row({}, total, all_users, None, by),
+    }
+
+
+def _unit_row(
+    keys: dict[str, str],
+    agg: Mapping[str, int],
+    users: int,
+    features: FeaturesConfig | None,
+    by: str,
+) -> dict[str, Any]:
+    priced = agg["calls"] - agg["unknown_cost_calls"]
+    per_user = None if users <= 0 else from_nanos(agg["cost_nanos"]) / users
+    entry = features.get(keys.get("feature", "")) if features and by == "feature" else None
+    segment = entry.segment if entry else None
+    row: dict[str, Any] = {
+        **keys,
+        "calls": agg["calls"],
+        "cost_usd": money(agg["cost_nanos"]),
+        "unknown_cost_calls": agg["unknown_cost_calls"],
+        "cost_per_request_usd": _per(agg["cost_nanos"], priced),
+        "active_users": users,
+        "cost_per_active_user_usd": None if per_user is None else _usd(per_user),
+        "segment": segment,
+        "band_position": None,
+        "bands_matched": [],
+    }
+    if per_user is not None:
+        row["bands_matched"] = [s for s in BANDS if _band_position(s, per_user) == "within"]
+        if segment is not None:
+            row["band_position"] = _band_position(segment, per_user)
+    return row
+
+
+def tier_trends(
+    store: LedgerStore,
+    tiers: TierClassifier,
+    window: Window,
+    filters: Mapping[str, str],
+    bucket: str = "day",
+) -> dict[str, Any]:
+    """Spend per period (day / week / month) per model tier."""
+    if bucket not in ("day", "week", "month"):
+        raise ValueError(f"bucket must be day, week or month, got {bucket!r}")
+    rows = LedgerQuery(store).aggregate(["day", "model"], window, filters)
+    series: dict[str, dict[str, list[int]]] = defaultdict(
+        lambda: {t: [0, 0] for t in ("frontier", "mid", "small", "unknown")}
+    )
+    models: dict[str, str] = {}
+    for keys, agg in rows:
+        period = _period(keys["day"], bucket)
+        tier = tiers(keys["model"])
+        models[keys["model"]] = tier
+        slot = series[period][tier]
+        slot[0] += agg["cost_nanos"]
+        slot[1] += agg["calls"]
+    out_rows = []
+    for period in sorted(series):
+        for tier, (nanos, calls) in series[period].items():
+            if calls:
+                out_rows.append(
+                    {"period": period, "tier": tier, "calls": calls, "cost_usd": money(nanos)}
+                )
+    return {
+        "report": "tier_trends",
+        "bucket": bucket,
+        **window.as_dict(),
+        "filters": dict(filters),
+        "tiers": TierClassifier.definitions(),
+        "models": dict(sorted(models.items())),
+        "rows": out_rows,
+    }
+
+
+def _period(day: str, bucket: str) -> str:
+    if bucket == "day":
+        return day
+    if bucket == "month":
+        return day[:7]
+    d = date.fromisoformat(day)
+    return (d - timedelta(days=d.weekday())).isoformat()  # the week's Monday
+
+
+def system_prompt_report(
+    store: LedgerStore, by: Sequence[str], window: Window, filters: Mapping[str, str]
+) -> dict[str, Any]:
+    """Share of input spend (and input tokens) that went to system prompts, per group."""
+    by = check_dimensions(by)
+    rows = LedgerQuery(store).aggregate(by, window, filters)
+    rows.sort(key=lambda r: -r[1]["system_input_nanos"])
+
+    def fields(agg: Mapping[str, int]) -> dict[str, Any]:
+        return {
+            "calls": agg["calls"],
+            "input_tokens": agg["input_tokens"],
+            "system_tokens": agg["system_tokens"],
+            "system_token_share": _ratio(agg["system_tokens"], agg["input_tokens"]),
+            "input_cost_usd": money(agg["input_cost_nanos"]),
+            "system_input_cost_usd": money(agg["system_input_nanos"]),
+            "system_input_cost_share": _ratio(agg["system_input_nanos"], agg["input_cost_nanos"]),
+        }
+
+    return {
+        "report": "system_prompt",
+        "by": by,
+        **window.as_dict(),
+        "filters": dict(filters),
+        "rows": [{**keys, **fields(agg)} for keys, agg in rows],
+        "totals": fields(_totals(rows)),
+    }
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return None if whole <= 0 else round(part / whole, 6)
+
+
+def savings_report(
+    store: LedgerStore, by: Sequence[str], window: Window, filters: Mapping[str, str]
+) -> dict[str, Any]:
+    """What each technique saved (from the events' `savings` maps), per group."""
+    by = check_dimensions(by)
+    q = LedgerQuery(store)
+    rows = q.savings(by, window, filters)
+    rows.sort(key=lambda r: (-r[3], r[1]))
+    per_technique: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _, technique, calls, nanos in rows:
+        per_technique[technique][0] += calls
+        per_technique[technique][1] += nanos
+    totals = _totals(q.aggregate([], window, filters))
+    return {
+        "report": "savings",
+        "by": by,
+        **window.as_dict(),
+        "filters": dict(filters),
+        "rows": [
+            {**keys, "technique": t, "calls": c, "saved_usd": money(n)} for keys, t, c, n in rows
+        ],
+        "by_technique": {
+            t: {"calls": c, "saved_usd": money(n)} for t, (c, n) in sorted(per_technique.items())
+        },
+        "totals": {
+            "calls": totals["calls"],
+            "cost_usd": money(totals["cost_nanos"]),
+            "baseline_usd": money(totals["baseline_nanos"]),
+            "saved_usd": money(totals["savings_nanos"]),
+        },
+    }
+
+
+def feature_economics(
+    store: LedgerStore,
+    features: FeaturesConfig | None,
+    month: str | None,
+    filters: Mapping[str, str],
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Cost vs value per feature for one month. A month still running is judged on its
+    cost projected to the whole month (cost so far × days in month / days elapsed)."""
+    now = now or datetime.now(UTC)
+    month, window = month_window(month, now)
+    assert window.since is not None and window.until is not None
+    q = LedgerQuery(store)
+    costs = {keys["feature"]: agg for keys, agg in q.aggregate(["feature"], window, filters)}
+    configured = features.root if features else {}
+    span = (window.until - window.since).total_seconds()
+    elapsed = min(max((now - window.since).total_seconds(), 0.0), span)
+    complete = elapsed >= span
+    rows = []
+    for feature in sorted(set(costs) | set(configured)):
+        agg = costs.get(feature) or dict.fromkeys(AGGREGATES, 0)
+        cost = from_nanos(agg["cost_nanos"])
+        if complete:
+            judged = cost
+        elif elapsed > 0:
+            judged = cost * Decimal(span) / Decimal(elapsed)
+        else:
+            judged = Decimal(0)
+        entry = configured.get(feature)
+        worth = entry.worth_usd_per_month if entry else None
+        if worth is None:
+            verdict, margin, ratio = VERDICT_NONE, None, None
+        else:
+            verdict = VERDICT_OK if worth >= judged else VERDICT_BAD
+            margin = _usd(worth - judged)
+            ratio = None if judged == 0 else float(round(worth / judged, 4))
+        rows.append(
+            {
+                "feature": feature,
+                "calls": agg["calls"],
+                "cost_usd": _usd(cost),
+                "projected_cost_usd": _usd(judged),
+                "unknown_cost_calls": agg["unknown_cost_calls"],
+                "worth_kind": entry.worth_kind if entry else None,
+                "worth_usd_per_month": None if worth is None else _usd(worth),
+                "margin_usd": margin,
+                "worth_to_cost": ratio,
+                "verdict": verdict,
+            }
+        )
+    rows.sort(key=lambda r: (r["verdict"] != VERDICT_BAD, -Decimal(str(r["projected_cost_usd"]))))
+    return {
+        "report": "feature_economics",
+        "month": month,
+        **window.as_dict(),
+        "month_complete": complete,
+        "filters": dict(filters),
+        "rows": rows,
+        "needs_attention": [r["feature"] for r in rows if r["verdict"] == VERDICT_BAD],
+    }

@@ -1,0 +1,764 @@
+"""Rollup tables: hourly/daily aggregates of the ledger, maintained inside each write.
+
+Why: a report over 10 M events cannot scan 10 M rows in under a second on SQLite, but the
+same report over pre-aggregated buckets reads a few hundred thousand. The rollups are kept
+in the same transaction as the events they summarise, so they can never disagree with the
+ledger (a crash loses both or neither), and a re-sent batch adds only the events that were
+really inserted.
+
+Each rollup keeps the report dimensions it can answer and one time bucket. A query picks
+the first rollup whose dimensions cover everything it groups or filters by, reads the
+buckets wholly inside [since, until) from it and the ragged edges from the raw events, and
+adds the two up in one SQL statement — the answer is exact, not approximate.
+
+Six rollups (plus one for savings by technique), because one with every dimension
+(tenant and user included) would have almost as many rows as the ledger itself; each is
+small for the questions it answers. Every rollup costs ingest time (a dict update per
+event, an upsert per key per flush), so there are no more than the reports need: a query
+filtered to one tenant reads raw events through the (tenant, ts) index, which is fast.
+
+| table | bucket | dimensions |
+| --- | --- | --- |
+| `rollup_hour` | hour | feature, team, model |
+| `rollup_day` | day | feature, use_case, team, key_id, model, requested_model, provider, |
+| | | status, endpoint |
+| `rollup_tenant_feature_day` | day | tenant, feature |
+| `rollup_user_month` | month | user, tenant |
+| `rollup_user_day` | day | user, tenant |
+| `rollup_user_feature_month` | month | user, tenant, feature |
+| `rollup_savings_hour` | hour | technique, feature, use_case, team, model |
+
+`day` is derived from the bucket, so every rollup but the monthly one can group by day.
+A missing tag is stored as `''` (tag values are never empty) so the upsert's unique key
+works; queries turn it back into NULL.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from operator import add, itemgetter
+from typing import Any
+
+from spendgate.ledger.event import UsageEvent
+
+__all__ = [
+    "AGGREGATES",
+    "ROLLUPS",
+    "SAVINGS_ROLLUP",
+    "Rollup",
+    "RollupWriter",
+    "plan",
+    "rebuild_statements",
+    "schema_statements",
+    "system_input_nanos",
+]
+
+HOUR = 3600
+DAY = 86400
+MONTH = 0
+"""Grain marker for calendar-month buckets (bucket = unix time of the month's first day)."""
+
+AGGREGATES: tuple[str, ...] = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "unknown_cost_calls",
+    "baseline_nanos",
+    "savings_nanos",
+    "system_tokens",
+    "input_cost_nanos",
+    "system_input_nanos",
+)
+"""Summed columns every rollup carries. `input_cost_nanos` is the input side of the cost
+(uncached input, cache reads and writes); `system_input_nanos` is the part of it spent on
+system-prompt tokens, pro rata per call (see `system_input_nanos`)."""
+
+_RAW_AGGREGATES: dict[str, str] = {
+    "calls": "COUNT(*)",
+    "errors": 'SUM("status" >= 400)',
+    "input_tokens": 'SUM("input_tokens")',
+    "output_tokens": 'SUM("output_tokens")',
+    "cache_read_tokens": 'SUM("cache_read_tokens")',
+    "cost_nanos": 'SUM("cost_nanos")',
+    "unknown_cost_calls": 'SUM("cost_nanos" IS NULL)',
+    "baseline_nanos": 'SUM("baseline_nanos")',
+    "savings_nanos": 'SUM("savings_nanos")',
+    "system_tokens": "SUM(MIN(COALESCE(json_extract(\"extra\", '$.system_tokens'), 0), "
+    '"input_tokens"))',
+    "input_cost_nanos": "SUM(COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0))",
+    "system_input_nanos": (
+        'SUM(CASE WHEN "input_tokens" > 0 THEN '
+        "COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0) * "
+        'MIN(COALESCE(json_extract("extra", \'$.system_tokens\'), 0), "input_tokens") '
+        '/ "input_tokens" ELSE 0 END)'
+    ),
+}
+"""The same aggregates computed from raw events (ragged edges, backfill)."""
+
+_RAW_DIM: dict[str, str] = {
+    "feature": '"feature"',
+    "use_case": '"use_case"',
+    "team": '"team"',
+    "tenant": '"tenant"',
+    "user": '"user"',
+    "key_id": '"key_id"',
+    "model": 'COALESCE("served_model", "requested_model")',
+    "requested_model": '"requested_model"',
+    "provider": '"provider"',
+    "status": '"status"',
+    "endpoint": '"endpoint"',
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    table: str
+    grain: int
+    """Bucket width in seconds, or `MONTH` for calendar months."""
+    dims: tuple[str, ...]
+    """Stored key columns, named like the report dimensions."""
+
+    def covers(self, needed: Iterable[str]) -> bool:
+        return all(d in self.dims or (d == "day" and self.grain != MONTH) for d in needed)
+
+
+ROLLUPS: tuple[Rollup, ...] = (
+    Rollup("rollup_hour", HOUR, ("feature", "team", "model")),
+    Rollup(
+        "rollup_day",
+        DAY,
+        (
+            "feature",
+            "use_case",
+            "team",
+            "key_id",
+            "model",
+            "requested_model",
+            "provider",
+            "status",
+            "endpoint",
+        ),
+    ),
+    Rollup("rollup_tenant_feature_day", DAY, ("tenant", "feature")),
+    Rollup("rollup_user_month", MONTH, ("user", "tenant")),
+    Rollup("rollup_user_day", DAY, ("user", "tenant")),
+    Rollup("rollup_user_feature_month", MONTH, ("user", "tenant", "feature")),
+)
+"""A query is answered by the first rollup that covers its dimensions and whose buckets
+align with both ends of its window; failing that, by the covering rollup with the finest
+grain (ragged edges read from raw events)."""
+
+SAVINGS_ROLLUP = Rollup(
+    "rollup_savings_hour", HOUR, ("technique", "feature", "use_case", "team", "model")
+)
+
+
+def _key_sql(dim: str) -> str:
+    return '"status" INTEGER NOT NULL' if dim == "status" else f"\"{dim}\" TEXT NOT NULL DEFAULT ''"
+
+
+def _pk(r: Rollup) -> tuple[str, ...]:
+    # The tenant rollup leads with tenant: a per-tenant (chargeback) query reads one range,
+    # and grouping by tenant streams in key order. The daily user rollup leads with user for
+    # the same reason: "spend by user" then needs no sort of every (user, day) row.
+    if r.dims[0] == "tenant":
+        return ("tenant", "bucket", *r.dims[1:])
+    if r.table in ("rollup_user_day", "rollup_user_month"):
+        return (*r.dims, "bucket")
+    return ("bucket", *r.dims)
+
+
+def schema_statements() -> list[str]:
+    """CREATE statements for every rollup (a ledger migration runs them once). WITHOUT
+    ROWID tables clustered on their key: one B-tree per rollup, so an upsert costs one
+    B-tree write instead of two (table + unique index)."""
+    out: list[str] = []
+    for r in (*ROLLUPS, SAVINGS_ROLLUP):
+        aggs = AGGREGATES if r is not SAVINGS_ROLLUP else ("calls", "nanos")
+        cols = ", ".join(
+            [
+                '"bucket" INTEGER NOT NULL',
+                *(_key_sql(d) for d in r.dims),
+                *(f'"{a}" INTEGER NOT NULL DEFAULT 0' for a in aggs),
+                "PRIMARY KEY (" + ", ".join(f'"{c}"' for c in _pk(r)) + ")",
+            ]
+        )
+        out.append(f"CREATE TABLE {r.table} ({cols}) WITHOUT ROWID")
+    out.append('CREATE TABLE rollup_state ("watermark" INTEGER NOT NULL)')
+    out.append("INSERT INTO rollup_state VALUES (0)")
+    return out
+
+
+def _bucket_sql(grain: int) -> str:
+    if grain == MONTH:
+        return "CAST(strftime('%s', \"ts\", 'unixepoch', 'start of month') AS INTEGER)"
+    return f'CAST("ts" / {grain} AS INTEGER) * {grain}'
+
+
+def month_start(ts: float) -> int:
+    """Unix time of the first instant of `ts`'s UTC calendar month."""
+    d = datetime.fromtimestamp(ts, UTC)
+    return int(datetime(d.year, d.month, 1, tzinfo=UTC).timestamp())
+
+
+def _next_month(ts: int) -> int:
+    d = datetime.fromtimestamp(ts, UTC)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return int(datetime(y, m, 1, tzinfo=UTC).timestamp())
+
+
+def fold_statements() -> list[str]:
+    """Fold every event with id > watermark into the rollups (SQL, no Python), then move
+    the watermark: the catch-up after a crash, or after another process wrote events."""
+    out: list[str] = []
+    since = '"id" > (SELECT "watermark" FROM rollup_state)'
+    for r in ROLLUPS:
+        keys = [f"COALESCE({_RAW_DIM[d]}, '')" if d != "status" else '"status"' for d in r.dims]
+        aggs = [f"COALESCE({_RAW_AGGREGATES[a]}, 0)" for a in AGGREGATES]
+        cols = ", ".join(f'"{c}"' for c in ("bucket", *r.dims, *AGGREGATES))
+        group = ", ".join(str(i + 1) for i in range(len(r.dims) + 1))
+        sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in AGGREGATES)
+        conflict = ", ".join(f'"{c}"' for c in _pk(r))
+        out.append(
+            f"INSERT INTO {r.table} ({cols}) SELECT {_bucket_sql(r.grain)}, "
+            f"{', '.join(keys + aggs)} FROM usage_events WHERE {since} GROUP BY {group} "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+        )
+    sv = SAVINGS_ROLLUP
+    keys = ["j.key"] + [f"COALESCE({_RAW_DIM[d]}, '')" for d in sv.dims[1:]]
+    cols = ", ".join(f'"{c}"' for c in ("bucket", *sv.dims, "calls", "nanos"))
+    group = ", ".join(str(i + 1) for i in range(len(sv.dims) + 1))
+    conflict = ", ".join(f'"{c}"' for c in _pk(sv))
+    out.append(
+        f'INSERT INTO {sv.table} ({cols}) SELECT CAST("ts" / {HOUR} AS INTEGER) * {HOUR}, '
+        f"{', '.join(keys)}, COUNT(*), SUM(j.value) "
+        f'FROM usage_events, json_each(usage_events."savings") AS j '
+        f'WHERE usage_events.{since} AND usage_events."savings" IS NOT NULL '
+        f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
+        f'"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
+    )
+    out.append(
+        'UPDATE rollup_state SET "watermark" = (SELECT COALESCE(MAX("id"), 0) FROM usage_events)'
+    )
+    return out
+
+
+def rebuild_statements() -> list[str]:
+    """Empty the rollups and refill them from `usage_events` (migration backfill, bulk
+    loads, repair). Runs inside the caller's transaction."""
+    out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP)]
+    out.append('UPDATE rollup_state SET "watermark" = 0')
+    return out + fold_statements()
+
+
+# ------------------------------------------------------------------------- write side
+
+
+def system_input_nanos(event: UsageEvent) -> tuple[int, int, int]:
+    """(system tokens, input-side cost, system part of it) of one event, from what
+    accounting put in `extra`. The system part is pro rata by tokens: a system prompt of
+    30% of the input tokens is 30% of the input spend (an approximation when part of the
+    input was a cache read, which usually *is* the system prompt)."""
+    extra = event.extra
+    if not extra or event.input_tokens <= 0:
+        return 0, 0, 0
+    system = extra.get("system_tokens") or 0
+    cost = extra.get("input_cost_nanos") or 0
+    if type(system) is not int or type(cost) is not int:
+        return 0, 0, 0
+    system = min(system, event.input_tokens)
+    return system, cost, cost * system // event.input_tokens if cost >= 0 else 0
+
+
+class RollupWriter:
+    """Folds inserted events into the rollups, batching the upserts.
+
+    Events are aggregated in memory as they are written and upserted every `flush_every`
+    events (and on close), inside the transaction of the batch that crosses the threshold,
+    together with the watermark (the highest event id folded). Queries add the raw events
+    above the watermark, so answers are exact at any moment; after a crash the events above
+    the watermark are folded by SQL when the ledger is opened. Folding a few thousand events
+    at once collapses them to far fewer rollup rows than folding each batch of 500.
+    """
+
+    def __init__(self, flush_every: int = 20_000) -> None:
+        self.flush_every = flush_every
+        self.pending: list[dict[tuple[Any, ...], tuple[int, ...]]] = [
+            {} for _ in range(len(ROLLUPS) + 1)
+        ]
+        self.pending_events = 0
+        self.tainted = False
+        self._upserts: list[str] = []
+        for r in (*ROLLUPS, SAVINGS_ROLLUP):
+            aggs = AGGREGATES if r is not SAVINGS_ROLLUP else ("calls", "nanos")
+            cols = ("bucket", *r.dims, *aggs)
+            names = ", ".join(f'"{c}"' for c in cols)
+            keys = ", ".join(f'"{c}"' for c in _pk(r))
+            sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in aggs)
+            self._upserts.append(
+                f"INSERT INTO {r.table} ({names}) "
+                f"VALUES ({', '.join('?' for _ in cols)}) ON CONFLICT ({keys}) DO UPDATE SET {sets}"
+            )
+
+    def add(self, conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> bool:
+        """Account for `events` (just inserted, in the caller's open transaction), flushing
+        when the threshold is crossed. Returns whether it flushed; after COMMIT the caller
+        reports the outcome with `committed`, after a ROLLBACK with `taint`."""
+        self.fold(events, self.pending)
+        if self.pending_events + len(events) < self.flush_every:
+            return False
+        self.flush(conn, len(events))
+        return True
+
+    def committed(self, events: int, flushed: bool) -> None:
+        if flushed:
+            self.clear()
+        else:
+            self.pending_events += events
+
+    def taint(self) -> None:
+        """A transaction that folded events into `pending` rolled back: what is held no
+        longer matches the ledger, so the next flush folds from SQL."""
+        self.tainted = True
+
+    def flush(self, conn: sqlite3.Connection, extra_events: int = 0) -> None:
+        """Upsert what is pending and move the watermark, in the caller's transaction. If
+        the events above the watermark are not exactly the ones held here (another process
+        wrote to this file, a rolled-back batch, a lost memory), fold them from SQL."""
+        watermark = conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0]
+        top, count = conn.execute(
+            'SELECT MAX("id"), COUNT(*) FROM usage_events WHERE "id" > ?', (watermark,)
+        ).fetchone()
+        if self.tainted or count != self.pending_events + extra_events:
+            for statement in fold_statements():
+                conn.execute(statement)
+            return
+        if not count:
+            return
+        for sql, table in zip(self._upserts, self.pending, strict=True):
+            if table:
+                conn.executemany(sql, [(*k, *v) for k, v in table.items()])
+        conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
+
+    def clear(self) -> None:
+        """After COMMIT of a flush."""
+        self.pending = [{} for _ in range(len(ROLLUPS) + 1)]
+        self.pending_events = 0
+        self.tainted = False
+
+    def fold(
+        self,
+        events: Sequence[UsageEvent],
+        tables: list[dict[tuple[Any, ...], tuple[int, ...]]] | None = None,
+    ) -> list[dict[tuple[Any, ...], tuple[int, ...]]]:
+        """Aggregate `events` per rollup key into `tables` (one dict per rollup, savings
+        last; new ones when None)."""
+        if tables is None:
+            tables = [{} for _ in range(len(ROLLUPS) + 1)]
+        specs = [
+            (tables[i], _GRAIN_SLOT[r.grain], itemgetter(*(_DIM_SLOT[d] for d in r.dims)))
+            for i, r in enumerate(ROLLUPS)
+        ]
+        saved = tables[-1]
+        months: dict[int, int] = {}
+        for e in events:
+            ts = e.ts
+            h = int(ts // HOUR) * HOUR
+            d = int(ts // DAY) * DAY
+            mo = months.get(d)
+            if mo is None:
+                mo = months[d] = month_start(d)
+            buckets = (h, d, mo)
+            model = e.served_model or e.requested_model or ""
+            dims = (
+                e.feature or "",
+                e.use_case or "",
+                e.team or "",
+                e.tenant or "",
+                e.user or "",
+                e.key_id or "",
+                model,
+                e.requested_model or "",
+                e.provider or "",
+                e.status,
+                e.endpoint or "",
+            )
+            cost = e.cost_nanos
+            sys_tokens, in_cost, sys_cost = system_input_nanos(e)
+            values = (
+                1,
+                1 if e.status >= 400 else 0,
+                e.input_tokens,
+                e.output_tokens,
+                e.cache_read_tokens,
+                cost or 0,
+                1 if cost is None else 0,
+                e.baseline_nanos or 0,
+                sum(e.savings.values()) if e.savings else 0,
+                sys_tokens,
+                in_cost,
+                sys_cost,
+            )
+            for table, slot, get in specs:
+                key = (buckets[slot], *get(dims))
+                acc = table.get(key)
+                table[key] = values if acc is None else tuple(map(add, acc, values))
+            if e.savings:
+                for technique, nanos in e.savings.items():
+                    skey = (h, technique, dims[0], dims[1], dims[2], model)
+                    sacc = saved.get(skey)
+                    saved[skey] = (1, nanos) if sacc is None else (sacc[0] + 1, sacc[1] + nanos)
+        return tables
+
+
+_DIM_SLOT = {
+    d: i
+    for i, d in enumerate(
+        (
+            "feature",
+            "use_case",
+            "team",
+            "tenant",
+            "user",
+            "key_id",
+            "model",
+            "requested_model",
+            "provider",
+            "status",
+            "endpoint",
+        )
+    )
+}
+_GRAIN_SLOT = {HOUR: 0, DAY: 1, MONTH: 2}
+
+
+# -------------------------------------------------------------------------- read side
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How to answer one query: a rollup for the aligned middle, raw events at the edges."""
+
+    rollup: Rollup | None
+    middle: tuple[float | None, float | None] | None
+    """Bucket range [start, end) read from the rollup (None = unbounded side)."""
+    edges: tuple[tuple[float | None, float | None], ...]
+    """Time ranges [start, end) read from raw events."""
+
+
+def _align(grain: int, since: float | None, until: float | None) -> tuple[int | None, int | None]:
+    """The first bucket start >= since and the last bucket start <= until."""
+    if grain == MONTH:
+        start = None
+        if since is not None:
+            start = month_start(since)
+            if start < since:
+                start = _next_month(start)
+        end = None if until is None else month_start(until)
+        return start, end
+    return (
+        None if since is None else math.ceil(since / grain) * grain,
+        None if until is None else math.floor(until / grain) * grain,
+    )
+
+
+def _plan_with(rollup: Rollup, since: float | None, until: float | None) -> Plan:
+    start, end = _align(rollup.grain, since, until)
+    if start is not None and end is not None and start >= end:
+        return Plan(None, None, ((since, until),))
+    edges: list[tuple[float | None, float | None]] = []
+    if since is not None and start is not None and start > since:
+        edges.append((since, float(start)))
+    if until is not None and end is not None and until > end:
+        edges.append((float(end), until))
+    return Plan(rollup, (start, end), tuple(edges))
+
+
+def _fineness(rollup: Rollup | None) -> int:
+    if rollup is None:
+        return 0
+    return 31 * DAY if rollup.grain == MONTH else rollup.grain
+
+
+def plan(
+    needed: Iterable[str],
+    since: float | None,
+    until: float | None,
+    rollups: Sequence[Rollup] = ROLLUPS,
+) -> Plan:
+    """The cheapest exact way to cover [since, until) for a query needing `needed`: the
+    first covering rollup aligned with the window, else the finest covering one with raw
+    edges, else raw events alone."""
+    needed = set(needed)
+    covering = [r for r in rollups if r.covers(needed)]
+    plans = [_plan_with(r, since, until) for r in covering]
+    for p in plans:
+        if p.rollup is not None and not p.edges:
+            return p
+    usable = [p for p in plans if p.rollup is not None]
+    if not usable:
+        return Plan(None, None, ((since, until),))
+    return min(usable, key=lambda p: _fineness(p.rollup))
+
+
+def _rollup_dim(dim: str) -> str:
+    if dim == "day":
+        return "strftime('%Y-%m-%d', \"bucket\", 'unixepoch')"
+    if dim == "status":
+        return '"status"'
+    return f"NULLIF(\"{dim}\", '')"
+
+
+def _raw_dim(dim: str) -> str:
+    if dim == "day":
+        return '"day"'
+    return _RAW_DIM[dim]
+
+
+def _filter_clause(expr: str, dim: str, value: str, none_label: str, params: list[Any]) -> str:
+    if value == none_label:
+        return f"{expr} IS NULL"
+    if dim == "status":
+        try:
+            params.append(int(value))
+        except ValueError:
+            raise ValueError(f"status filter must be an integer, got {value!r}") from None
+    else:
+        params.append(value)
+    return f"{expr} = ?"
+
+
+def _part(
+    source: str,
+    dims: Sequence[str],
+    dim_sql: Any,
+    agg_sql: Sequence[str],
+    time_col: str,
+    window: tuple[float | None, float | None],
+    filters: Mapping[str, str],
+    none_label: str,
+    group: bool,
+    extra_where: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    clauses: list[str] = list(extra_where)
+    # The unfolded events are the newest ids: read them by rowid range. A unary `+` keeps
+    # SQLite from choosing the ts/feature/tenant index, which would walk the whole window.
+    plus = "+" if _UNFOLDED in extra_where else ""
+    lo, hi = window
+    if lo is not None:
+        clauses.append(f'{plus}"{time_col}" >= ?')
+        params.append(lo)
+    if hi is not None:
+        clauses.append(f'{plus}"{time_col}" < ?')
+        params.append(hi)
+    for name, value in filters.items():
+        if dim_sql is _rollup_dim and name not in ("day", "status"):
+            # The stored column itself (not NULLIF(…)), so the rollup's key can be searched.
+            params.append("" if value == none_label else value)
+            clauses.append(f'"{name}" = ?')
+            continue
+        expr = dim_sql(name)
+        clauses.append(_filter_clause(f"{plus}{expr}", name, value, none_label, params))
+    cols = [f"{dim_sql(d)} AS k{i}" for i, d in enumerate(dims)]
+    cols += [f"{a} AS a{i}" for i, a in enumerate(agg_sql)]
+    if plus:
+        # Only the rowid range (`id > watermark`) may drive this scan.
+        source = source.replace("usage_events", "usage_events NOT INDEXED", 1)
+    sql = f"SELECT {', '.join(cols)} FROM {source}"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    if group and dims:
+        if dim_sql is _rollup_dim:
+            # By the stored columns, so a rollup whose key starts with them streams.
+            keys = [_rollup_dim(d) if d in ("day", "status") else f'"{d}"' for d in dims]
+        else:
+            keys = [f"k{i}" for i in range(len(dims))]
+        sql += " GROUP BY " + ", ".join(keys)
+    return sql, params
+
+
+_UNFOLDED = 'usage_events."id" > (SELECT "watermark" FROM rollup_state)'
+"""Events written since the rollups were last flushed (read raw, in the same snapshot)."""
+
+
+def _raw_ranges(p: Plan) -> list[tuple[tuple[float | None, float | None], list[str]]]:
+    """Raw reads a plan needs: its ragged edges, and the not-yet-folded events of the
+    middle when a rollup answers it."""
+    out: list[tuple[tuple[float | None, float | None], list[str]]] = [(e, []) for e in p.edges]
+    if p.rollup is not None and p.middle is not None:
+        out.append((p.middle, [_UNFOLDED]))
+    return out
+
+
+def aggregate_sql(
+    dims: Sequence[str],
+    since: float | None,
+    until: float | None,
+    filters: Mapping[str, str],
+    none_label: str,
+    *,
+    use_rollups: bool = True,
+) -> tuple[str, list[Any], Plan]:
+    """One SQL statement answering the aggregates of `AGGREGATES` grouped by `dims`: rollup
+    middle UNION ALL raw edges, summed per group."""
+    p = plan([*dims, *filters], since, until, ROLLUPS if use_rollups else ())
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.rollup is not None and p.middle is not None:
+        sql, ps = _part(
+            p.rollup.table,
+            dims,
+            _rollup_dim,
+            [f'SUM("{a}")' for a in AGGREGATES] if dims else [f'"{a}"' for a in AGGREGATES],
+            "bucket",
+            p.middle,
+            filters,
+            none_label,
+            group=True,
+        )
+        parts.append(sql)
+        params += ps
+    for edge, where in _raw_ranges(p):
+        sql, ps = _part(
+            "usage_events",
+            dims,
+            _raw_dim,
+            [_RAW_AGGREGATES[a] for a in AGGREGATES],
+            "ts",
+            edge,
+            filters,
+            none_label,
+            group=True,
+            extra_where=where,
+        )
+        parts.append(sql)
+        params += ps
+    keys = [f"k{i}" for i in range(len(dims))]
+    sums = [f"COALESCE(SUM(a{i}), 0)" for i in range(len(AGGREGATES))]
+    sql = f"SELECT {', '.join([*keys, *sums])} FROM ({' UNION ALL '.join(parts)})"
+    if dims:
+        sql += " GROUP BY " + ", ".join(keys)
+    return sql, params, p
+
+
+def savings_sql(
+    dims: Sequence[str],
+    since: float | None,
+    until: float | None,
+    filters: Mapping[str, str],
+    none_label: str,
+    *,
+    use_rollups: bool = True,
+) -> tuple[str, list[Any]]:
+    """Savings by technique: (dims…, calls, nanos) rows; `technique` may be a dim."""
+    p = plan([*dims, *filters], since, until, (SAVINGS_ROLLUP,) if use_rollups else ())
+
+    def raw_dim(dim: str) -> str:
+        return "j.key" if dim == "technique" else _raw_dim(dim)
+
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.rollup is not None and p.middle is not None:
+        sql, ps = _part(
+            SAVINGS_ROLLUP.table,
+            dims,
+            _rollup_dim,
+            ['"calls"', '"nanos"'],
+            "bucket",
+            p.middle,
+            filters,
+            none_label,
+            group=False,
+        )
+        parts.append(sql)
+        params += ps
+    for edge, where in _raw_ranges(p):
+        sql, ps = _part(
+            'usage_events, json_each(usage_events."savings") AS j',
+            dims,
+            raw_dim,
+            ["COUNT(*)", "SUM(j.value)"],
+            "ts",
+            edge,
+            filters,
+            none_label,
+            group=True,
+            extra_where=['usage_events."savings" IS NOT NULL', *where],
+        )
+        parts.append(sql)
+        params += ps
+    keys = [f"k{i}" for i in range(len(dims))]
+    sql = (
+        f"SELECT {', '.join([*keys, 'COALESCE(SUM(a0), 0)', 'COALESCE(SUM(a1), 0)'])} "
+        f"FROM ({' UNION ALL '.join(parts)})"
+    )
+    if dims:
+        sql += " GROUP BY " + ", ".join(keys)
+    return sql, params
+
+
+def active_users_sql(
+    dims: Sequence[str],
+    since: float | None,
+    until: float | None,
+    filters: Mapping[str, str],
+    none_label: str,
+    *,
+    use_rollups: bool = True,
+) -> tuple[str, list[Any]]:
+    """(dims…, distinct users) rows: calls with no user tag are not counted as a user."""
+    # Coarsest first: a calendar month reads one monthly bucket per user, not 30 daily ones.
+    user_rollups = (
+        tuple(sorted((r for r in ROLLUPS if "user" in r.dims), key=_fineness, reverse=True))
+        if use_rollups
+        else ()
+    )
+    p = plan([*dims, *filters, "user"], since, until, user_rollups)
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.rollup is not None and p.middle is not None:
+        sql, ps = _part(
+            p.rollup.table,
+            [*dims, "user"],
+            _rollup_dim,
+            [],
+            "bucket",
+            p.middle,
+            filters,
+            none_label,
+            group=False,
+            extra_where=["\"user\" != ''"],
+        )
+        parts.append(sql.replace("SELECT ", "SELECT DISTINCT ", 1))
+        params += ps
+    for edge, where in _raw_ranges(p):
+        sql, ps = _part(
+            "usage_events",
+            [*dims, "user"],
+            _raw_dim,
+            [],
+            "ts",
+            edge,
+            filters,
+            none_label,
+            group=False,
+            extra_where=['"user" IS NOT NULL', *where],
+        )
+        parts.append(sql.replace("SELECT ", "SELECT DISTINCT ", 1))
+        params += ps
+    keys = [f"k{i}" for i in range(len(dims))]
+    ukey = f"k{len(dims)}"
+    sql = (
+        f"SELECT {', '.join([*keys, f'COUNT(DISTINCT {ukey})'])} FROM ({' UNION ALL '.join(parts)})"
+    )
+    if dims:
+        sql += " GROUP BY " + ", ".join(keys)
+    return sql, params

@@ -1,0 +1,423 @@
+"""The admin API: reports and exports over the ledger, behind the admin key.
+
+The edge hands every request under `/admin` and `/dashboard` to `build_admin(gateway)`.
+This is a Starlette app (unlike the raw-ASGI edge): it is off the hot path, and a route
+table with query parsing is what it needs. Other packages plug in: `spendgate.budgets.admin`
+(a list `routes`) is mounted at `/admin/budgets`, and `spendgate.server.dashboard` (`routes`,
+optional `public_paths`) at the root.
+
+Auth, decided once here:
+- the admin key is the value of the environment variable named by
+  `server.admin_key_env` (default `SPENDGATE_ADMIN_KEY`); send it as
+  `Authorization: Bearer KEY` (or in a `spendgate_admin` cookie, for the dashboard page).
+  A missing or wrong key is a 401, OpenAI-style.
+- no admin key configured → 403 on every admin path, saying how to set one — unless
+  `server.auth` is `off`, the explicit "no auth anywhere" development mode, where the admin
+  API is open too (a gateway that lets anyone spend lets anyone read the bill).
+- virtual keys never open the admin API: they are for spending, not for reading everyone's
+  spend.
+
+Queries run in a worker thread so a long report never stalls the gateway's event loop.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import importlib
+import io
+import os
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from spendgate.analytics import reports
+from spendgate.analytics.tiers import TierClassifier
+from spendgate.errors import GatewayError
+from spendgate.ledger import DIMENSIONS, parse_when
+
+if TYPE_CHECKING:
+    from spendgate.server.app import Gateway
+
+__all__ = ["ADMIN_COOKIE", "FORMATS", "build_admin"]
+
+FORMATS = ("json", "csv", "parquet")
+ADMIN_COOKIE = "spendgate_admin"
+DASHBOARD_COOKIE = "spendgate_dashboard"
+"""The dashboard's login cookie (`spendgate.server.dashboard.auth`), accepted here too."""
+
+_COMMON = {"since", "until", "format"}
+
+
+def _error(exc: GatewayError) -> Response:
+    return Response(
+        orjson.dumps(exc.to_openai()),
+        status_code=exc.status,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
+class _Params:
+    """Query parameters of one report: known names only, each error naming its param."""
+
+    def __init__(self, request: Request, allowed: set[str]) -> None:
+        self.raw = request.query_params
+        for name in self.raw:
+            if name not in allowed and name not in DIMENSIONS:
+                raise GatewayError(
+                    400,
+                    f"Unknown query parameter {name!r}. Allowed: "
+                    f"{', '.join(sorted(allowed))}, or a filter on one of "
+                    f"{', '.join(DIMENSIONS)}.",
+                    param=name,
+                    code="unknown_parameter",
+                )
+        self.filters = {d: self.raw[d] for d in DIMENSIONS if d in self.raw}
+        fmt = self.raw.get("format", "json")
+        if fmt not in FORMATS:
+            raise GatewayError(400, f"format must be one of {', '.join(FORMATS)}", param="format")
+        self.format = fmt
+
+    def window(self) -> reports.Window:
+        now = datetime.now(UTC)
+        since = self._when("since", now, end=False)
+        until = self._when("until", now, end=True)
+        if since and until and since >= until:
+            raise GatewayError(400, "since must be before until", param="since")
+        return reports.Window(since, until)
+
+    def _when(self, name: str, now: datetime, *, end: bool) -> datetime | None:
+        text = self.raw.get(name)
+        if not text:
+            return None
+        try:
+            return parse_when(text, end=end, now=now)
+        except ValueError as exc:
+            raise GatewayError(400, str(exc), param=name) from None
+
+    def by(self, default: str) -> list[str]:
+        text = self.raw.get("by", default)
+        dims = [d.strip() for d in text.split(",") if d.strip()]
+        for d in dims:
+            if d not in DIMENSIONS:
+                raise GatewayError(
+                    400,
+                    f"unknown report dimension {d!r}; allowed: {', '.join(DIMENSIONS)}",
+                    param="by",
+                )
+        return dims
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return "" if value is None else value
+
+
+def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    cols: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in cols:
+                cols.append(k)
+    return cols
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_columns(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(v) for k, v in row.items()})
+    return buf.getvalue().encode()
+
+
+def _parquet(rows: Sequence[dict[str, Any]]) -> bytes:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise GatewayError(
+            501,
+            "Parquet export needs pyarrow: pip install 'pyarrow>=15' (or use format=csv).",
+            param="format",
+            code="parquet_unavailable",
+        ) from None
+    cols = _columns(rows)
+    arrays = {}
+    for col in cols:
+        values = [row.get(col) for row in rows]
+        if col.endswith("_usd"):
+            # Exact money: decimal128 with 9 places, never float.
+            arrays[col] = pa.array(
+                [None if v is None else Decimal(v) for v in values], type=pa.decimal128(38, 9)
+            )
+        elif any(isinstance(v, list | dict) for v in values):
+            arrays[col] = pa.array([None if v is None else _csv_value(v) for v in values])
+        else:
+            arrays[col] = pa.array(values)
+    sink = io.BytesIO()
+    pq.write_table(pa.table(arrays) if cols else pa.table({}), sink)
+    return sink.getvalue()
+
+
+def _render(doc: dict[str, Any], fmt: str, name: str) -> Response:
+    if fmt == "json":
+        return Response(orjson.dumps(doc), media_type="application/json")
+    rows = doc.get("rows", [])
+    if fmt == "csv":
+        return Response(
+            _csv(rows),
+            media_type="text/csv; charset=utf-8",
+            headers={"content-disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return Response(
+        _parquet(rows),
+        media_type="application/vnd.apache.parquet",
+        headers={"content-disposition": f'attachment; filename="{name}.parquet"'},
+    )
+
+
+class _Admin:
+    """Route handlers bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.tiers = TierClassifier(gateway.catalog)
+
+    @property
+    def features(self) -> Any:
+        return self.gateway.settings.section("features")
+
+    async def _run(
+        self, request: Request, allowed: set[str], name: str, work: Callable[[_Params], Any]
+    ) -> Response:
+        try:
+            params = _Params(request, allowed | _COMMON)
+            doc = await run_in_threadpool(work, params)
+            return _render(doc, params.format, name)
+        except GatewayError as exc:
+            return _error(exc)
+        except ValueError as exc:
+            return _error(GatewayError(400, str(exc)))
+
+    async def index(self, request: Request) -> Response:
+        return Response(
+            orjson.dumps(
+                {
+                    "endpoints": {
+                        "/admin/spend": "spend by dimensions (by, since, until, filters)",
+                        "/admin/unit-economics": "cost per request and per active user (month)",
+                        "/admin/trends": "spend by model tier over time (bucket)",
+                        "/admin/system-prompt": "share of input spend that is system prompt",
+                        "/admin/savings": "savings by technique",
+                        "/admin/features/economics": "feature cost vs value (month)",
+                    },
+                    "formats": list(FORMATS),
+                    "dimensions": list(DIMENSIONS),
+                }
+            ),
+            media_type="application/json",
+        )
+
+    async def spend(self, request: Request) -> Response:
+        store = self.gateway.store
+        return await self._run(
+            request,
+            {"by"},
+            "spend",
+            lambda p: reports.spend_report(store, p.by("feature"), p.window(), p.filters),
+        )
+
+    async def unit_economics(self, request: Request) -> Response:
+        store = self.gateway.store
+
+        def work(p: _Params) -> Any:
+            by = p.by("feature")
+            if len(by) != 1:
+                raise GatewayError(400, "by takes exactly one dimension here", param="by")
+            return reports.unit_economics(
+                store, self.features, p.raw.get("month"), p.filters, by=by[0]
+            )
+
+        return await self._run(request, {"by", "month"}, "unit-economics", work)
+
+    async def trends(self, request: Request) -> Response:
+        store = self.gateway.store
+        return await self._run(
+            request,
+            {"bucket"},
+            "trends",
+            lambda p: reports.tier_trends(
+                store, self.tiers, p.window(), p.filters, p.raw.get("bucket", "day")
+            ),
+        )
+
+    async def system_prompt(self, request: Request) -> Response:
+        store = self.gateway.store
+        return await self._run(
+            request,
+            {"by"},
+            "system-prompt",
+            lambda p: reports.system_prompt_report(store, p.by("feature"), p.window(), p.filters),
+        )
+
+    async def savings(self, request: Request) -> Response:
+        store = self.gateway.store
+        return await self._run(
+            request,
+            {"by"},
+            "savings",
+            lambda p: reports.savings_report(store, p.by(""), p.window(), p.filters),
+        )
+
+    async def economics(self, request: Request) -> Response:
+        store = self.gateway.store
+        return await self._run(
+            request,
+            {"month"},
+            "feature-economics",
+            lambda p: reports.feature_economics(
+                store, self.features, p.raw.get("month"), p.filters
+            ),
+        )
+
+
+def _optional(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            return None
+        raise
+
+
+class _AdminAuth:
+    """ASGI wrapper: the admin key (or the documented open/closed modes) before any route."""
+
+    def __init__(self, app: Any, key: str | None, open_: bool, env: str | None, public: set[str]):
+        self.app = app
+        self.key = key.encode() if key else None
+        self.open = open_
+        self.env = env or "SPENDGATE_ADMIN_KEY"
+        self.public = public
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public:
+            await self.app(scope, receive, send)
+            return
+        refusal = self._check(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await _error(refusal)(scope, receive, send)
+
+    def _dashboard_session(self, session: bytes) -> bool:
+        """The dashboard's page calls these endpoints with its login cookie."""
+        assert self.key is not None
+        expected = _session_value(self.key)
+        return expected is not None and hmac.compare_digest(session, expected)
+
+    def _check(self, scope: Any) -> GatewayError | None:
+        if self.key is None:
+            if self.open:
+                return None
+            return GatewayError(
+                403,
+                f"The admin API is disabled: no admin key is configured. Set the environment "
+                f"variable {self.env} (server.admin_key_env) to a secret, restart, and send "
+                f"it as `Authorization: Bearer KEY`.",
+                type="permission_error",
+                code="admin_key_not_configured",
+            )
+        token = b""
+        cookie = b""
+        session = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                token = value[7:].strip()
+            elif name == b"cookie":
+                for part in value.split(b";"):
+                    k, _, v = part.strip().partition(b"=")
+                    if k == ADMIN_COOKIE.encode():
+                        cookie = v
+                    elif k == DASHBOARD_COOKIE.encode():
+                        session = v
+        for candidate in (token, cookie):
+            if candidate and hmac.compare_digest(candidate, self.key):
+                return None
+        if session and self._dashboard_session(session):
+            return None
+        return GatewayError(
+            401,
+            "The admin API needs the admin key: send `Authorization: Bearer KEY` with the "
+            f"value of {self.env}."
+            if not (token or cookie)
+            else "Incorrect admin key.",
+            type="authentication_error",
+            code="missing_admin_key" if not (token or cookie) else "invalid_admin_key",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+def _session_value(key: bytes) -> bytes | None:
+    """The dashboard's login cookie for this key (an HMAC, never the key itself)."""
+    auth = _optional("spendgate.server.dashboard.auth")
+    if auth is None or not hasattr(auth, "cookie_value"):
+        return None
+    return str(auth.cookie_value(key.decode())).encode()
+
+
+def build_admin(gateway: Gateway) -> Any:
+    """The ASGI app for `/admin/*` and `/dashboard*`, wrapped in the admin-key check."""
+    admin = _Admin(gateway)
+    routes: list[BaseRoute] = [
+        Route("/admin", admin.index),
+        Route("/admin/", admin.index),
+        Route("/admin/spend", admin.spend),
+        Route("/admin/unit-economics", admin.unit_economics),
+        Route("/admin/trends", admin.trends),
+        Route("/admin/system-prompt", admin.system_prompt),
+        Route("/admin/savings", admin.savings),
+        Route("/admin/features/economics", admin.economics),
+    ]
+    budgets = _optional("spendgate.budgets.admin")
+    if budgets is not None and getattr(budgets, "routes", None):
+        routes.append(Mount("/admin/budgets", routes=list(budgets.routes)))
+    public: set[str] = set()
+    dashboard = _optional("spendgate.server.dashboard")
+    if dashboard is not None and getattr(dashboard, "routes", None):
+        routes.extend(dashboard.routes)
+        public = set(getattr(dashboard, "public_paths", ()))
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        method, path = request.method, request.url.path
+        return _error(
+            GatewayError(
+                status,
+                f"no admin route for {method} {path}"
+                if status == 404
+                else f"{method} is not allowed on {path}",
+                code="unknown_url" if status == 404 else "method_not_allowed",
+            )
+        )
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.gateway = gateway
+    server = gateway.settings.server
+    env = server.admin_key_env
+    key = os.environ.get(env) if env else None
+    return _AdminAuth(app, key or None, server.auth == "off", env, public)
