@@ -1,11 +1,14 @@
 """Take `docs/dashboard.png`: the dashboard of a gateway with a realistic ledger.
 
 The ledger holds two weeks of synthetic history (written directly: a gateway cannot receive
-calls in the past; shaped like the demo's five features, with cache hits and routed calls
-credited as the cache and routing stages would credit them) and today's real demo replay
-through the gateway (the Chatbot Arena prompts of ../shared/data when present). Two soft
-budgets, feature values and one alert webhook (a local receiver) are configured so every
-panel has something to show.
+calls in the past; shaped like the demo's five features, priced at list prices, with cache
+hits and routed calls credited as the cache and routing stages would credit them) and today's
+real demo replay through the gateway (the Chatbot Arena prompts of ../shared/data when
+present). Two soft budgets, feature values and one alert webhook (a local receiver) are
+configured so every panel has something to show. The history's calls carry system-prompt
+measurements as accounting records them (`extra.system_tokens`, `extra.input_cost_nanos`),
+with prompts of production-like length (the demo's own are a dozen tokens), so the
+system-prompts panel has a feature worth caching.
 
     .venv/bin/python scripts/dashboard_screenshot.py [--out docs/dashboard.png] [--prompts 300]
 
@@ -31,9 +34,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from spendgate.call import Usage, to_nanos
 from spendgate.config import simulated_settings
 from spendgate.demo import FEATURES, TENANTS, load_prompts, requests_for
 from spendgate.ledger import UsageEvent
+from spendgate.pricing import PriceCatalog
 from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer, free_port
 from spendgate.server.app import Gateway
@@ -41,10 +46,19 @@ from spendgate.server.app import Gateway
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = {"claude-sonnet-4": "claude-sonnet-4-20250514",
           "claude-3-5-haiku": "claude-3-5-haiku-20241022"}  # fmt: skip
-COST = {"gpt-4o": 4_000_000, "gpt-4o-mini": 150_000, "claude-sonnet-4": 6_000_000,
-        "claude-3-5-haiku": 1_200_000, "o3-mini": 2_500_000}  # fmt: skip
+SYSTEM_TOKENS = {"support-chat": 1800, "code-assistant": 2600, "search-answers": 450,
+                 "doc-summarizer": 300, "email-drafts": 900}  # fmt: skip
+"""Synthetic system-prompt length per demo feature, tokens."""
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def _list_price(model: str, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+    """(total, input side) of a call at list price, nanos."""
+    cost = PriceCatalog.default().cost(model, Usage(input_tokens=input_tokens,
+                                                    output_tokens=output_tokens))  # fmt: skip
+    assert cost is not None, model
+    return to_nanos(cost.total), to_nanos(cost.input)
 
 
 def history(days: int, per_day: int, seed: int = 11) -> list[UsageEvent]:
@@ -58,16 +72,23 @@ def history(days: int, per_day: int, seed: int = 11) -> list[UsageEvent]:
         for _ in range(int(per_day * (1 + (days - d) / days))):
             f = rng.choices(FEATURES, weights)[0]
             tenant = TENANTS[min(int(rng.paretovariate(1.2)) - 1, len(TENANTS) - 1)]
-            baseline = int(COST[f.model] * rng.uniform(0.5, 1.5))
-            cost, savings, cache, route = baseline, {}, "miss" if optimized else None, None
+            system = SYSTEM_TOKENS.get(f.name, 0)
+            input_tokens = system + rng.randrange(200, 3000)
+            output_tokens = rng.randrange(50, 800)
             served = SERVED.get(f.model, f.model)
+            baseline, input_cost = _list_price(served, input_tokens, output_tokens)
+            cost, savings, cache, route = baseline, {}, "miss" if optimized else None, None
             if optimized and rng.random() < 0.18:
-                cost, savings, cache = 0, {"cache": baseline}, "hit"
+                cost, input_cost, savings, cache = 0, 0, {"cache": baseline}, "hit"
             elif optimized and f.model == "gpt-4o" and rng.random() < 0.45:
-                cost = int(baseline * 0.06)
-                savings = {"routing": baseline - cost}
                 served = "gpt-4o-mini"
+                cost, input_cost = _list_price(served, input_tokens, output_tokens)
+                savings = {"routing": baseline - cost}
                 route = {"requested": "gpt-4o", "served": "gpt-4o-mini", "mode": "active"}
+            # What accounting records per call (a cache hit never reached a provider).
+            extra: dict[str, Any] = (
+                {"system_tokens": system, "input_cost_nanos": input_cost} if cost else {}
+            )
             out.append(UsageEvent(
                 request_id="hist-" + uuid.uuid4().hex,
                 ts=(day + timedelta(seconds=rng.uniform(0, 86_399))).timestamp(),
@@ -76,9 +97,9 @@ def history(days: int, per_day: int, seed: int = 11) -> list[UsageEvent]:
                 status=200 if rng.random() > 0.01 else 502, latency_ms=rng.uniform(200, 3000),
                 feature=f.name, team=f.team, use_case=f.use_case, tenant=tenant,
                 user=f"{tenant}-u{rng.randrange(40)}",
-                input_tokens=rng.randrange(200, 4000), output_tokens=rng.randrange(50, 800),
+                input_tokens=input_tokens, output_tokens=output_tokens,
                 cost_nanos=cost, baseline_nanos=baseline, savings=savings, cache=cache,
-                route=route,
+                route=route, extra=extra,
             ))  # fmt: skip
     return out
 

@@ -396,3 +396,171 @@ def test_cache_and_routing_outcomes_and_savings_match_the_ledger(make_gateway: A
         assert any('technique="cache"' in ln for ln in saved)
     finally:
         os.environ.pop(env, None)
+
+
+# ------------------------------------------------------------------------ system prompts
+
+
+def _system_expected(events: list[UsageEvent]) -> dict[str, dict[str, Any]]:
+    """Per feature, from the events' own `extra` (what accounting measured): calls, measured
+    calls, system tokens, input spend and its system part (pro rata per call), and the
+    system tokens long enough to cache that the call did not already read from cache, per
+    served model."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in events:
+        row = out.setdefault(e.feature or "(none)", {
+            "calls": 0, "measured": 0, "system": 0, "in_cost": 0, "sys_cost": 0,
+            "cacheable": Counter()})  # fmt: skip
+        row["calls"] += 1
+        extra = e.extra or {}
+        if extra.get("input_cost_nanos") is None or e.input_tokens <= 0:
+            continue
+        system = min(extra.get("system_tokens") or 0, e.input_tokens)
+        row["measured"] += 1
+        row["system"] += system
+        row["in_cost"] += extra["input_cost_nanos"]
+        row["sys_cost"] += extra["input_cost_nanos"] * system // e.input_tokens
+        if system >= 1024:
+            row["cacheable"][e.served_model or e.requested_model] += max(
+                system - e.cache_read_tokens, 0)
+    return out
+
+
+def _caching_usd(cacheable: Counter[str]) -> Decimal:
+    from spendgate.pricing import PriceCatalog
+
+    catalog = PriceCatalog.default()
+    total = Decimal(0)
+    for model, tokens in cacheable.items():
+        unit = catalog.unit_prices(model)
+        inp = unit["input"]
+        assert inp is not None, model
+        read = unit["cache_read"]
+        total += tokens * (inp - (inp if read is None else read)) / 10**6
+    return total
+
+
+def _check_system_panel(view: dict[str, Any], events: list[UsageEvent]) -> dict[str, Any]:
+    panel = view["system_prompts"]
+    expected = _system_expected(events)
+    rows = {r["feature"]: r for r in panel["rows"]}
+    shown = {f for f, x in expected.items() if x["system"] or x["measured"]}
+    assert set(rows) == shown, (set(rows), shown)
+    until = datetime.fromisoformat(view["range"]["until"])
+    since = view["range"]["since"]
+    # Projected from the days the range covers with data: a range drawn per hour counts in
+    # full, a longer one from the first day (midnight UTC) with calls.
+    first = min(e.ts for e in events)
+    start = datetime.fromtimestamp(first, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if view["range"]["unit"] == "hour":
+        start = datetime.fromisoformat(since)
+    elif since is not None:
+        start = max(start, datetime.fromisoformat(since))
+    days = (until - start).total_seconds() / 86400
+    assert panel["days"] == pytest.approx(days, abs=1e-5)
+    scale = Decimal(30) / Decimal(str(panel["days"]))
+    for feature, row in rows.items():
+        x = expected[feature]
+        assert row["calls"] == x["calls"]
+        assert row["measured_calls"] == x["measured"]
+        assert row["system_tokens"] == x["system"]
+        assert row["avg_system_tokens"] == pytest.approx(x["system"] / x["measured"], abs=0.05)
+        assert Decimal(row["system_input_cost_usd"]) == _usd(x["sys_cost"])
+        assert row["system_input_cost_share"] == pytest.approx(x["sys_cost"] / x["in_cost"],
+                                                               abs=1e-6)  # fmt: skip
+        month = _usd(x["sys_cost"]) * scale
+        assert Decimal(row["system_usd_month"]) == pytest.approx(month, abs=Decimal("1e-9"))
+        saving = min(_caching_usd(x["cacheable"]), _usd(x["sys_cost"]))
+        assert Decimal(row["caching_saving_usd"]) == pytest.approx(saving, abs=Decimal("1e-9"))
+        assert Decimal(row["caching_saving_usd_month"]) == pytest.approx(
+            saving * scale, abs=Decimal("1e-8"))  # fmt: skip
+        assert row["too_short_to_cache"] == (0 < x["system"] / x["measured"] < 1024
+                                             and not saving)  # fmt: skip
+    assert panel["saving_basis"] == "prompt_caching" and panel["partial"] is False
+    total_sys = sum(x["sys_cost"] for x in expected.values())
+    assert Decimal(panel["totals"]["system_input_cost_usd"]) == _usd(total_sys)
+    return panel
+
+
+def test_system_prompt_panel_matches_the_ledger(dash: tuple[Harness, str]) -> None:
+    """The demo's features send short system prompts (measured by accounting on the replayed
+    calls; the synthetic history carries no measurement): tokens, share and spend per
+    feature are the events' own, and too short to cache means no caching saving."""
+    h, secret = dash
+    before = datetime.now(UTC)
+    view = _get(h, secret, since="7d")
+    events = _in_range(h.events(), before - timedelta(days=7))
+    panel = _check_system_panel(view, events)
+    assert len(panel["rows"]) == 5 and all(r["too_short_to_cache"] for r in panel["rows"])
+    assert all(Decimal(r["caching_saving_usd"]) == 0 for r in panel["rows"])
+    assert all(0 < r["system_input_cost_share"] < 1 for r in panel["rows"])
+    # Most costly system prompt first, as /admin/system-prompt orders them.
+    spends = [Decimal(r["system_input_cost_usd"]) for r in panel["rows"]]
+    assert spends == sorted(spends, reverse=True)
+
+    # The page and the admin API agree, over the same window.
+    admin = httpx2.get(h.url + "/admin/system-prompt", params={
+        "by": "feature", "since": view["range"]["since"], "until": view["range"]["until"]},
+        headers={"authorization": f"Bearer {secret}"}, timeout=30).json()  # fmt: skip
+    assert {r["feature"]: (Decimal(r["system_input_cost_usd"]), r["system_input_cost_share"])
+            for r in admin["rows"] if r["system_tokens"]} == {
+        r["feature"]: (Decimal(r["system_input_cost_usd"]), r["system_input_cost_share"])
+        for r in panel["rows"]}  # fmt: skip
+
+    # "All time" projects from the first day with calls; a filter narrows the panel.
+    _check_system_panel(_get(h, secret, since="all"), h.events())
+    team = view["options"]["team"][0]
+    narrowed = _get(h, secret, since="7d", team=team)
+    _check_system_panel(narrowed, [e for e in events if e.team == team])
+    assert {r["feature"] for r in narrowed["system_prompts"]["rows"]} < set(
+        r["feature"] for r in panel["rows"])  # fmt: skip
+
+
+def test_system_prompt_panel_estimates_prompt_caching(make_gateway: Any) -> None:
+    """A feature with a system prompt long enough to cache: the saving is the input minus
+    cache-read price on its system tokens the provider did not already serve from cache."""
+    env, secret = _env_key()
+    h: Harness = make_gateway(server={"admin_key_env": env})
+    long_prompt = " ".join(f"Rule {i}: answer politely and cite the policy section {i}."
+                           for i in range(120))  # fmt: skip
+    try:
+        for i, (feature, system) in enumerate(
+            [("long-prompt", long_prompt)] * 4 + [("short-prompt", "Be brief.")] * 2
+        ):
+            r = httpx2.post(h.v1 + "/chat/completions", json={
+                "model": "gpt-4o", "messages": [{"role": "system", "content": system},
+                                                {"role": "user", "content": f"question {i}"}]},
+                headers={"x-spendgate-feature": feature}, timeout=30)  # fmt: skip
+            assert r.status_code == 200, r.text
+        h.flush()
+        events = h.events()
+        view = _get(h, secret, since="24h")
+        panel = _check_system_panel(view, events)
+        rows = {r["feature"]: r for r in panel["rows"]}
+        long_row, short_row = rows["long-prompt"], rows["short-prompt"]
+        assert long_row["avg_system_tokens"] >= 1024 and not long_row["too_short_to_cache"]
+        assert Decimal(long_row["caching_saving_usd"]) > 0
+        assert short_row["too_short_to_cache"] and Decimal(short_row["caching_saving_usd"]) == 0
+        assert panel["days"] == pytest.approx(1.0)
+        # Calls that already read the prompt from the provider's cache save nothing more.
+        assert any(e.cache_read_tokens for e in events if e.feature == "long-prompt"), \
+            "the simulated provider should cache the repeated long prefix"
+    finally:
+        os.environ.pop(env, None)
+
+
+def test_system_prompt_scan_sql_and_python_agree(dash: tuple[Harness, str]) -> None:
+    """The SQLite fast path and the generic `events()` pass measure the same calls."""
+    from spendgate.server.dashboard import data
+
+    h, _ = dash
+    store = h.reader()
+
+    class Generic:  # any LedgerStore: only `events()` is used by the scan
+        def events(self, *args: Any, **kwargs: Any) -> Any:
+            return store.events(*args, **kwargs)
+
+    q = data.Query(since=None, until=datetime.now(UTC))
+    fast = data._scan_sqlite(store, q)
+    assert fast is not None and fast.system
+    assert data._scan(Generic(), q).system == fast.system  # type: ignore[arg-type]

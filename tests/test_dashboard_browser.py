@@ -163,6 +163,61 @@ def test_dashboard_renders_and_filters(site: tuple[Harness, str], browser: Any) 
         context.close()
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.{1 if 0 < x < 0.1 else 0}f}%"
+
+
+def test_system_prompts_panel_renders(site: tuple[Harness, str], browser: Any) -> None:
+    """The panel lists each feature whose system prompt accounting measured, with its
+    tokens per call and share of input spend as the ledger's events give them."""
+    h, secret = site
+    context = browser.new_context(viewport={"width": 1600, "height": 1100})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(f"{h.url}/dashboard?key={secret}&since=7d")
+        loads = _wait_loaded(page, 0)
+        since = (datetime.now(UTC) - timedelta(days=7)).timestamp()
+        per: dict[str, list[int]] = {}
+        for e in h.events():
+            extra = e.extra or {}
+            if e.ts < since or extra.get("input_cost_nanos") is None or e.input_tokens <= 0:
+                continue
+            system = min(extra.get("system_tokens") or 0, e.input_tokens)
+            acc = per.setdefault(e.feature or "(none)", [0, 0, 0, 0])
+            acc[0] += 1
+            acc[1] += system
+            acc[2] += extra["input_cost_nanos"] * system // e.input_tokens
+            acc[3] += extra["input_cost_nanos"]
+        assert len(per) == 5  # the demo's five features, each with its own system prompt
+        rows = page.locator("#t-system tbody tr")
+        assert rows.count() == len(per)
+        order = sorted(per, key=lambda f: -per[f][2])
+        for i, feature in enumerate(order):
+            cells = rows.nth(i).locator("td").all_inner_texts()
+            n, system, sys_cost, in_cost = per[feature]
+            assert cells[0] == feature
+            assert cells[1] == f"{round(system / n):,}"
+            assert cells[2].split()[-1] == _pct(sys_cost / in_cost)
+            assert cells[3].startswith("$") and cells[3] != "$0"
+            assert cells[4] == "too short"  # demo prompts are far under 1024 tokens
+        assert page.locator("#t-system tfoot tr").count() == 1
+        note = page.inner_text("#system-note")
+        assert "per month" in note and "prompt cache" in note
+        box = page.locator("#system-card").bounding_box()
+        assert box["width"] > 800 and box["height"] > 150
+
+        # The panel follows the filters.
+        page.select_option("#f-feature", order[-1])
+        _wait_loaded(page, loads)
+        assert page.locator("#t-system tbody tr").count() == 1
+        assert page.locator("#t-system tbody td").first.inner_text() == order[-1]
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_unauthenticated_browser_gets_the_login_form(site: tuple[Harness, str],
                                                      browser: Any) -> None:  # fmt: skip
     h, secret = site

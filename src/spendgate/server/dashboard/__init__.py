@@ -221,6 +221,7 @@ def _compute(gateway: Any, q: Query, budgets: list[dict[str, Any]] | None) -> di
         q,
         budgets=budgets,
         features=gateway.settings.section("features"),
+        catalog=gateway.catalog,
     )
     alerts = gateway.stage_context.extra.get("alerts")
     result["alerts"] = alerts.recent_json() if alerts is not None else None

@@ -218,6 +218,56 @@ function drawEconomics(econ) {
         el("td", { class: cls(r), text: r.verdict }))))));
 }
 
+function tokens(n) { return n == null ? "—" : Number(n).toLocaleString("en-US", { maximumFractionDigits: 0 }); }
+
+function drawSystemPrompts(sp) {
+  const box = document.getElementById("system-prompts");
+  const note = document.getElementById("system-note");
+  if (!sp || !sp.rows.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "no measured system prompts in this range" }));
+    note.textContent = "";
+    return;
+  }
+  const month = sp.projected;
+  const money = (range, perMonth) => usd(month ? perMonth : range);
+  const per = month ? "/mo" : "";
+  const shareCell = r => {
+    const share = r.system_input_cost_share;
+    const fill = el("i");
+    fill.style.width = Math.min(100, 100 * (share || 0)).toFixed(1) + "%";
+    return el("td", { class: "share" }, el("div", { class: "bar system" }, fill),
+      el("span", { class: "note", text: pct(share) }));
+  };
+  const savingCell = r => {
+    if (r.too_short_to_cache) {
+      return el("td", { class: "n muted", text: "too short",
+        title: `under ${int(sp.cache_min_tokens)} tokens: providers do not cache a prefix this short` });
+    }
+    return el("td", { class: "n good", text: money(r.caching_saving_usd, r.caching_saving_usd_month),
+      title: r.unpriced_calls ? `${int(r.unpriced_calls)} calls have no known cache-read price` : "" });
+  };
+  const line = (name, r, cls) => el("tr", cls ? { class: cls } : {},
+    el("td", { text: name, title: `${int(r.measured_calls)} of ${int(r.calls)} calls measured` }),
+    el("td", { class: "n", text: tokens(r.avg_system_tokens) }),
+    shareCell(r),
+    el("td", { class: "n", text: money(r.system_input_cost_usd, r.system_usd_month) }),
+    savingCell(r));
+  box.replaceChildren(el("table", { id: "t-system" },
+    el("thead", {}, el("tr", {},
+      el("th", { text: "feature" }), el("th", { class: "n", text: "tokens / call" }),
+      el("th", { text: "share of input spend" }), el("th", { class: "n", text: "system prompt " + (month ? "$/mo" : "$") }),
+      el("th", { class: "n", text: "saving if cached " + (month ? "$/mo" : "$") }))),
+    el("tbody", {}, ...sp.rows.map(r => line(r.feature, r))),
+    el("tfoot", {}, line(sp.more ? `all features (${sp.rows.length + sp.more})` : "all features", sp.totals, "total"))));
+  const basis = month ? `per month, projected from ${sp.days >= 2 ? Math.round(sp.days) + " days" : "the last " + (sp.days * 24).toFixed(0) + " hours"} of calls` : "in this range";
+  note.textContent = `Spend ${basis}. Share = the system prompt's part of each call's input spend. ` +
+    `Saving if cached = those tokens at the cache-read instead of the input price, as if every call ` +
+    `read the system prompt from the provider's prompt cache (an upper bound: cache writes and expiries ` +
+    `not counted; prompts under ${int(sp.cache_min_tokens)} tokens cannot be cached). Cuts the trim ` +
+    `package suggests need the prompt text: spendgate analyze-prompts --prompt-file.` +
+    (sp.partial ? " Tokens per call and caching saving cover the most recent events only." : "");
+}
+
 function drawAlerts(alerts) {
   const box = document.getElementById("alerts");
   if (alerts == null) { box.replaceChildren(el("p", { class: "empty", text: "alerts are not configured" })); return; }
@@ -257,6 +307,7 @@ async function load() {
   drawModels(data.models);
   drawBudgets(data.budgets);
   drawEconomics(data.economics);
+  drawSystemPrompts(data.system_prompts);
   drawAlerts(data.alerts);
   if (!data.admin_key_required) document.getElementById("logout").hidden = true;
   const range = data.range.since ? `${data.range.since.slice(0, 16)} → ${data.range.until.slice(0, 16)} UTC` : "all time";
