@@ -14,12 +14,17 @@ family (MMLU and GSM8K prompts appear in both). For each family F, a router is t
 every other family (both files) and scored on each source of F. No prompt of a family is seen
 while that family is evaluated. The shipped router is then trained on all families.
 
+Label (`--target difficulty`, the default): 1 − the mean quality of *every* model scored on
+the prompt (7 models for RouterDC rows, 2 for RouteLLM rows) — how hard the prompt is, which
+transfers to unseen benchmarks better than one pair's wins (`--target win`).
+
     .venv/bin/python scripts/train_default_router.py [--json] [--no-lobo] [-o PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -28,6 +33,7 @@ from pathlib import Path
 
 from spendgate.routing.calibrate import calibrate
 from spendgate.routing.evaluate import Row, evaluate, read_rows
+from spendgate.routing.routers import LinearRouter
 from spendgate.routing.train import TrainOptions, featurize, fit
 
 DATA = Path(os.environ.get("SPENDGATE_DATA", "/work/shared/data")) / "routing"
@@ -76,6 +82,23 @@ def load() -> list[Row]:
     return rows
 
 
+def difficulty(rows: list[Row]) -> list[float]:
+    """1 − mean quality over all models scored on each row's prompt (same file, source, id)."""
+    mean: dict[tuple[str, str], float] = {}
+    for fname, _, _ in (ROUTELLM, OPEN7B):
+        with gzip.open(DATA / fname, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                obj = json.loads(line)
+                key = (str(obj.get("source", "")), str(obj.get("id", n)))
+                if key in mean:
+                    raise ValueError(f"{fname}: duplicate (source, id) {key}")
+                vals = [float(v) for v in obj["scores"].values()]
+                mean[key] = sum(vals) / len(vals)
+    return [1.0 - min(max(mean[(r.source, r.id)], 0.0), 1.0) for r in rows]
+
+
 def _figures(rows: list[Row], scores: list[float]) -> dict[str, float]:
     res = evaluate(rows, scores)
     return {
@@ -92,7 +115,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-lobo", action="store_true", help="only train the shipped router")
     ap.add_argument("-o", "--output", default=str(OUT))
-    ap.add_argument("--target", default="win", choices=["win", "weak_fails"])
+    ap.add_argument("--target", default="difficulty", choices=["difficulty", "win", "weak_fails"])
     ap.add_argument("--steps", type=int, default=200)
     args = ap.parse_args()
     if not DATA.exists():
@@ -100,6 +123,11 @@ def main() -> None:
     rows = load()
     opts = TrainOptions(target=args.target, steps=args.steps)
     feats = featurize(rows, opts.buckets)
+    y = np.asarray(difficulty(rows)) if args.target == "difficulty" else None
+
+    def train(keep: np.ndarray, meta: dict[str, object] | None = None) -> LinearRouter:
+        return fit(feats.subset(keep), "strong", "weak", opts, meta, None if y is None else y[keep])
+
     fam = np.asarray([family(r.source) for r in rows])
     src = np.asarray([eval_source(r.source) for r in rows])
     report: dict[str, object] = {}
@@ -108,7 +136,7 @@ def main() -> None:
         held: dict[str, dict[str, float]] = {}
         pooled = np.zeros(len(rows))
         for f in sorted(set(fam)):
-            router = fit(feats.subset(fam != f), "strong", "weak", opts)
+            router = train(fam != f)
             for i in np.flatnonzero(fam == f):
                 pooled[i] = router.logit_text(rows[i].prompt)
             for s in sorted(set(src[fam == f])):
@@ -122,8 +150,8 @@ def main() -> None:
         say("macro average over held-out sources", macro)
         per_file = {}
         for pref in ("routellm", "routerdc"):
-            idx = [i for i, r in enumerate(rows) if r.source.startswith(pref)]
-            per_file[pref] = _figures([rows[i] for i in idx], [pooled[i] for i in idx])
+            sel = [i for i, r in enumerate(rows) if r.source.startswith(pref)]
+            per_file[pref] = _figures([rows[i] for i in sel], [pooled[i] for i in sel])
             say(f"pooled held-out {pref}", per_file[pref])
         # in-domain reference: 5-fold cross-validation on RouteLLM's MMLU prompts
         idx = np.flatnonzero(src == "routellm-mmlu")
@@ -131,7 +159,7 @@ def main() -> None:
         for k in range(5):
             test = np.zeros(len(rows), dtype=bool)
             test[idx[np.arange(len(idx)) % 5 == k]] = True
-            router = fit(feats.subset((src == "routellm-mmlu") & ~test), "strong", "weak", opts)
+            router = train((src == "routellm-mmlu") & ~test)
             for i in np.flatnonzero(test):
                 cv[i] = router.logit_text(rows[i].prompt)
         in_domain = _figures([rows[i] for i in idx], [cv[i] for i in idx])
@@ -142,21 +170,23 @@ def main() -> None:
             pooled_held_out=per_file,
             in_domain_mmlu_cv=in_domain,
         )
-    final = fit(
-        feats,
-        "strong",
-        "weak",
-        opts,
+    final = train(
+        np.ones(len(rows), dtype=bool),
         meta={
             "trained_on": [ROUTELLM[0], OPEN7B[0]],
             "pairs": [list(ROUTELLM[1:]), list(OPEN7B[1:])],
+            "label": (
+                "1 - mean quality over all scored models"
+                if args.target == "difficulty"
+                else args.target
+            ),
         },
     )
     # thresholds from out-of-fold scores (5-fold), not from the rows the model memorised
     oof = np.zeros(len(rows))
     fold = np.asarray([zlib.crc32(r.id.encode()) % 5 for r in rows])
     for k in range(5):
-        router = fit(feats.subset(fold != k), "strong", "weak", opts)
+        router = train(fold != k)
         for i in np.flatnonzero(fold == k):
             oof[i] = router.score_text(rows[i].prompt)
     final.meta["thresholds"] = calibrate(rows, [float(x) for x in oof])

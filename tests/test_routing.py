@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ ROUTELLM = DATA / "routellm_gpt4_vs_mixtral.jsonl.gz"
 GPT4, MIXTRAL = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
 
 
-def rows_of(pairs: list[tuple[float, float]]) -> list[Row]:
+def rows_of(pairs: Sequence[tuple[float, float]]) -> list[Row]:
     return [
         Row(id=str(i), source="t", prompt=f"p{i}", strong=s, weak=w)
         for i, (s, w) in enumerate(pairs)
@@ -103,6 +104,20 @@ def test_train_save_load_roundtrip(tmp_path: Path) -> None:
     assert get_router(str(path)).score_text("x") == pytest.approx(r.score_text("x"), abs=1e-6)
 
 
+def test_train_difficulty_targets() -> None:
+    """`difficulty` learns 1 − mean quality; explicit per-row targets override the rows."""
+    rows = _synthetic()
+    opts = TrainOptions(buckets=1 << 10, steps=60, target="difficulty")
+    r = train_router(rows, "s", "w", opts)
+    assert r.score_text("prove the theorem about lattice 999") > r.score_text("say hello 999")
+    # inverted explicit targets (e.g. difficulty over other models) flip the ranking
+    flipped = [0.0 if row.weak == 0.0 else 1.0 for row in rows]
+    r2 = train_router(rows, "s", "w", opts, targets=flipped)
+    assert r2.score_text("prove the theorem about lattice 999") < r2.score_text("say hello 999")
+    with pytest.raises(ValueError, match="targets for"):
+        train_router(rows, "s", "w", opts, targets=[0.5])
+
+
 def test_bad_router_files(tmp_path: Path) -> None:
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"nope")
@@ -149,7 +164,7 @@ def test_multimodel_picks_cheapest_adequate() -> None:
     assert isinstance(mm, MultiModelRouter)
 
 
-def _write(path: Path, rows: list[dict[str, object]]) -> None:
+def _write(path: Path, rows: Sequence[Mapping[str, object]]) -> None:
     with gzip.open(path, "wt") as fh:
         for r in rows:
             fh.write(json.dumps(r) + "\n")

@@ -1,9 +1,14 @@
 """Train a `LinearRouter` on logged quality data (`spendgate train-router`).
 
-Label per prompt: did the strong model beat the weak one? For 1/0 correctness that is
-`strong > weak`; for judge scores it is a soft label `0.5 + 2·(strong − weak)` clipped to
-[0, 1]. The model is L2-regularised logistic regression over hashed word n-grams plus dense
-shape features, fitted full-batch with Adam in numpy (numpy is needed to train, not to serve).
+Label per prompt (`TrainOptions.target`): `win` — did the strong model beat the weak one? For
+1/0 correctness that is `strong > weak`; for judge scores a soft label `0.5 + 2·(strong −
+weak)` clipped to [0, 1]. `difficulty` — 1 − the mean quality of every model scored on the
+prompt (a soft label; pass the per-row means as `fit(..., targets=...)`, else the mean of the
+strong and weak scores is used): how hard the prompt is transfers across benchmarks better
+than one pair's wins, and it is what the shipped default router is trained on.
+
+The model is L2-regularised logistic regression over hashed word n-grams plus dense shape
+features, fitted full-batch with Adam in numpy (numpy is needed to train, not to serve).
 Rows are weighted so each source counts by the square root of its size: one huge benchmark
 (MMLU is 14k of the 15.5k RouteLLM rows) must not drown the others, which is what lets the
 router carry over to benchmarks it never saw.
@@ -35,7 +40,8 @@ class TrainOptions:
     balance_sources: bool = True
     target: str = "win"
     """`win`: strong beats weak (what routing gains); `weak_fails`: 1 − weak quality (a
-    difficulty signal with more positive labels, which transfers better across benchmarks)."""
+    difficulty signal with more positive labels); `difficulty`: 1 − mean quality over all
+    scored models (see module docstring); `quality`: the strong model's quality."""
 
 
 def label(strong: float, weak: float) -> float:
@@ -104,7 +110,9 @@ def _targets(rows: Sequence[Row], target: str) -> list[float]:
         return [1.0 - min(max(r.weak, 0.0), 1.0) for r in rows]
     if target == "win":
         return [label(r.strong, r.weak) for r in rows]
-    raise ValueError(f"unknown target {target!r} (quality, weak_fails, win)")
+    if target == "difficulty":
+        return [1.0 - min(max((r.strong + r.weak) / 2.0, 0.0), 1.0) for r in rows]
+    raise ValueError(f"unknown target {target!r} (difficulty, quality, weak_fails, win)")
 
 
 def fit(
@@ -113,8 +121,12 @@ def fit(
     weak: str,
     options: TrainOptions | None = None,
     meta: dict[str, Any] | None = None,
+    targets: Sequence[float] | None = None,
 ) -> LinearRouter:
-    """Fit a router on featurized rows; `meta` (provenance, calibration) goes in the file."""
+    """Fit a router on featurized rows; `meta` (provenance, calibration) goes in the file.
+
+    `targets` (one soft label in [0, 1] per row) overrides the labels `options.target` would
+    derive from the rows' strong/weak scores, e.g. per-prompt difficulty over many models."""
     import numpy as np
 
     opt = options or TrainOptions()
@@ -127,7 +139,12 @@ def fit(
     n, b = len(rows), opt.buckets
     ri, ci, vv, dense = feats.row_idx, feats.cols, feats.vals, feats.dense
     d_dense = dense.shape[1]
-    y = np.asarray(_targets(rows, opt.target))
+    if targets is not None:
+        if len(targets) != n:
+            raise ValueError(f"{len(targets)} targets for {n} rows")
+        y = np.clip(np.asarray(targets, dtype=float), 0.0, 1.0)
+    else:
+        y = np.asarray(_targets(rows, opt.target))
     if opt.balance_sources:
         counts = Counter(r.source for r in rows)
         sw = np.asarray([1.0 / math.sqrt(counts[r.source]) for r in rows])
@@ -178,7 +195,8 @@ def train_router(
     weak: str,
     options: TrainOptions | None = None,
     meta: dict[str, Any] | None = None,
+    targets: Sequence[float] | None = None,
 ) -> LinearRouter:
     """Featurize `rows` and fit a router on them."""
     opt = options or TrainOptions()
-    return fit(featurize(rows, opt.buckets), strong, weak, opt, meta)
+    return fit(featurize(rows, opt.buckets), strong, weak, opt, meta, targets)
