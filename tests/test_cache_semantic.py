@@ -40,6 +40,38 @@ def test_shipped_verifier_separates_paraphrase_from_negation() -> None:
     assert not hard_veto(ASKED, PARAPHRASE)
 
 
+def test_default_cascade_reads_minilm_and_word_order() -> None:
+    from spendgate.cache.semantic import SemanticEntry, SemanticMatcher
+    from spendgate.cache.verifier import order_features
+
+    matcher = SemanticMatcher(embedder_name="minilm")  # static retrieval, MiniLM verifier
+    assert matcher.name == "static+minilm" and matcher.accurate is not None
+    assert SemanticMatcher().accurate is None  # the shipped default stays static
+    swapped = ("What do people in Denver think of Seattle?",
+               "What do people in Seattle think of Denver?")  # fmt: skip
+    assert order_features(*swapped)[1] == 1.0  # same content words, other order
+    assert matcher.pair_score(*swapped) < matcher.threshold
+    assert matcher.pair_score(ASKED, PARAPHRASE) >= 0.85
+    assert matcher.pair_score(ASKED, "Is it not possible to reset my account password?") == 0.0
+    # An entry carries its MiniLM vector to other replicas (float16 on the wire).
+    vec = matcher.accurate_vector(ASKED)
+    assert vec is not None
+    entry = SemanticEntry("p", ASKED, matcher.embedder.embed(ASKED).vector, "k", 1.0, vec)
+    back = SemanticEntry.load(entry.dump())
+    assert back.accurate is not None and float(back.accurate @ vec) > 0.999
+    assert SemanticEntry.load(SemanticEntry("p", ASKED, vec[:4], "k", 1.0).dump()).accurate is None
+
+
+def test_minilm_embedder_through_the_gateway(make_gateway: Any) -> None:
+    minilm = {"enabled": True, "embedder": "minilm", "threshold": 0.85}
+    h = make_gateway(cache={"enabled": True, "semantic": minilm})
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    assert chat(h, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+    assert chat(h, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
+    negated = "Is it not possible to reset my account password?"
+    assert chat(h, negated, tenant=tenant).headers["x-spendgate-cache"] == "miss"
+
+
 def test_retyped_question_hits_at_the_shipped_default(make_gateway: Any) -> None:
     h = make_gateway(**SEMANTIC)
     tenant = f"t-{uuid.uuid4().hex[:8]}"
@@ -193,13 +225,14 @@ def test_eval_cli_json_shape(tmp_path: Path) -> None:
     from spendgate.cli import main
 
     runner = CliRunner()
-    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "300"])
+    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "80"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    assert out["pairs"] == 300 and out["split"] == "heldout"
+    assert out["pairs"] == 80 and out["split"] == "heldout"
+    assert out["embedder"] == "static"
     assert set(out["default"]) >= {"precision", "recall", "false_hits_per_1k"}
     assert out["curve"] and set(out["latency_ms"]) == {"p50", "p99"}
-    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "300",
+    res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "80",
                                "--mode", "retrieval"])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["mode"] == "retrieval"

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from spendgate.analytics.recommend import recommend
 from spendgate.analytics.simulate import Policy, TrafficRecord, project_rates, simulate_traffic
 from spendgate.analytics.traffic import generate_traffic, load_traffic
+from spendgate.call import Usage
 from spendgate.cli import main
 from spendgate.pricing import PriceCatalog
 
@@ -82,7 +83,9 @@ def test_traffic_replay_cache_is_per_tenant_and_not_additive() -> None:
         _rec("what is our refund policy", "t2", ts=day / 2),  # other tenant: not cached
         _rec("```python\nprint(1)\n``` why does this fail", "t1", ts=day),  # code: not simple
     ]
-    p = simulate_traffic(records, Policy(prompt_excess=Decimal(0)), catalog)
+    # The heuristic path (what a ledger with fingerprints only gets).
+    p = simulate_traffic(records, Policy(prompt_excess=Decimal(0), engine="heuristic"), catalog)
+    assert p.paths["cache"] == {"real": 0, "heuristic": 4}
     one = catalog.cost("gpt-4o", _usage(100, 200))
     cheap = catalog.cost("gpt-4o-mini", _usage(100, 200))
     assert one is not None and cheap is not None
@@ -95,8 +98,7 @@ def test_traffic_replay_cache_is_per_tenant_and_not_additive() -> None:
     assert p.combined == (2 * cheap.total + one.total) * per_month
 
 
-def _usage(i: int, o: int):  # type: ignore[no-untyped-def]
-    from spendgate.call import Usage
+def _usage(i: int, o: int) -> Usage:
 
     return Usage(input_tokens=i, output_tokens=o)
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import yaml
 
-__all__ = ["commands", "recommend_cmd", "simulate"]
+__all__ = ["analyze", "commands", "finetune_cmd", "recommend_cmd", "simulate"]
 
 
 def _decimal(value: str, name: str) -> Decimal:
@@ -21,13 +21,71 @@ def _decimal(value: str, name: str) -> Decimal:
         raise click.BadParameter(f"{value!r} is not a number", param_hint=name) from None
 
 
+_SECTIONS = {"cache": "cache_config", "routing": "routing_config", "trim": "trim_config"}
+
+
+def _policy(raw: Any, factory: Any) -> Any:
+    """A `Policy` from YAML: the simulator's own keys (cache/route/trim on-off, cheap_model,
+    prompt_excess, …) and/or the gateway's `cache:`, `routing:`, `trim:` sections, validated
+    by the same models as `spendgate.yaml` (so a gateway config file is a valid policy)."""
+    from pydantic import ValidationError
+
+    from spendgate.cache.config import CacheConfig
+    from spendgate.routing.config import RoutingConfig
+    from spendgate.trim.config import TrimConfig
+
+    models: dict[str, Any] = {"cache": CacheConfig, "routing": RoutingConfig, "trim": TrimConfig}
+    if not isinstance(raw, dict):
+        raise click.BadParameter("the policy must be a mapping", param_hint="--policy")
+    decimals = ("prompt_excess", "semantic_extra_hit_rate")
+    fields: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            try:
+                fields[_SECTIONS[key]] = models[key].model_validate(value)
+            except ValidationError as exc:
+                raise click.BadParameter(f"{key}: {exc}", param_hint="--policy") from None
+            if key == "routing":
+                fields.setdefault("route", bool(value.get("enabled", False)))
+            elif key == "cache":
+                fields.setdefault(
+                    "cache",
+                    fields[_SECTIONS[key]].enabled
+                    or any(f.enabled for f in fields[_SECTIONS[key]].features.values()),
+                )
+            else:
+                fields.setdefault("trim", fields[_SECTIONS[key]].active)
+        elif key in decimals:
+            fields[key] = _decimal(str(value), f"--policy {key}")
+        elif key in (
+            "prefix",
+            "deployments",
+            "server",
+            "storage",
+            "ledger",
+            "tags",
+            "keys",
+            "budgets",
+            "alerts",
+            "features",
+        ):
+            continue  # the rest of a gateway config: not what the simulator projects
+        else:
+            fields[key] = value
+    try:
+        return factory(**fields)
+    except TypeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--policy") from None
+
+
 @click.command()
 @click.argument("traffic", required=False)
 @click.option(
     "--policy",
     "policy_path",
     type=click.Path(exists=True, dir_okay=False),
-    help="YAML: cache/route/trim on-off, cheap_model, prompt_excess, …",
+    help="YAML: cache/route/trim on-off, cheap_model, prompt_excess, …, and/or the "
+    "gateway's own cache:/routing:/trim: sections (a spendgate.yaml works as is).",
 )
 @click.option("--volume", default=None, help="Scale the projection to this many calls/day.")
 @click.option(
@@ -91,14 +149,7 @@ def simulate(
         )
     else:
         raw = yaml.safe_load(Path(policy_path).read_text()) if policy_path else {}
-        decimals = ("prompt_excess", "semantic_extra_hit_rate")
-        fields: dict[str, Any] = {
-            k: Decimal(str(v)) if k in decimals else v for k, v in (raw or {}).items()
-        }
-        try:
-            policy = Policy(**fields)
-        except TypeError as exc:
-            raise click.BadParameter(str(exc), param_hint="--policy") from None
+        policy = _policy(raw or {}, Policy)
         try:
             records = load_traffic(traffic, default_output_tokens=output_tokens)
             projection = simulate_traffic(records, policy)
@@ -119,9 +170,18 @@ def simulate(
         f"combined:  ${d['combined_monthly_usd']}/month  "
         f"(saves ${d['saved_monthly_usd']}/month, ${d['saved_yearly_usd']}/year)"
     )
+    if d["by_feature"]:
+        click.echo("by feature (monthly):")
+        for feature, row in d["by_feature"].items():
+            click.echo(
+                f"  {feature:<24} baseline ${row['baseline']:>12}  combined ${row['combined']:>12}"
+            )
     click.echo("how:")
     for step in d["steps"]:
         click.echo(f"  - {step}")
+    click.echo("assumptions:")
+    for key, value in d["assumptions"].items():
+        click.echo(f"  - {key}: {value}")
 
 
 @click.command("recommend")
@@ -151,4 +211,147 @@ def recommend_cmd(ledger_url: str, as_json: bool) -> None:
         click.echo("   " + d["how"].replace("\n", "\n   "))
 
 
-commands = [simulate, recommend_cmd]
+@click.group("analyze")
+def analyze() -> None:
+    """Analyses of logged traffic: fine-tune break-even, system prompts."""
+
+
+@analyze.command("finetune")
+@click.option("--feature", required=True, help="The feature whose traffic is priced.")
+@click.option("--model", "tuned_model", required=True, help="The fine-tuned model (a label).")
+@click.option("--price-in", default=None, help="Fine-tuned input price (see --per).")
+@click.option("--price-out", default=None, help="Fine-tuned output price (default: --price-in).")
+@click.option(
+    "--per",
+    type=click.Choice(["1k", "1m"]),
+    default="1m",
+    show_default=True,
+    help="Prices are USD per 1K or per 1M tokens.",
+)
+@click.option("--training-cost", required=True, help="One-off training cost, USD.")
+@click.option("--hosting", default="0", show_default=True, help="Hosting fee, USD/month.")
+@click.option("--months", type=int, default=12, show_default=True, help="Amortize training over.")
+@click.option("--current-price-in", default=None, help="Current model's input price (--per).")
+@click.option("--current-price-out", default=None, help="Current model's output price.")
+@click.option("--calls-per-month", default=None, help="State the volume instead of a ledger.")
+@click.option("--input-tokens", default=None, help="Average input tokens per call (stated).")
+@click.option("--output-tokens", default=None, help="Average output tokens per call (stated).")
+@click.option("--current-model", default=None, help="Label of the current model (stated mix).")
+@click.option("--ledger", "ledger_url", default="sqlite:///spendgate.db", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def finetune_cmd(
+    feature: str,
+    tuned_model: str,
+    price_in: str | None,
+    price_out: str | None,
+    per: str,
+    training_cost: str,
+    hosting: str,
+    months: int,
+    current_price_in: str | None,
+    current_price_out: str | None,
+    calls_per_month: str | None,
+    input_tokens: str | None,
+    output_tokens: str | None,
+    current_model: str | None,
+    ledger_url: str,
+    as_json: bool,
+) -> None:
+    """When does a fine-tuned model pay for itself on FEATURE's traffic?
+
+    Reads the feature's monthly volume and token mix from the ledger (or takes them from
+    --calls-per-month/--input-tokens/--output-tokens), prices the calls on the current
+    model (the catalog, or --current-price-in/out) and on the fine-tuned one, and prints
+    the break-even monthly volume and the payback time of the training cost."""
+    from spendgate.analytics.finetune import Prices, break_even, catalog_prices, for_feature
+    from spendgate.pricing import PriceCatalog
+
+    if months < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--months")
+    make = Prices.per_1k if per == "1k" else Prices.per_1m
+    catalog = PriceCatalog.default()
+
+    def prices(p_in: str | None, p_out: str | None, name: str) -> Prices | None:
+        if p_in is None:
+            return None
+        out = _decimal(p_out, f"{name}-out") if p_out is not None else None
+        return make(_decimal(p_in, f"{name}-in"), out)
+
+    tuned = prices(price_in, price_out, "--price") or catalog_prices(catalog, tuned_model)
+    if tuned is None:
+        raise click.UsageError(f"no catalog price for {tuned_model!r}: give --price-in")
+    current = prices(current_price_in, current_price_out, "--current-price")
+    training = _decimal(training_cost, "--training-cost")
+    fee = _decimal(hosting, "--hosting")
+    stated = (calls_per_month, input_tokens, output_tokens)
+    if any(v is not None for v in stated):
+        if any(v is None for v in stated):
+            raise click.UsageError(
+                "a stated mix needs --calls-per-month, --input-tokens and --output-tokens"
+            )
+        label = current_model or "current"
+        if current is None:
+            current = catalog_prices(catalog, label) if current_model else None
+        if current is None:
+            raise click.UsageError("a stated mix needs --current-price-in or --current-model")
+        case = break_even(
+            calls_per_month=_decimal(str(calls_per_month), "--calls-per-month"),
+            input_tokens=_decimal(str(input_tokens), "--input-tokens"),
+            output_tokens=_decimal(str(output_tokens), "--output-tokens"),
+            current=current,
+            tuned=tuned,
+            training_cost=training,
+            hosting_per_month=fee,
+            amortize_months=months,
+            feature=feature,
+            current_model=label,
+            tuned_model=tuned_model,
+        )
+    else:
+        from spendgate.analytics.traffic import load_traffic
+
+        try:
+            case = for_feature(
+                load_traffic(ledger_url),
+                feature,
+                tuned_model=tuned_model,
+                tuned=tuned,
+                training_cost=training,
+                hosting_per_month=fee,
+                amortize_months=months,
+                current=current,
+                catalog=catalog,
+            )
+        except (ValueError, FileNotFoundError) as exc:
+            click.echo(f"spendgate: {exc}", err=True)
+            sys.exit(2)
+    d = case.as_dict()
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    verdict = "pays for itself" if d["pays"] else "does not pay at this volume"
+    click.echo(f"{feature}: {tuned_model} instead of {d['current_model']} — {verdict}")
+    for step in d["steps"]:
+        click.echo(f"  - {step}")
+
+
+def _prompts_command() -> click.Command | None:
+    """`spendgate analyze prompts`: the trim package's `analyze-prompts`, under `analyze`."""
+    try:
+        from spendgate.trim.cli import analyze_prompts
+    except ModuleNotFoundError:
+        return None
+    return click.Command(
+        "prompts",
+        callback=analyze_prompts.callback,
+        params=list(analyze_prompts.params),
+        help=analyze_prompts.help,
+        short_help=analyze_prompts.short_help,
+    )
+
+
+_prompts = _prompts_command()
+if _prompts is not None:
+    analyze.add_command(_prompts)
+
+commands = [simulate, recommend_cmd, analyze]

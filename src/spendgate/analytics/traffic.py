@@ -20,7 +20,7 @@ from spendgate.analytics.simulate import TrafficRecord
 from spendgate.ledger import open_ledger
 from spendgate.tokens import count_openai_request, count_text
 
-__all__ = ["generate_traffic", "load_traffic", "read_jsonl"]
+__all__ = ["generate_traffic", "load_traffic", "read_jsonl", "record_from_request"]
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -31,7 +31,9 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def _from_request(row: dict[str, Any], default_output: int) -> TrafficRecord:
+def record_from_request(row: dict[str, Any], default_output: int = 250) -> TrafficRecord:
+    """One JSONL request row (`body`, `tags`, optional `ts`, `output_tokens`, `answer`) as a
+    record that keeps its body, so the simulator replays it through the real code."""
     tags = row.get("tags") or {}
     body = row.get("body") or row
     model = str(body.get("model") or row.get("model") or "gpt-4o")
@@ -47,6 +49,10 @@ def _from_request(row: dict[str, Any], default_output: int) -> TrafficRecord:
     output = row.get("output_tokens")
     if output is None and isinstance(row.get("answer"), str):
         output = count_text(model, row["answer"])
+    request = dict(body) if isinstance(body, dict) and "messages" in body else None
+    if request is not None:
+        request.setdefault("model", model)
+    user = tags.get("user") or row.get("user")
     return TrafficRecord(
         feature=str(tags.get("feature") or row.get("feature") or "(none)"),
         tenant=str(tags.get("tenant") or row.get("tenant") or "(none)"),
@@ -55,7 +61,33 @@ def _from_request(row: dict[str, Any], default_output: int) -> TrafficRecord:
         output_tokens=int(output if output is not None else default_output),
         ts=float(row.get("ts") or 0.0),
         prompt=prompt,
+        body=request,
+        api="anthropic" if row.get("api") == "anthropic" else "openai",
+        user=str(user) if user else None,
+        request_id=row.get("request_id"),
     )
+
+
+def _stored_request(extra: dict[str, Any] | None, model: str) -> dict[str, Any] | None:
+    """The request an operator chose to store with the event (`extra.request`: the body;
+    or `extra.messages` / `extra.prompt`), else None: the ledger keeps fingerprints only."""
+    if not extra:
+        return None
+    request = extra.get("request")
+    if isinstance(request, dict) and isinstance(request.get("messages"), list):
+        return {"model": model, **request}
+    messages = extra.get("messages")
+    if isinstance(messages, list):
+        return {"model": model, "messages": messages}
+    prompt = extra.get("prompt")
+    if isinstance(prompt, str):
+        return {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    return None
+
+
+def _system_tokens(extra: dict[str, Any] | None) -> int:
+    value = (extra or {}).get("system_tokens")
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[TrafficRecord]:
@@ -63,7 +95,7 @@ def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[Traff
     (optionally gzipped) of requests with tags."""
     path = Path(source)
     if source.endswith((".jsonl", ".jsonl.gz", ".json.gz")) and path.exists():
-        return [_from_request(row, default_output_tokens) for row in read_jsonl(path)]
+        return [record_from_request(row, default_output_tokens) for row in read_jsonl(path)]
     store = open_ledger(source, create=False)
     try:
         return [
@@ -76,6 +108,11 @@ def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[Traff
                 ts=e.ts,
                 fingerprint=e.prompt_fingerprint,
                 cache_read_tokens=e.cache_read_tokens,
+                body=_stored_request(e.extra, e.requested_model),
+                api=e.api,
+                user=e.user,
+                request_id=e.request_id,
+                system_tokens=_system_tokens(e.extra),
             )
             for e in store.events()
             if e.status < 400
@@ -87,7 +124,7 @@ def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[Traff
 FEATURE_MIX: tuple[tuple[str, str, float], ...] = (
     ("support-chat", "gpt-4o", 0.35),
     ("search-answers", "gpt-4o", 0.30),
-    ("code-assistant", "claude-sonnet-4-20250514", 0.20),
+    ("code-assistant", "claude-sonnet-4", 0.20),
     ("doc-summarizer", "gpt-4o", 0.15),
 )
 
@@ -124,6 +161,12 @@ def generate_traffic(
         )
     ]
     pool = prompts + routing
+    second = dict(pairs)
+
+    def pair_of(p: str) -> list[tuple[str, str]]:
+        q2 = second.get(p)
+        return [(p, q2)] if q2 is not None else []
+
     issued: list[tuple[str, str, str]] = []
     rows: list[dict[str, Any]] = []
     for i in range(calls):
@@ -137,8 +180,14 @@ def generate_traffic(
         if issued and roll < repeat_share:
             feature, tenant, prompt = rng.choice(issued)
         elif roll < repeat_share + paraphrase_share:
-            q1, q2 = rng.choice(pairs)
-            prompt = q2 if any(p == q1 for *_, p in issued[-200:]) else q1
+            # Half the time a recent question comes back in other words, from the same
+            # tenant and feature (the people who ask it); otherwise a new question that
+            # may be paraphrased later.
+            recent = [(f, t, q2) for f, t, p in issued[-200:] for q1, q2 in pair_of(p)]
+            if recent and rng.random() < 0.5:
+                feature, tenant, prompt = rng.choice(recent)
+            else:
+                prompt = rng.choice(pairs)[0]
         else:
             prompt = rng.choice(pool)
         issued.append((feature, tenant, prompt))

