@@ -11,7 +11,6 @@ import aiohttp
 import orjson
 
 from spendgate.call import API, Call
-from spendgate.errors import GatewayError
 from spendgate.pricing import merge_anthropic_stream_usage, usage_from_anthropic
 from spendgate.providers.base import (
     Deployment,
@@ -23,7 +22,7 @@ from spendgate.providers.base import (
     upstream_failure,
 )
 from spendgate.providers.openai import embeddings_unsupported
-from spendgate.providers.streaming import StreamTally, error_frame
+from spendgate.providers.streaming import StreamTally, stream_cut
 from spendgate.providers.translate import (
     AnthropicToOpenAIStream,
     anthropic_response_to_openai,
@@ -155,14 +154,8 @@ class AnthropicAdapter:
             if completed and to_openai is not None:
                 yield b"data: [DONE]\n\n"
             if not completed:
-                reply.extra.setdefault("stream_error", "upstream stream ended without message_stop")
-                reply.error = GatewayError(
-                    502,
-                    f"upstream deployment {dep.name!r} cut the stream short",
-                    type="upstream_error",
-                    code="upstream_stream_cut",
-                )
-                yield error_frame(call.api, reply.error.message, "upstream_stream_cut")
+                why = "upstream stream ended without message_stop"
+                yield stream_cut(reply, dep.name, call.api, why)
         finally:
             resp.close()
             if reply.usage is None:

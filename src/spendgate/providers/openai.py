@@ -23,7 +23,7 @@ from spendgate.providers.base import (
     sse_event,
     upstream_failure,
 )
-from spendgate.providers.streaming import StreamTally, error_frame
+from spendgate.providers.streaming import StreamTally, stream_cut
 from spendgate.providers.translate import (
     OpenAIToAnthropicStream,
     anthropic_to_openai_request,
@@ -136,14 +136,7 @@ class OpenAIAdapter:
             elif completed:
                 yield b"data: [DONE]\n\n"
             if not completed:
-                reply.extra.setdefault("stream_error", "upstream stream ended without [DONE]")
-                reply.error = GatewayError(
-                    502,
-                    f"upstream deployment {dep.name!r} cut the stream short",
-                    type="upstream_error",
-                    code="upstream_stream_cut",
-                )
-                yield error_frame(call.api, reply.error.message, "upstream_stream_cut")
+                yield stream_cut(reply, dep.name, call.api, "upstream stream ended without [DONE]")
         finally:
             resp.close()
             if reply.usage is None:

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 
 from spendgate.call import API, Usage
+from spendgate.errors import GatewayError
 from spendgate.tokens import count_anthropic_request, count_openai_request, count_text
 
-__all__ = ["StreamTally", "error_frame"]
+__all__ = ["StreamTally", "error_frame", "stream_cut"]
 
 
 @dataclass(slots=True)
@@ -46,3 +47,18 @@ def error_frame(client_api: API, message: str, code: str) -> bytes:
         return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
     body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def stream_cut(reply: Any, deployment: str, client_api: API, why: str) -> bytes:
+    """Mark a reply whose upstream stream ended early, and the frame that tells the client.
+
+    The 200 status has already gone out, so the error travels in-band; the ledger keeps the
+    status and records `upstream_stream_cut` as the error type."""
+    reply.extra.setdefault("stream_error", why)
+    reply.error = GatewayError(
+        502,
+        f"upstream deployment {deployment!r} cut the stream short",
+        type="upstream_error",
+        code="upstream_stream_cut",
+    )
+    return error_frame(client_api, reply.error.message, "upstream_stream_cut")
