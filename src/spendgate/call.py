@@ -137,10 +137,12 @@ class Cost:
     """Anything a price sheet bills per request rather than per token."""
     estimated: bool = False
     price_version: str = ""
+    total: Decimal = field(init=False, repr=False)
+    """The exact sum of the parts, computed once (it is read several times per call)."""
 
-    @property
-    def total(self) -> Decimal:
-        return self.input + self.cache_read + self.cache_write + self.output + self.other
+    def __post_init__(self) -> None:
+        total = self.input + self.cache_read + self.cache_write + self.output + self.other
+        object.__setattr__(self, "total", total)
 
     @property
     def total_nanos(self) -> int:

@@ -97,19 +97,6 @@ _DIMENSION_SQL: dict[str, str] = {
     "endpoint": '"endpoint"',
 }
 
-_AGGREGATES = (
-    "COUNT(*)",
-    'COALESCE(SUM("status" >= 400), 0)',
-    'COALESCE(SUM("input_tokens"), 0)',
-    'COALESCE(SUM("output_tokens"), 0)',
-    'COALESCE(SUM("cache_read_tokens"), 0)',
-    # SUM over INTEGER stays an exact integer in SQLite (TOTAL would be a float).
-    'COALESCE(SUM("cost_nanos"), 0)',
-    'COALESCE(SUM("cost_nanos" IS NULL), 0)',
-    'COALESCE(SUM("baseline_nanos"), 0)',
-    'COALESCE(SUM("savings_nanos"), 0)',
-)
-
 
 class SQLiteLedger:
     """A `LedgerStore` in one SQLite file (or `:memory:` for tests)."""
