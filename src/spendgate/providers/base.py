@@ -8,6 +8,7 @@ request (see bench/overhead.py), which is most of the gateway's own overhead bud
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -130,60 +131,54 @@ class UpstreamHTTP:
         self, url: str, body: dict[str, Any], headers: Mapping[str, str], dep: Deployment
     ) -> aiohttp.ClientResponse:
         """POST and return the response with its body unread (the caller reads or streams)."""
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=dep.connect_timeout_s, sock_read=dep.timeout_s
-        )
         try:
             return await self.session().post(
-                url, data=orjson.dumps(body), headers=dict(headers), timeout=timeout
+                url,
+                data=orjson.dumps(body),
+                headers=dict(headers),
+                timeout=_client_timeout(dep.connect_timeout_s, dep.timeout_s),
             )
         except TimeoutError as exc:
             # A connect timeout, or no response headers within the read timeout.
-            connecting = isinstance(exc, aiohttp.ConnectionTimeoutError)
-            limit = dep.connect_timeout_s if connecting else dep.timeout_s
-            raise UpstreamError(
-                GatewayError(
-                    504,
-                    f"upstream deployment {dep.name!r} did not answer within "
-                    f"{limit:g}s" + (" (connect)" if connecting else ""),
-                    type="timeout",
-                    code="upstream_timeout",
-                )
-            ) from exc
+            raise _timeout(dep, connecting=isinstance(exc, aiohttp.ConnectionTimeoutError)) from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                GatewayError(
-                    502,
-                    f"cannot reach upstream deployment {dep.name!r}: {exc}",
-                    type="upstream_error",
-                    code="upstream_unreachable",
-                )
-            ) from exc
+            raise _broken(dep, f"cannot reach upstream deployment {dep.name!r}: {exc}",
+                          "upstream_unreachable") from exc  # fmt: skip
 
 
 async def read_body(resp: aiohttp.ClientResponse, dep: Deployment) -> bytes:
     try:
         return await resp.read()
     except TimeoutError as exc:
-        raise UpstreamError(
-            GatewayError(
-                504,
-                f"upstream deployment {dep.name!r} did not answer within {dep.timeout_s:g}s",
-                type="timeout",
-                code="upstream_timeout",
-            )
-        ) from exc
+        raise _timeout(dep, connecting=False) from exc
     except aiohttp.ClientError as exc:
-        raise UpstreamError(
-            GatewayError(
-                502,
-                f"upstream deployment {dep.name!r} broke the connection: {exc}",
-                type="upstream_error",
-                code="upstream_disconnected",
-            )
-        ) from exc
+        raise _broken(dep, f"upstream deployment {dep.name!r} broke the connection: {exc}",
+                      "upstream_disconnected") from exc  # fmt: skip
     finally:
         resp.release()
+
+
+@functools.lru_cache(maxsize=64)
+def _client_timeout(connect_s: float, read_s: float) -> aiohttp.ClientTimeout:
+    """One immutable timeout object per (connect, read) pair, not one per request."""
+    return aiohttp.ClientTimeout(total=None, connect=connect_s, sock_read=read_s)
+
+
+def _timeout(dep: Deployment, *, connecting: bool) -> UpstreamError:
+    limit = dep.connect_timeout_s if connecting else dep.timeout_s
+    return UpstreamError(
+        GatewayError(
+            504,
+            f"upstream deployment {dep.name!r} did not answer within {limit:g}s"
+            + (" (connect)" if connecting else ""),
+            type="timeout",
+            code="upstream_timeout",
+        )
+    )
+
+
+def _broken(dep: Deployment, message: str, code: str) -> UpstreamError:
+    return UpstreamError(GatewayError(502, message, type="upstream_error", code=code))
 
 
 def parse_json_body(raw: bytes, dep: Deployment) -> dict[str, Any]:
