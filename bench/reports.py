@@ -1,22 +1,31 @@
-"""Report latency over a big ledger, and SQLite ingest with the rollups maintained on write.
+"""Report latency over a big ledger, and sustained SQLite ingest with the rollup job running.
 
     .venv/bin/python bench/reports.py                    # 10 M events (a few minutes)
     .venv/bin/python bench/reports.py --events 1000000   # smaller
     .venv/bin/python bench/reports.py --json out.json    # also write the figures as JSON
+    .venv/bin/python bench/reports.py --events 0 --ingest 1000000   # ingest only
 
 Three parts:
 
-1. **Ingest** (`--ingest N`, default 200k): realistic events generated in Python go through
-   the production path, `BatchingWriter` → `SQLiteLedger.write_batch` (events + rollups in
-   one transaction per batch of 500), timed from the first submit to `close()`. The same
-   events are then written to a second ledger with the rollup upserts switched off, to show
-   what the rollups cost.
-2. **Bulk load** (`--events N`, default 10 M): N events over 30 days generated inside SQLite
-   (a recursive CTE with deterministic pseudo-random columns — not `random()`, which
-   SQLite re-evaluates at every reference to a CTE column): 20 features each with a
-   primary model, a cheap model that routing sends 25% of calls to, 500 tenants, 20k
-   users, 3% errors, 0.5% unpriced; then `rebuild_rollups()`. This is a bulk insert,
-   not the ingest path: it exists to get a 10 M-event ledger in minutes.
+1. **Ingest** (`--ingest N`, default 300k): N realistic events, generated in Python
+   beforehand, written two ways — `write_batch` (the store alone, batches of `--batch`,
+   default 500 like the gateway's `ledger.max_batch`: what the writer thread can sustain)
+   and `batching_writer` (`submit()` from this thread while the `BatchingWriter` thread
+   drains: the production path, producer and writer sharing the GIL) — each into a fresh
+   ledger, with the rollup job running ("with_rollups") and with it off
+   ("without_rollups"). Ingest is timed from the first write to the last commit
+   (`close()` for the writer). With the job on, it also reports whether the job kept up:
+   its own throughput (events folded per second of fold work), the largest backlog it
+   met, the backlog (events, and seconds of ingest) when ingest stopped, and how long it
+   then took to catch up. Without it, the time to fold everything afterwards in one go.
+   `--paced R` adds a run with the job on where events are submitted at R events/s (the
+   gateway's arrival rate, not flat out): does the job keep up at that rate?
+2. **Bulk load** (`--events N`, default 10 M; 0 skips parts 2 and 3): N events over 30 days
+   generated inside SQLite (a recursive CTE with deterministic pseudo-random columns —
+   not `random()`, which SQLite re-evaluates at every reference to a CTE column): 20
+   features each with a primary model, a cheap model that routing sends 25% of calls
+   to, 500 tenants, 20k users, 3% errors, 0.5% unpriced; then `rebuild_rollups()`. This
+   is a bulk insert, not the ingest path: it exists to get a 10 M-event ledger in minutes.
 3. **Reports**: each report the admin API serves, run 3 times (the best and the median are
    printed), through `spendgate.analytics.reports` exactly as `/admin/*` calls it. Windows
    are whole days / a calendar month (what the dashboard and `--since DATE` send) and a
@@ -31,6 +40,7 @@ import json
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -118,35 +128,99 @@ def python_events(n: int, seed: int = 1, span: float = DAYS * 86400) -> list[Usa
     return out
 
 
-def measure_ingest(n: int, folder: Path) -> dict[str, Any]:
-    """Events/s into the SQLite ledger, with and without the rollups, two ways:
-    `write_batch` — the store alone, batches of 500 (what the writer thread can sustain) —
-    and `batching_writer` — `submit()` from this thread while the writer thread drains
-    (the producer competes for the GIL, as a busy gateway's event loop would)."""
+def measure_ingest(n: int, folder: Path, paced: int = 0, batch: int = 500) -> dict[str, Any]:
+    """Events/s into the SQLite ledger, with and without the rollup job, two ways (see the
+    module docstring), plus how the rollup job kept up."""
     # Arriving at the rate of 10 M events a month, as a live gateway would write them.
     events = python_events(n, span=n * DAYS * 86400 / 10_000_000)
-    out: dict[str, Any] = {"events": n}
+    out: dict[str, Any] = {"events": n, "batch": batch}
     for label, rollups in (("with_rollups", True), ("without_rollups", False)):
         out[label] = {}
         for how in ("write_batch", "batching_writer"):
-            store = SQLiteLedger(folder / f"ingest-{label}-{how}.db")
-            if not rollups:
-                store._rollup_writer.add = lambda conn, batch: False  # type: ignore[method-assign]
+            store = SQLiteLedger(folder / f"ingest-{label}-{how}.db", rollup_job=rollups)
             t = time.perf_counter()
             if how == "write_batch":
-                for i in range(0, n, 500):
-                    store.write_batch(events[i : i + 500])
+                for i in range(0, n, batch):
+                    store.write_batch(events[i : i + batch])
             else:
-                writer = BatchingWriter(store, max_buffer=n + 1)
+                writer = BatchingWriter(store, max_batch=batch, max_buffer=n + 1)
                 for e in events:
                     writer.submit(e)
                 writer.close()
-            store.flush_rollups()  # what is still held in memory counts too
             elapsed = time.perf_counter() - t
+            rate = n / elapsed
+            fig: dict[str, Any] = {"seconds": round(elapsed, 3), "events_per_s": round(rate)}
+            stats = store.rollup_stats()
+            fig["wal_mb_at_end"] = round(stats["checkpointer"]["wal_bytes"] / 2**20)
+            if rollups:
+                t = time.perf_counter()
+                assert store.wait_folded()
+                catch_up = time.perf_counter() - t
+                after = store.rollup_stats()
+                busy = after["busy_seconds"]
+                fig["rollup_job"] = {
+                    "folds": after["folds"],
+                    "events_per_busy_s": round(after["events_folded"] / busy) if busy else None,
+                    "busy_share": round(busy / (elapsed + catch_up), 2),
+                    "max_backlog_events": after["max_backlog"],
+                    "lag_at_end_events": stats["unfolded"],
+                    "lag_at_end_s": round(stats["unfolded"] / rate, 2),
+                    "catch_up_s": round(catch_up, 2),
+                }
+            else:
+                t = time.perf_counter()
+                store.flush_rollups()
+                fig["fold_afterwards_s"] = round(time.perf_counter() - t, 2)
             assert store.count() == n
+            assert store.rollup_stats()["unfolded"] == 0
             store.close()
-            out[label][how] = {"seconds": round(elapsed, 3), "events_per_s": round(n / elapsed)}
+            out[label][how] = fig
+    if paced:
+        out["paced"] = measure_paced(events, paced, folder, batch)
     return out
+
+
+def measure_paced(events: list[UsageEvent], rate: int, folder: Path, batch: int) -> dict[str, Any]:
+    """Submit `events` at `rate` per second through the BatchingWriter, rollup job on;
+    sample the job's backlog every second."""
+    store = SQLiteLedger(folder / "ingest-paced.db")
+    writer = BatchingWriter(store, max_batch=batch, max_buffer=len(events) + 1)
+    backlog: list[int] = []
+    t0 = time.perf_counter()
+    next_sample = t0 + 1.0
+    step = 100  # events per pacing step
+    for i in range(0, len(events), step):
+        due = t0 + i / rate
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        for e in events[i : i + step]:
+            writer.submit(e)
+        if now >= next_sample:
+            backlog.append(store.rollup_stats()["unfolded"])
+            next_sample += 1.0
+    writer.close()
+    elapsed = time.perf_counter() - t0
+    stats = store.rollup_stats()
+    wal_mb = round(stats["checkpointer"]["wal_bytes"] / 2**20)
+    t = time.perf_counter()
+    assert store.wait_folded()
+    catch_up = time.perf_counter() - t
+    store.close()
+    return {
+        "target_events_per_s": rate,
+        "events_per_s": round(len(events) / elapsed),
+        "seconds": round(elapsed, 2),
+        "backlog_samples_per_s": backlog,
+        "max_backlog_events": max(backlog, default=0),
+        "lag_at_end_events": stats["unfolded"],
+        "catch_up_s": round(catch_up, 2),
+        "job_events_per_busy_s": round(stats["events_folded"] / stats["busy_seconds"])
+        if stats["busy_seconds"]
+        else None,
+        "job_busy_share": round(stats["busy_seconds"] / elapsed, 2),
+        "wal_mb_at_end": wal_mb,
+    }
 
 
 def _case(index: str, values: list[str]) -> str:
@@ -159,8 +233,9 @@ def _case(index: str, values: list[str]) -> str:
     )
 
 
-def bulk_load(store: SQLiteLedger, n: int) -> None:
-    """N events generated inside SQLite (see the module docstring)."""
+def bulk_load(path: Path, n: int) -> None:
+    """N events generated inside SQLite (see the module docstring), on a connection of its
+    own (no journal, indexes built once afterwards) into a ledger created and closed."""
     start = T0.timestamp()
     span = DAYS * 86400
     nm = len(MODELS)
@@ -235,8 +310,9 @@ def bulk_load(store: SQLiteLedger, n: int) -> None:
         "CREATE INDEX usage_events_feature_ts ON usage_events (feature, ts)",
         "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
     ]
-    with store._lock:
-        conn = store._writer
+    SQLiteLedger(path, rollup_job=False).close()  # the schema
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
         # A bulk load, not the ingest path: no journal, indexes built once afterwards.
         conn.execute("PRAGMA cache_size = -262144")  # 256 MB page cache
         conn.execute("PRAGMA journal_mode = OFF")
@@ -249,7 +325,8 @@ def bulk_load(store: SQLiteLedger, n: int) -> None:
         for statement in indexes:
             conn.execute(statement)
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        conn.close()
 
 
 def timed(fn: Callable[[], Any], runs: int = 3) -> dict[str, Any]:
@@ -333,7 +410,13 @@ def rollup_sizes(store: SQLiteLedger) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000, help="events to bulk-load")
-    ap.add_argument("--ingest", type=int, default=200_000, help="events for the ingest test")
+    ap.add_argument("--ingest", type=int, default=300_000, help="events for the ingest test")
+    ap.add_argument(
+        "--paced", type=int, default=0, help="also ingest at this rate (events/s), job on"
+    )
+    ap.add_argument(
+        "--batch", type=int, default=500, help="events per write (the gateway's ledger.max_batch)"
+    )
     ap.add_argument("--dir", default=None, help="where to put the ledgers (default: temp)")
     ap.add_argument("--raw", action="store_true", help="also time one query without rollups")
     ap.add_argument("--json", dest="json_path", default=None, help="write figures as JSON")
@@ -344,47 +427,81 @@ def main() -> None:
     figures: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "sqlite": sqlite3.sqlite_version,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
         if args.ingest:
-            print(f"ingest: {args.ingest:,} events through BatchingWriter …", flush=True)
-            figures["ingest"] = measure_ingest(args.ingest, folder)
+            print(f"ingest: {args.ingest:,} events, batches of {args.batch}, 4 runs …", flush=True)
+            figures["ingest"] = measure_ingest(args.ingest, folder, args.paced, args.batch)
             for k in ("with_rollups", "without_rollups"):
                 for how, v in figures["ingest"][k].items():
-                    print(f"  {k:16} {how:16} {v['events_per_s']:>9,} events/s ({v['seconds']} s)")
-        store = SQLiteLedger(folder / "big.db")
-        print(f"bulk load: {args.events:,} events …", flush=True)
-        t = time.perf_counter()
-        bulk_load(store, args.events)
-        load_s = time.perf_counter() - t
-        t = time.perf_counter()
-        store.rebuild_rollups()
-        rebuild_s = time.perf_counter() - t
-        size = (folder / "big.db").stat().st_size
-        figures["ledger"] = {
-            "events": store.count(),
-            "bulk_load_s": round(load_s, 1),
-            "rebuild_rollups_s": round(rebuild_s, 1),
-            "file_mb": round(size / 2**20),
-            "rollup_rows": rollup_sizes(store),
-        }
-        print(
-            f"  loaded in {load_s:.1f} s, rollups rebuilt in {rebuild_s:.1f} s, "
-            f"file {size / 2**20:,.0f} MB; rollup rows: {figures['ledger']['rollup_rows']}"
-        )
-        print("reports (best / median of 3):", flush=True)
-        figures["reports"] = measure_reports(store, args.raw)
-        for name, v in figures["reports"].items():
-            print(f"  {name:48} {v['best_ms']:>9,.1f} ms  {v['median_ms']:>9,.1f} ms  "
-                  f"{v['rows']:>6} rows")  # fmt: skip
-        worst = max(v["median_ms"] for k, v in figures["reports"].items() if "RAW" not in k)
-        figures["worst_median_ms"] = worst
-        print(f"slowest report (median): {worst:,.1f} ms")
-        store.close()
+                    line = (
+                        f"  {k:16} {how:16} {v['events_per_s']:>9,} events/s ({v['seconds']} s, "
+                        f"WAL {v['wal_mb_at_end']} MB)"
+                    )
+                    if "rollup_job" in v:
+                        j = v["rollup_job"]
+                        line += (
+                            f"; job {j['events_per_busy_s']:,} events/busy-s, "
+                            f"busy {j['busy_share']:.0%}, {j['folds']} folds, "
+                            f"max backlog {j['max_backlog_events']:,}, "
+                            f"lag at end {j['lag_at_end_events']:,} events "
+                            f"({j['lag_at_end_s']} s), caught up in {j['catch_up_s']} s"
+                        )
+                    else:
+                        line += f"; folding it all afterwards: {v['fold_afterwards_s']} s"
+                    print(line, flush=True)
+            if args.paced:
+                p = figures["ingest"]["paced"]
+                print(
+                    f"  paced at {p['target_events_per_s']:,}/s: {p['events_per_s']:,} events/s; "
+                    f"rollup backlog max {p['max_backlog_events']:,} events (sampled each s), "
+                    f"{p['lag_at_end_events']:,} at end, caught up in {p['catch_up_s']} s; job "
+                    f"{p['job_events_per_busy_s']:,} events/busy-s, busy {p['job_busy_share']:.0%}",
+                    flush=True,
+                )
+        figures["load_average_after_ingest"] = [round(x, 2) for x in os.getloadavg()]
+        if args.events:
+            run_reports(args, folder, figures)
     finally:
         tmp.cleanup()
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def run_reports(args: argparse.Namespace, folder: Path, figures: dict[str, Any]) -> None:
+    """Parts 2 and 3: bulk load, rollup rebuild, report latency."""
+    path = folder / "big.db"
+    print(f"bulk load: {args.events:,} events …", flush=True)
+    t = time.perf_counter()
+    bulk_load(path, args.events)
+    load_s = time.perf_counter() - t
+    store = SQLiteLedger(path, rollup_job=False)
+    t = time.perf_counter()
+    store.rebuild_rollups()
+    rebuild_s = time.perf_counter() - t
+    size = (folder / "big.db").stat().st_size
+    figures["ledger"] = {
+        "events": store.count(),
+        "bulk_load_s": round(load_s, 1),
+        "rebuild_rollups_s": round(rebuild_s, 1),
+        "file_mb": round(size / 2**20),
+        "rollup_rows": rollup_sizes(store),
+    }
+    print(
+        f"  loaded in {load_s:.1f} s, rollups rebuilt in {rebuild_s:.1f} s, "
+        f"file {size / 2**20:,.0f} MB; rollup rows: {figures['ledger']['rollup_rows']}"
+    )
+    print("reports (best / median of 3):", flush=True)
+    figures["reports"] = measure_reports(store, args.raw)
+    for name, v in figures["reports"].items():
+        print(f"  {name:48} {v['best_ms']:>9,.1f} ms  {v['median_ms']:>9,.1f} ms  "
+              f"{v['rows']:>6} rows")  # fmt: skip
+    worst = max(v["median_ms"] for k, v in figures["reports"].items() if "RAW" not in k)
+    figures["worst_median_ms"] = worst
+    print(f"slowest report (median): {worst:,.1f} ms")
+    store.close()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Rollup tables on a real SQLite ledger: every rollup-backed answer must equal the answer
 recomputed here in plain Python from the events, for aligned and ragged windows, filters,
-re-sent batches, and a ledger migrated from schema v1."""
+re-sent batches, and a ledger migrated from schema v1. The background job itself (folding
+while writes go on, v2 migration, lag) is tested in tests/test_rollup_job.py."""
 
 from __future__ import annotations
 
@@ -116,12 +117,14 @@ def as_map(rows: list[tuple[dict[str, str], dict[str, int]]], by: list[str]) -> 
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Read-only for the tests that use it (rebuild_rollups leaves the same answers)."""
-    store = SQLiteLedger(tmp_path_factory.mktemp("rollups") / "ledger.db", rollup_flush_every=1000)
+    store = SQLiteLedger(tmp_path_factory.mktemp("rollups") / "ledger.db", rollup_job=False)
     events = make_events(3000)
     for i in range(0, len(events), 337):
         store.write_batch(events[i : i + 337])
-    # Most events are folded, the last batches are still pending (read raw above the mark).
-    assert 0 < store._rollup_writer.pending_events < 1000
+        if i in (674, 2022):
+            store.flush_rollups()
+    # Most events are folded, the last batches are not (read raw above the watermark).
+    assert 0 < store.rollup_stats()["unfolded"] < 1000
     yield store, events
     store.close()
 
@@ -240,42 +243,55 @@ def test_savings_by_technique(ledger: Any, window: tuple[float | None, float | N
 
 def test_resent_and_overlapping_batches_count_once(tmp_path: Path) -> None:
     events = make_events(600, seed=11, prefix="dup")
-    with SQLiteLedger(tmp_path / "l.db", rollup_flush_every=300) as store:
+    with SQLiteLedger(tmp_path / "l.db", rollup_job=False) as store:
         store.write_batch(events[:400])
-        store.write_batch(events[200:600])  # half already stored
+        store.flush_rollups()
+        store.write_batch(events[200:600])  # half already stored (and folded)
         store.write_batch(events[:50] + events[:50])  # all stored, and repeated in-batch
         assert store.count() == 600
         assert as_map(store.aggregate(["feature"]), ["feature"]) == expected(
             events, ["feature"], None, None, {}
         )
+        store.flush_rollups()
+        store.write_batch(events[500:600])  # re-sent after it was folded
+        store.flush_rollups()
+        assert store.rollup_stats()["unfolded"] == 0
+        assert as_map(store.aggregate(["feature"]), ["feature"]) == expected(
+            events, ["feature"], None, None, {}
+        )
 
 
-def test_crash_before_flush_is_caught_up_on_open(tmp_path: Path) -> None:
-    """Events written but never folded (the process died holding them in memory) are read
-    raw meanwhile and folded when the ledger is next opened."""
+def test_crash_before_fold_is_caught_up_on_open(tmp_path: Path) -> None:
+    """Events written but never folded (the process died first) are read raw meanwhile
+    and folded by the job when the ledger is next opened."""
     events = make_events(900, seed=21, prefix="crash")
-    store = SQLiteLedger(tmp_path / "c.db", rollup_flush_every=400)
+    store = SQLiteLedger(tmp_path / "c.db", rollup_job=False)
     for i in range(0, 900, 100):
         store.write_batch(events[i : i + 100])
-    assert store._rollup_writer.pending_events == 100  # 800 folded (two flushes), 100 held
-    store._rollup_writer.clear()  # the "crash": what was held in memory is gone
+        if i == 700:
+            store.flush_rollups()  # 800 folded, 100 not
+    assert store.rollup_stats()["unfolded"] == 100
     want = expected(events, ["feature", "tenant"], None, None, {})
     assert as_map(store.aggregate(["feature", "tenant"]), ["feature", "tenant"]) == want
-    store._closed = True  # no flush on the way out, like a killed process
-    for conn in store._all:
-        conn.close()
+    # The "crash": connections dropped, no close() (which would fold), like a killed process.
+    store._closed = True
+    assert store._checkpointer is not None
+    store._checkpointer.close()
+    store._close_connections()
     with SQLiteLedger(tmp_path / "c.db") as again:
-        mark = again._writer.execute("SELECT watermark FROM rollup_state").fetchone()[0]
-        assert mark == 900
+        assert again.wait_folded(timeout=60)  # the job, not this thread, folds them
+        assert again.rollup_stats()["watermark"] == 900
+        assert again._job.events_folded == 100
         assert as_map(again.aggregate(["feature", "tenant"]), ["feature", "tenant"]) == want
 
 
 def test_two_writers_on_one_file_stay_exact(tmp_path: Path) -> None:
-    """A second process writing the same file: the flush sees events it does not hold and
-    folds from SQL instead, so nothing is lost or doubled."""
+    """Two ledgers (as two processes would) writing one file, each with a rollup job
+    folding into the one rollup file: the watermark is read inside the fold's write
+    transaction, so nothing is lost or doubled."""
     events = make_events(1200, seed=8, prefix="two")
-    a = SQLiteLedger(tmp_path / "t.db", rollup_flush_every=250)
-    b = SQLiteLedger(tmp_path / "t.db", rollup_flush_every=250)
+    a = SQLiteLedger(tmp_path / "t.db", fold_interval=0.001)
+    b = SQLiteLedger(tmp_path / "t.db", fold_interval=0.001)
     for i in range(0, 1200, 100):
         (a if i % 200 else b).write_batch(events[i : i + 100])
     a.close()
@@ -317,9 +333,12 @@ def test_v1_ledger_is_migrated_and_backfilled(tmp_path: Path) -> None:
     with SQLiteLedger(path) as store:
         got = as_map(store.aggregate(["tenant", "day"]), ["tenant", "day"])
         assert got == expected(events, ["tenant", "day"], None, None, {})
-        rollup_rows = store._writer.execute(
-            "SELECT COUNT(*) FROM rollup_tenant_feature_day"
-        ).fetchone()[0]
+        store.flush_rollups()
+        assert as_map(store.aggregate(["tenant", "day"]), ["tenant", "day"]) == got
+        with store._reader() as conn:
+            rollup_rows = conn.execute("SELECT COUNT(*) FROM rollup_tenant_feature_day").fetchone()[
+                0
+            ]
         assert len({e.ts // 86400 for e in events}) <= rollup_rows < len(events)
 
 

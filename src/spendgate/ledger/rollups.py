@@ -1,10 +1,12 @@
-"""Rollup tables: hourly/daily aggregates of the ledger, maintained inside each write.
+"""Rollup tables: hourly/daily/monthly aggregates of the ledger, and the SQL that reads them.
 
 Why: a report over 10 M events cannot scan 10 M rows in under a second on SQLite, but the
-same report over pre-aggregated buckets reads a few hundred thousand. The rollups are kept
-in the same transaction as the events they summarise, so they can never disagree with the
-ledger (a crash loses both or neither), and a re-sent batch adds only the events that were
-really inserted.
+same report over pre-aggregated buckets reads a few hundred thousand. The rollups are
+folded from the stored events by SQL (`fold_statements`) in the background
+(`spendgate.ledger.rollup_job`), behind a watermark: every event with id <= watermark is in
+the rollups exactly once, every event above it is read raw by the queries below. So they
+never disagree with the ledger, a re-sent batch (stored once) is folded once, and a crash
+between a write and its fold only means the next fold picks the events up.
 
 Each rollup keeps the report dimensions it can answer and one time bucket. A query picks
 the first rollup whose dimensions cover everything it groups or filters by, reads the
@@ -13,9 +15,9 @@ adds the two up in one SQL statement — the answer is exact, not approximate.
 
 Six rollups (plus one for savings by technique), because one with every dimension
 (tenant and user included) would have almost as many rows as the ledger itself; each is
-small for the questions it answers. Every rollup costs ingest time (a dict update per
-event, an upsert per key per flush), so there are no more than the reports need: a query
-filtered to one tenant reads raw events through the (tenant, ts) index, which is fast.
+small for the questions it answers. Every rollup costs fold time (an upsert per key per
+fold), so there are no more than the reports need: a query filtered to one tenant reads raw
+events through the (tenant, ts) index, which is fast.
 
 | table | bucket | dimensions |
 | --- | --- | --- |
@@ -36,11 +38,9 @@ works; queries turn it back into NULL.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import add, itemgetter
 from typing import Any
 
 from spendgate.ledger.event import UsageEvent
@@ -50,10 +50,12 @@ __all__ = [
     "ROLLUPS",
     "SAVINGS_ROLLUP",
     "Rollup",
-    "RollupWriter",
+    "apply_statements",
+    "clear_statements",
+    "fold_statements",
     "plan",
-    "rebuild_statements",
     "schema_statements",
+    "stage_statements",
     "system_input_nanos",
 ]
 
@@ -214,11 +216,156 @@ def _next_month(ts: int) -> int:
     return int(datetime(y, m, 1, tzinfo=UTC).timestamp())
 
 
+_STAGE_COLS: tuple[str, ...] = (
+    "h", "d", "mo", *(f"k_{d}" for d in (
+        "feature", "use_case", "team", "tenant", "user", "key_id", "model",
+        "requested_model", "provider", "status", "endpoint",
+    )), *AGGREGATES, "savings",
+)  # fmt: skip
+"""Columns of `temp.fold_src`: one narrow row per event being folded."""
+
+_PER_EVENT: dict[str, str] = {
+    "calls": "1",
+    "errors": '"status" >= 400',
+    "input_tokens": '"input_tokens"',
+    "output_tokens": '"output_tokens"',
+    "cache_read_tokens": '"cache_read_tokens"',
+    "cost_nanos": 'COALESCE("cost_nanos", 0)',
+    "unknown_cost_calls": '"cost_nanos" IS NULL',
+    "baseline_nanos": 'COALESCE("baseline_nanos", 0)',
+    "savings_nanos": 'COALESCE("savings_nanos", 0)',
+    "system_tokens": 'MIN(st, "input_tokens")',
+    "input_cost_nanos": "ic",
+    "system_input_nanos": (
+        'CASE WHEN "input_tokens" > 0 THEN ic * MIN(st, "input_tokens") / "input_tokens" ELSE 0 END'
+    ),
+}
+"""`_RAW_AGGREGATES` for one event (their SUM is the raw aggregate), over a row that has
+`st` and `ic`: the two `extra` fields, extracted once per event rather than per rollup."""
+
+
 def fold_statements() -> list[str]:
-    """Fold every event with id > watermark into the rollups (SQL, no Python), then move
-    the watermark: the catch-up after a crash, or after another process wrote events."""
+    """Fold the events with `:lo < id <= :hi` into the rollups: `stage_statements()` then
+    `apply_statements()`, run in one transaction that also moves the watermark to `:hi`."""
+    return stage_statements() + apply_statements()
+
+
+def stage_statements() -> list[str]:
+    """Copy the events with `:lo < id <= :hi`, narrowed, into `temp.fold_src`: the only
+    part of a fold that reads the ledger (so the rollup job can run it as a short read
+    transaction of its own, and hold no ledger snapshot during the rest)."""
+    return _fold_sql()[:_STAGE_PARTS]
+
+
+def apply_statements() -> list[str]:
+    """Fold `temp.fold_src` into the rollups (reads only temp tables and the rollups)."""
+    return _fold_sql()[_STAGE_PARTS:]
+
+
+_STAGE_PARTS = 3
+
+
+def _fold_sql() -> list[str]:
+    """The fold, entirely in SQL (no Python per event, and the GIL is released while
+    SQLite runs it).
+
+    The events are first copied, narrowed, to `temp.fold_src` (JSON fields parsed and
+    buckets computed once per event), then each rollup is an `INSERT … SELECT … GROUP BY
+    … ON CONFLICT DO UPDATE` over that: seven scans of a narrow in-memory table instead of
+    seven scans of the wide event rows, each parsing `extra` again."""
+    dims = [
+        f"COALESCE({_RAW_DIM[d]}, '')" if d != "status" else '"status"'
+        for d in (
+            "feature", "use_case", "team", "tenant", "user", "key_id", "model",
+            "requested_model", "provider", "status", "endpoint",
+        )
+    ]  # fmt: skip
+    stage = [
+        _bucket_sql(HOUR),
+        _bucket_sql(DAY),
+        _bucket_sql(MONTH),
+        *dims,
+        *(_PER_EVENT[a] for a in AGGREGATES),
+        "NULLIF(NULLIF(\"savings\", '{}'), 'null')",
+    ]
+    out = [
+        "CREATE TEMP TABLE IF NOT EXISTS fold_src ("
+        + ", ".join(f'"{c}"' for c in _STAGE_COLS)
+        + ")",
+        "DELETE FROM temp.fold_src",
+        f"INSERT INTO temp.fold_src SELECT {', '.join(stage)} FROM ("
+        "SELECT *, COALESCE(json_extract(\"extra\", '$.system_tokens'), 0) AS st, "
+        "COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0) AS ic "
+        'FROM usage_events WHERE "id" > :lo AND "id" <= :hi)',
+    ]
+    # Two intermediate groupings, each feeding two rollups, so those two do not each sort
+    # every staged row: (hour, every rollup_day key) → rollup_hour and rollup_day;
+    # (day, user, tenant) → rollup_user_day and rollup_user_month.
+    day_keys = ("h", "d", *(f"k_{d}" for d in _ROLLUP_DAY_DIMS))
+    user_keys = ("d", "mo", "k_user", "k_tenant")
+    for name, keys in (("fold_hour_all", day_keys), ("fold_user_day", user_keys)):
+        cols = [*keys, *AGGREGATES]
+        out.append(f"CREATE TEMP TABLE IF NOT EXISTS {name} ({_names(cols)})")
+        out.append(f"DELETE FROM temp.{name}")
+        group = ", ".join(f'"{k}"' for k in keys if k != "mo")  # mo follows from d
+        out.append(
+            f"INSERT INTO temp.{name} SELECT {_names(keys)}, "
+            f"{', '.join(f'SUM({q})' for q in _quoted(AGGREGATES))} FROM temp.fold_src "
+            f"GROUP BY {group}"
+        )
+    source = {
+        "rollup_hour": "fold_hour_all",
+        "rollup_day": "fold_hour_all",
+        "rollup_user_day": "fold_user_day",
+        "rollup_user_month": "fold_user_day",
+    }
+    bucket_col = {HOUR: "h", DAY: "d", MONTH: "mo"}
+    for r in ROLLUPS:
+        names = _names(("bucket", *r.dims, *AGGREGATES))
+        sel = [bucket_col[r.grain], *(f'"k_{d}"' for d in r.dims)]
+        sel += [f'SUM("{a}")' for a in AGGREGATES]
+        group = ", ".join(str(i + 1) for i in range(len(r.dims) + 1))
+        sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in AGGREGATES)
+        conflict = ", ".join(f'"{c}"' for c in _pk(r))
+        out.append(
+            f"INSERT INTO {r.table} ({names}) SELECT {', '.join(sel)} "
+            f"FROM temp.{source.get(r.table, 'fold_src')} "
+            f"WHERE true GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+        )
+    sv = SAVINGS_ROLLUP
+    skeys = ["j.key"] + [f'"k_{d}"' for d in sv.dims[1:]]
+    names = _names(("bucket", *sv.dims, "calls", "nanos"))
+    group = ", ".join(str(i + 1) for i in range(len(sv.dims) + 1))
+    conflict = ", ".join(f'"{c}"' for c in _pk(sv))
+    out.append(
+        f"INSERT INTO {sv.table} ({names}) SELECT h, {', '.join(skeys)}, COUNT(*), SUM(j.value) "
+        'FROM temp.fold_src, json_each(temp.fold_src."savings") AS j '
+        'WHERE temp.fold_src."savings" IS NOT NULL '
+        f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
+        '"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
+    )
+    out += [f"DELETE FROM temp.{t}" for t in ("fold_src", "fold_hour_all", "fold_user_day")]
+    return out
+
+
+def _quoted(names: Iterable[str]) -> list[str]:
+    return [f'"{n}"' for n in names]
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(_quoted(names))
+
+
+_ROLLUP_DAY_DIMS = (
+    "feature", "use_case", "team", "key_id", "model", "requested_model", "provider",
+    "status", "endpoint",
+)  # fmt: skip
+
+
+def direct_fold_statements() -> list[str]:
+    """The same fold straight from `usage_events`, one scan per rollup (kept to compare)."""
     out: list[str] = []
-    since = '"id" > (SELECT "watermark" FROM rollup_state)'
+    since = '"id" > :lo AND "id" <= :hi'
     for r in ROLLUPS:
         keys = [f"COALESCE({_RAW_DIM[d]}, '')" if d != "status" else '"status"' for d in r.dims]
         aggs = [f"COALESCE({_RAW_AGGREGATES[a]}, 0)" for a in AGGREGATES]
@@ -240,25 +387,22 @@ def fold_statements() -> list[str]:
         f'INSERT INTO {sv.table} ({cols}) SELECT CAST("ts" / {HOUR} AS INTEGER) * {HOUR}, '
         f"{', '.join(keys)}, COUNT(*), SUM(j.value) "
         f'FROM usage_events, json_each(usage_events."savings") AS j '
-        f'WHERE usage_events.{since} AND usage_events."savings" IS NOT NULL '
+        f'WHERE usage_events."id" > :lo AND usage_events."id" <= :hi '
+        f'AND usage_events."savings" IS NOT NULL '
         f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
         f'"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
-    )
-    out.append(
-        'UPDATE rollup_state SET "watermark" = (SELECT COALESCE(MAX("id"), 0) FROM usage_events)'
     )
     return out
 
 
-def rebuild_statements() -> list[str]:
-    """Empty the rollups and refill them from `usage_events` (migration backfill, bulk
-    loads, repair). Runs inside the caller's transaction."""
+def clear_statements() -> list[str]:
+    """Empty every rollup and reset the watermark (before a rebuild)."""
     out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP)]
     out.append('UPDATE rollup_state SET "watermark" = 0')
-    return out + fold_statements()
+    return out
 
 
-# ------------------------------------------------------------------------- write side
+# ------------------------------------------------------------------ per-event helpers
 
 
 def system_input_nanos(event: UsageEvent) -> tuple[int, int, int]:
@@ -275,168 +419,6 @@ def system_input_nanos(event: UsageEvent) -> tuple[int, int, int]:
         return 0, 0, 0
     system = min(system, event.input_tokens)
     return system, cost, cost * system // event.input_tokens if cost >= 0 else 0
-
-
-class RollupWriter:
-    """Folds inserted events into the rollups, batching the upserts.
-
-    Events are aggregated in memory as they are written and upserted every `flush_every`
-    events (and on close), inside the transaction of the batch that crosses the threshold,
-    together with the watermark (the highest event id folded). Queries add the raw events
-    above the watermark, so answers are exact at any moment; after a crash the events above
-    the watermark are folded by SQL when the ledger is opened. Folding a few thousand events
-    at once collapses them to far fewer rollup rows than folding each batch of 500.
-    """
-
-    def __init__(self, flush_every: int = 20_000) -> None:
-        self.flush_every = flush_every
-        self.pending: list[dict[tuple[Any, ...], tuple[int, ...]]] = [
-            {} for _ in range(len(ROLLUPS) + 1)
-        ]
-        self.pending_events = 0
-        self.tainted = False
-        self._upserts: list[str] = []
-        for r in (*ROLLUPS, SAVINGS_ROLLUP):
-            aggs = AGGREGATES if r is not SAVINGS_ROLLUP else ("calls", "nanos")
-            cols = ("bucket", *r.dims, *aggs)
-            names = ", ".join(f'"{c}"' for c in cols)
-            keys = ", ".join(f'"{c}"' for c in _pk(r))
-            sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in aggs)
-            self._upserts.append(
-                f"INSERT INTO {r.table} ({names}) "
-                f"VALUES ({', '.join('?' for _ in cols)}) ON CONFLICT ({keys}) DO UPDATE SET {sets}"
-            )
-
-    def add(self, conn: sqlite3.Connection, events: Sequence[UsageEvent]) -> bool:
-        """Account for `events` (just inserted, in the caller's open transaction), flushing
-        when the threshold is crossed. Returns whether it flushed; after COMMIT the caller
-        reports the outcome with `committed`, after a ROLLBACK with `taint`."""
-        self.fold(events, self.pending)
-        if self.pending_events + len(events) < self.flush_every:
-            return False
-        self.flush(conn, len(events))
-        return True
-
-    def committed(self, events: int, flushed: bool) -> None:
-        if flushed:
-            self.clear()
-        else:
-            self.pending_events += events
-
-    def taint(self) -> None:
-        """A transaction that folded events into `pending` rolled back: what is held no
-        longer matches the ledger, so the next flush folds from SQL."""
-        self.tainted = True
-
-    def flush(self, conn: sqlite3.Connection, extra_events: int = 0) -> None:
-        """Upsert what is pending and move the watermark, in the caller's transaction. If
-        the events above the watermark are not exactly the ones held here (another process
-        wrote to this file, a rolled-back batch, a lost memory), fold them from SQL."""
-        watermark = conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0]
-        top, count = conn.execute(
-            'SELECT MAX("id"), COUNT(*) FROM usage_events WHERE "id" > ?', (watermark,)
-        ).fetchone()
-        if self.tainted or count != self.pending_events + extra_events:
-            for statement in fold_statements():
-                conn.execute(statement)
-            return
-        if not count:
-            return
-        for sql, table in zip(self._upserts, self.pending, strict=True):
-            if table:
-                conn.executemany(sql, [(*k, *v) for k, v in table.items()])
-        conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
-
-    def clear(self) -> None:
-        """After COMMIT of a flush."""
-        self.pending = [{} for _ in range(len(ROLLUPS) + 1)]
-        self.pending_events = 0
-        self.tainted = False
-
-    def fold(
-        self,
-        events: Sequence[UsageEvent],
-        tables: list[dict[tuple[Any, ...], tuple[int, ...]]] | None = None,
-    ) -> list[dict[tuple[Any, ...], tuple[int, ...]]]:
-        """Aggregate `events` per rollup key into `tables` (one dict per rollup, savings
-        last; new ones when None)."""
-        if tables is None:
-            tables = [{} for _ in range(len(ROLLUPS) + 1)]
-        specs = [
-            (tables[i], _GRAIN_SLOT[r.grain], itemgetter(*(_DIM_SLOT[d] for d in r.dims)))
-            for i, r in enumerate(ROLLUPS)
-        ]
-        saved = tables[-1]
-        months: dict[int, int] = {}
-        for e in events:
-            ts = e.ts
-            h = int(ts // HOUR) * HOUR
-            d = int(ts // DAY) * DAY
-            mo = months.get(d)
-            if mo is None:
-                mo = months[d] = month_start(d)
-            buckets = (h, d, mo)
-            model = e.served_model or e.requested_model or ""
-            dims = (
-                e.feature or "",
-                e.use_case or "",
-                e.team or "",
-                e.tenant or "",
-                e.user or "",
-                e.key_id or "",
-                model,
-                e.requested_model or "",
-                e.provider or "",
-                e.status,
-                e.endpoint or "",
-            )
-            cost = e.cost_nanos
-            sys_tokens, in_cost, sys_cost = system_input_nanos(e)
-            values = (
-                1,
-                1 if e.status >= 400 else 0,
-                e.input_tokens,
-                e.output_tokens,
-                e.cache_read_tokens,
-                cost or 0,
-                1 if cost is None else 0,
-                e.baseline_nanos or 0,
-                sum(e.savings.values()) if e.savings else 0,
-                sys_tokens,
-                in_cost,
-                sys_cost,
-            )
-            for table, slot, get in specs:
-                key = (buckets[slot], *get(dims))
-                acc = table.get(key)
-                table[key] = values if acc is None else tuple(map(add, acc, values))
-            if e.savings:
-                for technique, nanos in e.savings.items():
-                    skey = (h, technique, dims[0], dims[1], dims[2], model)
-                    sacc = saved.get(skey)
-                    saved[skey] = (1, nanos) if sacc is None else (sacc[0] + 1, sacc[1] + nanos)
-        return tables
-
-
-_DIM_SLOT = {
-    d: i
-    for i, d in enumerate(
-        (
-            "feature",
-            "use_case",
-            "team",
-            "tenant",
-            "user",
-            "key_id",
-            "model",
-            "requested_model",
-            "provider",
-            "status",
-            "endpoint",
-        )
-    )
-}
-_GRAIN_SLOT = {HOUR: 0, DAY: 1, MONTH: 2}
 
 
 # -------------------------------------------------------------------------- read side
@@ -586,7 +568,7 @@ def _part(
 
 
 _UNFOLDED = 'usage_events."id" > (SELECT "watermark" FROM rollup_state)'
-"""Events written since the rollups were last flushed (read raw, in the same snapshot)."""
+"""Events not folded yet (above the watermark): read raw, in the same statement."""
 
 
 def _raw_ranges(p: Plan) -> list[tuple[tuple[float | None, float | None], list[str]]]:

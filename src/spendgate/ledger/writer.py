@@ -48,7 +48,7 @@ class BatchingWriter:
         self,
         store: LedgerStore,
         *,
-        max_batch: int = 500,
+        max_batch: int = 2000,
         flush_interval: float = 0.05,
         max_buffer: int = 100_000,
         retry_backoff: float = 0.05,

@@ -1,0 +1,283 @@
+"""`RollupJob`: keeps the rollup tables folded up to the newest events, off the write path.
+
+Why a job rather than folding inside each write: folding costs about as much CPU as the
+insert itself, and a write transaction that folds holds the ledger's single write lock (and
+the GIL, when the fold is done in Python) for that long. Here the fold is pure SQL
+(`rollups.fold_statements`) run on a connection of its own, so SQLite does it with the GIL
+released — on the second core, in parallel with the Python thread that ingests.
+
+For a file ledger the rollups live in a sibling file (`<ledger>.rollups`, see
+`rollup_path`): a fold holds *that* file's write lock, never the ledger's, so ingest never
+waits for it. The job's connection has the rollup file as `main` and the ledger attached
+read-only as `ev`; unqualified `usage_events` resolves to the attached ledger. A `:memory:`
+ledger has no second file: its rollups sit next to the events and are folded on the one
+shared connection (no thread).
+
+Exactness does not depend on the job keeping up: the rollups carry a watermark (the highest
+event id folded, moved in the same transaction as the fold) and every report adds the raw
+events above it. Ids grow in commit order (one writer at a time, `INTEGER PRIMARY KEY`), so
+"id <= watermark" is exactly "folded", whichever process folded it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from contextlib import AbstractContextManager
+from typing import Any
+
+from spendgate.ledger import rollups as _rollups
+
+__all__ = ["ROLLUP_FILE_VERSION", "RollupJob", "begin_write", "ensure_schema", "rollup_path"]
+
+log = logging.getLogger("spendgate.ledger")
+
+ROLLUP_FILE_VERSION = 1
+"""`PRAGMA user_version` of a rollup file. Another value (or no tables) means the file is
+rebuilt from the ledger: it holds only derived data."""
+
+_TABLES = (*(r.table for r in (*_rollups.ROLLUPS, _rollups.SAVINGS_ROLLUP)), "rollup_state")
+
+
+def rollup_path(ledger_path: str) -> str:
+    """Where a file ledger keeps its rollups: `ledger.db` → `ledger.db.rollups`. Derived
+    data: deleting it (with its `-wal`/`-shm`) while no process has the ledger open only
+    costs a rebuild."""
+    return ledger_path + ".rollups"
+
+
+def begin_write(conn: sqlite3.Connection) -> None:
+    """Open a transaction holding the write lock of `main` (the rollups) only.
+
+    `BEGIN IMMEDIATE` would take the write lock of every attached database too — the
+    ledger's, blocking ingest for the whole fold. So: a deferred BEGIN, then a no-op write
+    to `main` first (taking its lock before any read, so the snapshot cannot go stale);
+    the attached ledger is only read, under a WAL read snapshot."""
+    conn.execute("BEGIN")
+    try:
+        conn.execute('UPDATE main.rollup_state SET "watermark" = "watermark"')
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def ensure_schema(conn: sqlite3.Connection, schema: str = "main") -> bool:
+    """Create the rollup tables in `schema` unless they are there at the current version.
+    Runs in the caller's transaction. True if it (re)created them (watermark 0)."""
+    version = conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
+    present = conn.execute(
+        f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN "
+        f"({', '.join('?' for _ in _TABLES)})",
+        _TABLES,
+    ).fetchone()[0]
+    if version == ROLLUP_FILE_VERSION and present == len(_TABLES):
+        return False
+    for table in _TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
+    for statement in _rollups.schema_statements():
+        conn.execute(statement.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))
+    conn.execute(f"PRAGMA {schema}.user_version = {ROLLUP_FILE_VERSION}")
+    return True
+
+
+class RollupJob:
+    """Folds events above the watermark into the rollups, one transaction per fold.
+
+    `fold()` may be called from any thread (a lock serialises it); `start()` runs it in a
+    background thread every `interval` seconds while there is something to fold. Each fold
+    takes at most `max_events` events, so a long backlog (a rebuild of a big ledger) is
+    worked off in steps that each commit, and `stop()` never waits for more than one step.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        lock: AbstractContextManager[Any],
+        *,
+        interval: float = 0.25,
+        max_events: int = 200_000,
+    ) -> None:
+        self._conn = conn
+        self._lock = lock
+        self.interval = interval
+        self.max_events = max_events
+        self._statements = _rollups.fold_statements()
+        self._stage = _rollups.stage_statements()
+        self._apply = _rollups.apply_statements()
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._folded = threading.Condition()
+        self._watermark = 0
+        self._thread: threading.Thread | None = None
+        # stats
+        self.events_folded = 0
+        self.folds = 0
+        self.busy_seconds = 0.0
+        self.max_backlog = 0
+        self.errors = 0
+
+    # -- folding -----------------------------------------------------------------------
+
+    def fold(self, max_events: int | None = None) -> int:
+        """Fold up to `max_events` (default `self.max_events`) events above the watermark
+        and move the watermark. Returns how many ids were folded (0: nothing to do)."""
+        limit = self.max_events if max_events is None else max_events
+        with self._lock:
+            started = time.perf_counter()
+            while True:
+                low, high, top, done = self._fold_step(limit)
+                if done:
+                    break
+                # Another process folded these events meanwhile: start again from its mark.
+            if high <= low:
+                self._set_watermark(low)
+                return 0
+            folded = high - low  # ids; equal to events unless an insert was rolled back
+            self.folds += 1
+            self.events_folded += folded
+            self.busy_seconds += time.perf_counter() - started
+            self.max_backlog = max(self.max_backlog, top - low)
+        self._set_watermark(high)
+        return folded
+
+    def _fold_step(self, limit: int) -> tuple[int, int, int, bool]:
+        """(watermark before, after, newest id, whether it held); caller holds the lock."""
+        conn = self._conn
+        low = conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0]
+        # 1. Stage, in a read transaction of its own: a ledger snapshot held through the
+        # whole fold would keep the checkpointer from ever rewinding the WAL.
+        conn.execute("BEGIN")
+        try:
+            row = conn.execute('SELECT COALESCE(MAX("id"), 0) FROM usage_events').fetchone()
+            top = int(row[0])
+            high = min(top, low + limit)
+            if high > low:
+                for statement in self._stage:
+                    conn.execute(statement, {"lo": low, "hi": high})
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if high <= low:
+            return low, low, top, True
+        # 2. Fold what was staged, with the watermark move, under the rollup file's write
+        # lock. The watermark is read again inside it: if another process moved it, this
+        # staging is stale and dropped.
+        begin_write(conn)
+        try:
+            if conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0] != low:
+                conn.execute("ROLLBACK")
+                return low, low, top, False
+            for statement in self._apply:
+                conn.execute(statement)
+            conn.execute('UPDATE rollup_state SET "watermark" = ?', (high,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return low, high, top, True
+
+    def fold_all(self) -> int:
+        """Fold until nothing is above the watermark (as of each step). Returns the count."""
+        total = 0
+        while n := self.fold():
+            total += n
+        return total
+
+    def rebuild(self) -> None:
+        """Empty the rollups and fold every event again, in one transaction (repair, or
+        after a bulk load that bypassed the ledger); step by step, `max_events` at a time,
+        so the staging table stays small."""
+        with self._lock:
+            conn = self._conn
+            begin_write(conn)
+            try:
+                for statement in _rollups.clear_statements():
+                    conn.execute(statement)
+                top = conn.execute('SELECT COALESCE(MAX("id"), 0) FROM usage_events').fetchone()[0]
+                for low in range(0, top, self.max_events):
+                    params = {"lo": low, "hi": min(top, low + self.max_events)}
+                    for statement in self._statements:
+                        conn.execute(statement, params)
+                conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        self._set_watermark(top)
+
+    def watermark(self) -> int:
+        """The highest event id folded, as last seen by this job."""
+        with self._folded:
+            return self._watermark
+
+    def _set_watermark(self, value: int) -> None:
+        with self._folded:
+            self._watermark = value
+            self._folded.notify_all()
+
+    # -- background thread -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._run, name="spendgate-ledger-rollups", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def kick(self) -> None:
+        """Fold now rather than at the next interval."""
+        self._kick.set()
+
+    def wait_folded(self, event_id: int, timeout: float | None = None) -> bool:
+        """Block until the watermark reaches `event_id` (the job must be running, or
+        someone else must fold). False if `timeout` passed first."""
+        self.kick()
+        with self._folded:
+            return self._folded.wait_for(lambda: self._watermark >= event_id, timeout)
+
+    def stop(self) -> None:
+        """Stop the thread after the fold in progress (if any)."""
+        self._stop.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        backoff = self.interval
+        while not self._stop.is_set():
+            try:
+                n = self.fold()
+            except Exception:  # keep folding later; reports are exact without it
+                self.errors += 1
+                log.exception("rollup fold failed; retrying (reports stay exact meanwhile)")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = self.interval
+            if n >= self.max_events:
+                continue  # a backlog: keep going
+            # Between folds, let events accumulate: one fold of thousands of events
+            # collapses to far fewer rollup rows than many folds of one batch each.
+            self._kick.wait(self.interval)
+            self._kick.clear()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for the benchmark and /metrics."""
+        return {
+            "watermark": self.watermark(),
+            "events_folded": self.events_folded,
+            "folds": self.folds,
+            "busy_seconds": round(self.busy_seconds, 3),
+            "max_backlog": self.max_backlog,
+            "errors": self.errors,
+        }
