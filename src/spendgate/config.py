@@ -174,7 +174,11 @@ class StorageConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    max_batch: int = Field(default=500, gt=0)
+    max_batch: int = Field(default=2000, gt=0)
+    """Most events per INSERT transaction. The writer drains what is queued (waiting at
+    most `flush_interval_s`), so under light load batches stay small; under heavy load
+    fewer, larger transactions amortise the per-commit and index costs (SQLite: 17.8k
+    events/s in batches of 500, 21.6k in batches of 2,000, docs/reports.md)."""
     flush_interval_s: float = Field(default=0.05, gt=0)
     max_buffer: int = Field(default=200_000, gt=0)
 
