@@ -30,7 +30,14 @@ from typing import Any
 
 from spendgate.ledger import rollups as _rollups
 
-__all__ = ["ROLLUP_FILE_VERSION", "RollupJob", "begin_write", "ensure_schema", "rollup_path"]
+__all__ = [
+    "ROLLUP_FILE_VERSION",
+    "ROLLUP_TABLES",
+    "RollupJob",
+    "begin_write",
+    "ensure_schema",
+    "rollup_path",
+]
 
 log = logging.getLogger("spendgate.ledger")
 
@@ -38,7 +45,7 @@ ROLLUP_FILE_VERSION = 1
 """`PRAGMA user_version` of a rollup file. Another value (or no tables) means the file is
 rebuilt from the ledger: it holds only derived data."""
 
-_TABLES = (*(r.table for r in (*_rollups.ROLLUPS, _rollups.SAVINGS_ROLLUP)), "rollup_state")
+ROLLUP_TABLES = (*(r.table for r in (*_rollups.ROLLUPS, _rollups.SAVINGS_ROLLUP)), "rollup_state")
 
 
 def rollup_path(ledger_path: str) -> str:
@@ -69,12 +76,12 @@ def ensure_schema(conn: sqlite3.Connection, schema: str = "main") -> bool:
     version = conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
     present = conn.execute(
         f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN "
-        f"({', '.join('?' for _ in _TABLES)})",
-        _TABLES,
+        f"({', '.join('?' for _ in ROLLUP_TABLES)})",
+        ROLLUP_TABLES,
     ).fetchone()[0]
-    if version == ROLLUP_FILE_VERSION and present == len(_TABLES):
+    if version == ROLLUP_FILE_VERSION and present == len(ROLLUP_TABLES):
         return False
-    for table in _TABLES:
+    for table in ROLLUP_TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
     for statement in _rollups.schema_statements():
         conn.execute(statement.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))

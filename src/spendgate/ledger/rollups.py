@@ -362,39 +362,6 @@ _ROLLUP_DAY_DIMS = (
 )  # fmt: skip
 
 
-def direct_fold_statements() -> list[str]:
-    """The same fold straight from `usage_events`, one scan per rollup (kept to compare)."""
-    out: list[str] = []
-    since = '"id" > :lo AND "id" <= :hi'
-    for r in ROLLUPS:
-        keys = [f"COALESCE({_RAW_DIM[d]}, '')" if d != "status" else '"status"' for d in r.dims]
-        aggs = [f"COALESCE({_RAW_AGGREGATES[a]}, 0)" for a in AGGREGATES]
-        cols = ", ".join(f'"{c}"' for c in ("bucket", *r.dims, *AGGREGATES))
-        group = ", ".join(str(i + 1) for i in range(len(r.dims) + 1))
-        sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in AGGREGATES)
-        conflict = ", ".join(f'"{c}"' for c in _pk(r))
-        out.append(
-            f"INSERT INTO {r.table} ({cols}) SELECT {_bucket_sql(r.grain)}, "
-            f"{', '.join(keys + aggs)} FROM usage_events WHERE {since} GROUP BY {group} "
-            f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
-        )
-    sv = SAVINGS_ROLLUP
-    keys = ["j.key"] + [f"COALESCE({_RAW_DIM[d]}, '')" for d in sv.dims[1:]]
-    cols = ", ".join(f'"{c}"' for c in ("bucket", *sv.dims, "calls", "nanos"))
-    group = ", ".join(str(i + 1) for i in range(len(sv.dims) + 1))
-    conflict = ", ".join(f'"{c}"' for c in _pk(sv))
-    out.append(
-        f'INSERT INTO {sv.table} ({cols}) SELECT CAST("ts" / {HOUR} AS INTEGER) * {HOUR}, '
-        f"{', '.join(keys)}, COUNT(*), SUM(j.value) "
-        f'FROM usage_events, json_each(usage_events."savings") AS j '
-        f'WHERE usage_events."id" > :lo AND usage_events."id" <= :hi '
-        f'AND usage_events."savings" IS NOT NULL '
-        f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
-        f'"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
-    )
-    return out
-
-
 def clear_statements() -> list[str]:
     """Empty every rollup and reset the watermark (before a rebuild)."""
     out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP)]

@@ -77,15 +77,13 @@ _V1_SCHEMA = [
     "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
 ]
 
-_ROLLUP_TABLES = [r.table for r in (*_rollups.ROLLUPS, _rollups.SAVINGS_ROLLUP)] + ["rollup_state"]
-
 _MIGRATIONS: dict[int, list[str]] = {
     1: _V1_SCHEMA,
     # v2 put rollup tables maintained on write into this file. A file ledger now keeps them
     # in `<ledger>.rollups` (created by the rollup job), so v2 adds nothing here …
     2: [],
     # … and v3 drops the v2 tables after `_move_v2_rollups` copied them over.
-    3: [f"DROP TABLE IF EXISTS {t}" for t in _ROLLUP_TABLES],
+    3: [f"DROP TABLE IF EXISTS {t}" for t in _job.ROLLUP_TABLES],
 }
 """Target version → statements that bring the previous version to it (file ledgers; a
 `:memory:` ledger is always new and keeps its rollups in the one database)."""
@@ -303,7 +301,7 @@ class SQLiteLedger:
             # The ledger is write-locked by the migration: attach it and only read it.
             conn.execute("ATTACH DATABASE ? AS ev", (self.path,))
             _job.begin_write(conn)
-            for table in _ROLLUP_TABLES:
+            for table in _job.ROLLUP_TABLES:
                 conn.execute(f"DELETE FROM main.{table}")
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM ev.{table}")
             conn.execute("COMMIT")
