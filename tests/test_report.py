@@ -292,3 +292,21 @@ def test_every_dimension_is_queryable(ledger: tuple[Path, list[UsageEvent]]) -> 
         assert sum(r.calls for r in rows) == len(events), dim
         assert as_dict(rows) == expected(events, [dim]), dim
     store.close()
+
+
+@pytest.mark.parametrize(
+    "nanos",
+    [0, 1, -1, 999_999_999, -999_999_999, 10**9, -(10**9), 123_456_789_012, 10**40 + 7],
+)
+def test_admin_money_is_the_exact_decimal_of_the_nanos(nanos: int) -> None:
+    from spendgate.analytics.reports import money
+
+    text = money(nanos)
+    whole, _, frac = text.lstrip("-").partition(".")
+    assert len(frac) == 9 and whole.isdigit()
+    # Parsed back it is the same number of nanos, at any size (no rounding past 28 digits).
+    back = int(whole) * 10**9 + int(frac)
+    assert (-back if text.startswith("-") else back) == nanos
+    if abs(nanos) < 10**18:
+        assert Decimal(text) == Decimal(nanos) / NANOS_PER_USD
+    assert text.startswith("-") == (nanos < 0)

@@ -686,7 +686,10 @@ def active_users_sql(
             group=False,
             extra_where=["\"user\" != ''"],
         )
-        parts.append(sql.replace("SELECT ", "SELECT DISTINCT ", 1))
+        # No DISTINCT here: a rollup row is already one (user, …) key per bucket, and the
+        # outer COUNT(DISTINCT) dedups anyway — a second temp B-tree over 400k rows of
+        # `rollup_user_feature_month` cost 634 ms against 262 ms without (10 M events).
+        parts.append(sql)
         params += ps
     for edge, where in _raw_ranges(p):
         sql, ps = _part(
