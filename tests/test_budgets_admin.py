@@ -80,6 +80,7 @@ def test_cli_set_list_rm_with_a_running_gateway(
     r = _chat(h, team)
     assert r.status_code == 429 and "team-cap" in r.json()["error"]["message"]
 
+    h.flush()  # the CLI reads the ledger: let the gateway's writer land its queued rows first
     rows = {
         row["name"]: row
         for row in json.loads(_cli("budgets", "list", "--config", str(cfg), "--json"))

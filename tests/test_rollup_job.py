@@ -221,3 +221,37 @@ def test_memory_ledger_folds_inline() -> None:
         assert as_map(store.aggregate(BY), BY) == expected(events, BY, None, None, {})
         store.write_batch(make_events(50, seed=40, prefix="mem2"))
         assert store.rollup_stats()["unfolded"] == 50
+
+
+def test_a_read_only_report_leaves_folding_to_the_writer(tmp_path: Path) -> None:
+    """`spendgate report` beside a running gateway: exact figures from the unfolded events,
+    no fold or checkpoint thread of its own, and nothing folded when it closes."""
+    import json
+
+    from spendgate.ledger import report_command
+
+    path = tmp_path / "l.db"
+    events = make_events(800, seed=41, prefix="ro")
+    writer = SQLiteLedger(path, rollup_job=False)  # the gateway, its job not yet run
+    writer.write_batch(events)
+    threads = {t.name for t in threading.enumerate()}
+    doc = json.loads(report_command(str(path), by="feature", fmt="json"))
+    assert {t.name for t in threading.enumerate()} == threads  # report_command closed it
+    want = expected(events, ["feature"], None, None, {})
+    assert {r["feature"]: r["calls"] for r in doc["rows"]} == {
+        k[0]: v["calls"] for k, v in want.items()
+    }
+    assert writer.rollup_stats()["watermark"] == 0  # the report folded nothing
+
+    reader = SQLiteLedger(path, create=False, read_only=True)
+    assert {t.name for t in threading.enumerate()} == threads  # no job, no checkpointer
+    try:
+        reader.write_batch(events[:1])
+        raise AssertionError("a read-only ledger accepted a write")
+    except sqlite3.ProgrammingError as exc:
+        assert "read-only" in str(exc)
+    reader.close()
+    assert writer.rollup_stats()["watermark"] == 0
+    writer.close()  # the writer's close folds its events, as before
+    with SQLiteLedger(path, read_only=True) as again:
+        assert again.rollup_stats()["watermark"] == 800

@@ -127,7 +127,7 @@ def _savings_report(
 
     dims = [d.strip() for d in by.split(",") if d.strip()]
     try:
-        store = open_ledger(url, create=False)
+        store = open_ledger(url, create=False, read_only=True)
         rows = savings_by_technique(
             store,
             dims,

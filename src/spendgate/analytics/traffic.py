@@ -96,7 +96,7 @@ def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[Traff
     path = Path(source)
     if source.endswith((".jsonl", ".jsonl.gz", ".json.gz")) and path.exists():
         return [record_from_request(row, default_output_tokens) for row in read_jsonl(path)]
-    store = open_ledger(source, create=False)
+    store = open_ledger(source, create=False, read_only=True)
     try:
         return [
             TrafficRecord(

@@ -246,7 +246,7 @@ def _spent(
     from spendgate.ledger import open_ledger
 
     try:
-        ledger = open_ledger(settings.storage.ledger, create=False)
+        ledger = open_ledger(settings.storage.ledger, create=False, read_only=True)
     except Exception:
         return []
     try:

@@ -212,7 +212,7 @@ def prompt_cache_command(
 
     try:
         settings = load_settings(config_path) if config_path else Settings()
-        store = open_ledger(ledger_url or settings.storage.ledger, create=False)
+        store = open_ledger(ledger_url or settings.storage.ledger, create=False, read_only=True)
         rows = prompt_cache_report(
             store,
             since=parse_when(since) if since else None,

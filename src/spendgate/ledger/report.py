@@ -179,7 +179,7 @@ def report_command(
     end = parse_when(until, end=True, now=now) if until else None
     if start and end and start >= end:
         raise ValueError(f"--since ({start.isoformat()}) is not before --until ({end.isoformat()})")
-    store = open_ledger(ledger_url, create=False)
+    store = open_ledger(ledger_url, create=False, read_only=True)
     try:
         rows = store.spend(dims, since=start, until=end, filters=dict(filters or {}))
     finally:

@@ -118,6 +118,10 @@ class SQLiteLedger:
 
     `rollup_job=False` starts no fold thread: the rollups then move only on
     `flush_rollups()` / `rebuild_rollups()` (bulk loads, benchmarks); reports stay exact.
+    `read_only=True` is for a short-lived reader beside the process that writes (a CLI
+    report): no fold thread, no checkpointer, no fold on `close()` — that upkeep is the
+    writer's, and a report on a big unfolded ledger should not pay for it — and
+    `write_batch` refuses. Reports are exact either way (unfolded events are read raw).
     `fold_interval` is how long the job lets events accumulate between folds. A `:memory:`
     ledger folds inline, in `write_batch`, once `fold_every` events are unfolded.
     """
@@ -131,8 +135,10 @@ class SQLiteLedger:
         fold_interval: float = 0.25,
         fold_every: int = 20_000,
         checkpoint_interval: float = 0.5,
+        read_only: bool = False,
     ) -> None:
         self.path = str(path)
+        self.read_only = read_only
         self._memory = self.path == ":memory:"
         if not self._memory:
             file = Path(self.path).expanduser()
@@ -165,9 +171,10 @@ class SQLiteLedger:
                 self._job = _job.RollupJob(
                     self._connect_rollups(), threading.Lock(), interval=fold_interval
                 )
-                self._checkpointer = Checkpointer(self.path, interval=checkpoint_interval)
-                if rollup_job:
-                    self._job.start()
+                if not read_only:
+                    self._checkpointer = Checkpointer(self.path, interval=checkpoint_interval)
+                    if rollup_job:
+                        self._job.start()
         except BaseException:
             self._close_connections()
             raise
@@ -321,6 +328,8 @@ class SQLiteLedger:
         folded from the stored rows, so they count each event once too)."""
         if not events:
             return
+        if self.read_only:
+            raise sqlite3.ProgrammingError(f"ledger {self.path} was opened read-only")
         rows = [event.to_row() for event in events]  # raises before touching the DB
         with self._lock:
             if self._closed:
@@ -532,8 +541,9 @@ class SQLiteLedger:
                 return
             self._closed = True
         self._job.stop()
-        with suppress(sqlite3.Error):  # the events are safe; the next open folds them
-            self._job.fold()
+        if not self.read_only:
+            with suppress(sqlite3.Error):  # the events are safe; the next open folds them
+                self._job.fold()
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._lock:

@@ -50,14 +50,16 @@ class LedgerStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_ledger(url: str, *, create: bool = True) -> LedgerStore:
+def open_ledger(url: str, *, create: bool = True, read_only: bool = False) -> LedgerStore:
     """The store a URL names. `sqlite:///rel/path.db`, `sqlite:////abs/path.db` (SQLAlchemy's
     convention), `sqlite:///:memory:`, a bare path, or `postgresql://…[?schema=NAME]`
     (`PostgresLedger`, for many replicas). `create=False` refuses to conjure an
-    empty ledger at a mistyped path (what a report wants)."""
+    empty ledger at a mistyped path (what a report wants). `read_only=True` (reports, CLI
+    reads) leaves a SQLite ledger's upkeep — folding rollups, checkpoints — to the process
+    that writes it; PostgreSQL has none to leave."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return SQLiteLedger(url, create=create)
+        return SQLiteLedger(url, create=create, read_only=read_only)
     scheme = scheme.lower()
     if scheme == "sqlite":
         if rest in ("", "/", "/:memory:"):
@@ -68,7 +70,7 @@ def open_ledger(url: str, *, create: bool = True) -> LedgerStore:
             )
         if "?" in rest:
             raise ValueError(f"SQLite ledger URLs take no query parameters: {url!r}")
-        return SQLiteLedger(rest[1:], create=create)
+        return SQLiteLedger(rest[1:], create=create, read_only=read_only)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         # Imported here: psycopg is only needed by deployments that use PostgreSQL.
         try:

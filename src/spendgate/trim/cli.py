@@ -105,7 +105,7 @@ def analyze_prompts(
         raise click.BadParameter("must be positive", param_hint="--days")
     url = ledger_url or _settings(config_path).storage.ledger
     try:
-        store = open_ledger(url, create=False)
+        store = open_ledger(url, create=False, read_only=True)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     catalog = PriceCatalog.default()
