@@ -57,6 +57,7 @@ from spendgate.analytics.config import FeaturesConfig
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.ledger import BatchingWriter, SQLiteLedger, UsageEvent
 from spendgate.ledger.event import COLUMNS
+from spendgate.ledger.rollups import DERIVED_COLUMNS
 from spendgate.pricing import PriceCatalog
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -282,8 +283,11 @@ def bulk_load(path: Path, n: int) -> None:
             + pin("sv")
             + ", 'system_tokens', inp * (20 + f) / 100) ELSE NULL END"
         ),
+        # The same two fields as columns, as `write_batch` stores them (0 when absent).
+        "system_tokens": "CASE WHEN ok THEN inp * (20 + f) / 100 ELSE 0 END",
+        "input_cost_nanos": "CASE WHEN ok THEN inp * " + pin("sv") + " ELSE 0 END",
     }
-    missing = [c for c in cols if c not in COLUMNS]
+    missing = [c for c in cols if c not in (*COLUMNS, *DERIVED_COLUMNS)]
     assert not missing, missing
     names = ", ".join(f'"{c}"' for c in cols)
     sql = f"""

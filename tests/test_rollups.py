@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -359,3 +360,54 @@ def test_day_filter_and_month_window(ledger: Any) -> None:
     assert got == expected(events, ["model"], None, None, {"day": day})
     got = as_map(store.aggregate(["model"], start, start + timedelta(days=1)), ["model"])
     assert got == expected(events, ["model"], None, None, {"day": day})
+
+
+def test_extra_fields_as_columns_sum_exactly_as_the_json_did(tmp_path: Path) -> None:
+    """Schema v4 copies `extra.system_tokens` / `extra.input_cost_nanos` into columns so
+    scans need not parse JSON. A row whose columns are NULL (written before v4, or a value
+    that is no 64-bit integer) is read from `extra`: both kinds sum exactly as `extra` did."""
+    events = make_events(400, seed=77, prefix="col")
+    odd = [
+        {"system_tokens": 12.5, "input_cost_nanos": 1000},
+        {"system_tokens": True, "input_cost_nanos": "7"},
+        {"system_tokens": 5, "input_cost_nanos": [1]},
+        {"input_cost_nanos": None},
+    ]
+    events += [
+        replace(events[i], request_id=f"odd-{i}", extra=extra, input_tokens=100)
+        for i, extra in enumerate(odd)
+    ]
+    path = tmp_path / "l.db"
+    by = ["feature", "model"]
+    with SQLiteLedger(path, rollup_job=False) as store:
+        store.write_batch(events)
+        conn = sqlite3.connect(path)
+        stored = {
+            rid: (st, ic)
+            for rid, st, ic in conn.execute(
+                'SELECT request_id, "system_tokens", "input_cost_nanos" FROM usage_events '
+                "WHERE request_id LIKE 'odd-%'"
+            )
+        }
+        # Integers are copied; absent or JSON null reads as 0; anything else stays NULL.
+        assert stored == {
+            "odd-0": (None, 1000),
+            "odd-1": (None, None),
+            "odd-2": (5, None),
+            "odd-3": (0, 0),
+        }
+        store.use_rollups = False
+        with_columns = as_map(store.aggregate(by), by)
+        conn.execute('UPDATE usage_events SET "system_tokens" = NULL, "input_cost_nanos" = NULL')
+        conn.commit()
+        conn.close()
+        from_json = as_map(store.aggregate(by), by)  # every row read as before v4
+        assert with_columns == from_json
+        store.use_rollups = True
+        store.rebuild_rollups()  # folds the all-NULL (pre-v4) rows from their JSON
+        assert as_map(store.aggregate(by), by) == from_json
+    # Past 64 bits SQLite would not bind it: the column stays NULL, the JSON is read.
+    assert R.derived_values({"system_tokens": 2**63, "input_cost_nanos": -(2**63)}) == (
+        None,
+        -(2**63),
+    )

@@ -47,11 +47,13 @@ from spendgate.ledger.event import UsageEvent
 
 __all__ = [
     "AGGREGATES",
+    "DERIVED_COLUMNS",
     "ROLLUPS",
     "SAVINGS_ROLLUP",
     "Rollup",
     "apply_statements",
     "clear_statements",
+    "derived_values",
     "fold_statements",
     "plan",
     "schema_statements",
@@ -82,6 +84,32 @@ AGGREGATES: tuple[str, ...] = (
 (uncached input, cache reads and writes); `system_input_nanos` is the part of it spent on
 system-prompt tokens, pro rata per call (see `system_input_nanos`)."""
 
+DERIVED_COLUMNS: tuple[str, ...] = ("system_tokens", "input_cost_nanos")
+"""`usage_events` columns (SQLite ledger, schema v4) that copy the two accounting fields of
+`extra` the rollups sum. Why: parsing `extra` was about half the cost of a raw scan (a
+ragged window's edges: 436 → 236 ms for 288k events without it) and of staging a fold.
+A column holds the field's integer, 0 when the field is absent (what `COALESCE(json, 0)`
+made of it), or NULL — rows from before v4, or a value that is not a 64-bit integer — in
+which case `_ST`/`_IC` read `extra` itself, so every row sums exactly as before."""
+
+_ST = "COALESCE(\"system_tokens\", json_extract(\"extra\", '$.system_tokens'), 0)"
+_IC = "COALESCE(\"input_cost_nanos\", json_extract(\"extra\", '$.input_cost_nanos'), 0)"
+
+
+def derived_values(extra: Mapping[str, Any] | None) -> tuple[int | None, ...]:
+    """`DERIVED_COLUMNS` values for an event whose `extra` is this."""
+    return tuple(_derived(extra, name) for name in DERIVED_COLUMNS)
+
+
+def _derived(extra: Mapping[str, Any] | None, name: str) -> int | None:
+    value = None if extra is None else extra.get(name)
+    if value is None:
+        return 0
+    if type(value) is int and -(2**63) <= value < 2**63:
+        return value
+    return None  # a float, bool, string or huge int: let SQLite read it from the JSON
+
+
 _RAW_AGGREGATES: dict[str, str] = {
     "calls": "COUNT(*)",
     "errors": 'SUM("status" >= 400)',
@@ -92,13 +120,10 @@ _RAW_AGGREGATES: dict[str, str] = {
     "unknown_cost_calls": 'SUM("cost_nanos" IS NULL)',
     "baseline_nanos": 'SUM("baseline_nanos")',
     "savings_nanos": 'SUM("savings_nanos")',
-    "system_tokens": "SUM(MIN(COALESCE(json_extract(\"extra\", '$.system_tokens'), 0), "
-    '"input_tokens"))',
-    "input_cost_nanos": "SUM(COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0))",
+    "system_tokens": f'SUM(MIN({_ST}, "input_tokens"))',
+    "input_cost_nanos": f"SUM({_IC})",
     "system_input_nanos": (
-        'SUM(CASE WHEN "input_tokens" > 0 THEN '
-        "COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0) * "
-        'MIN(COALESCE(json_extract("extra", \'$.system_tokens\'), 0), "input_tokens") '
+        f'SUM(CASE WHEN "input_tokens" > 0 THEN {_IC} * MIN({_ST}, "input_tokens") '
         '/ "input_tokens" ELSE 0 END)'
     ),
 }
@@ -294,8 +319,7 @@ def _fold_sql() -> list[str]:
         + ")",
         "DELETE FROM temp.fold_src",
         f"INSERT INTO temp.fold_src SELECT {', '.join(stage)} FROM ("
-        "SELECT *, COALESCE(json_extract(\"extra\", '$.system_tokens'), 0) AS st, "
-        "COALESCE(json_extract(\"extra\", '$.input_cost_nanos'), 0) AS ic "
+        f"SELECT *, {_ST} AS st, {_IC} AS ic "
         'FROM usage_events WHERE "id" > :lo AND "id" <= :hi)',
     ]
     # Two intermediate groupings, each feeding two rollups, so those two do not each sort

@@ -36,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
 log = logging.getLogger("spendgate.ledger")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _COLUMN_TYPES: dict[str, str] = {
     "request_id": "TEXT NOT NULL",
@@ -84,15 +84,22 @@ _MIGRATIONS: dict[int, list[str]] = {
     2: [],
     # … and v3 drops the v2 tables after `_move_v2_rollups` copied them over.
     3: [f"DROP TABLE IF EXISTS {t}" for t in _job.ROLLUP_TABLES],
+    # v4: `extra`'s two accounting fields as columns (see `DERIVED_COLUMNS`). O(1): rows
+    # written before it keep NULL there, and the queries read those from `extra`.
+    4: [f'ALTER TABLE usage_events ADD COLUMN "{c}" INTEGER' for c in _rollups.DERIVED_COLUMNS],
 }
-"""Target version → statements that bring the previous version to it (file ledgers; a
-`:memory:` ledger is always new and keeps its rollups in the one database)."""
+"""Target version → statements that bring the previous version to it."""
 
+_ROLLUP_FILE_STEPS = frozenset({2, 3})
+"""Steps only a file ledger takes: a `:memory:` ledger is always new and keeps its rollups
+in its one database."""
+
+_STORED = (*COLUMNS, *_rollups.DERIVED_COLUMNS)
 _INSERT = (
     "INSERT INTO usage_events ("
-    + ", ".join(f'"{c}"' for c in COLUMNS)
+    + ", ".join(f'"{c}"' for c in _STORED)
     + ") VALUES ("
-    + ", ".join("?" for _ in COLUMNS)
+    + ", ".join("?" for _ in _STORED)
     + ") ON CONFLICT (request_id) DO NOTHING"
 )
 _SELECT_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
@@ -279,11 +286,8 @@ class SQLiteLedger:
             if current == 2 and not self._memory:
                 self._move_v2_rollups()
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                if not self._memory:
+                if not self._memory or version not in _ROLLUP_FILE_STEPS:
                     for statement in _MIGRATIONS[version]:
-                        conn.execute(statement)
-                elif version == 1:
-                    for statement in _V1_SCHEMA:
                         conn.execute(statement)
                 # One row, the version reached (MAX() also reads older multi-row tables).
                 conn.execute("DELETE FROM schema_version")
@@ -330,7 +334,8 @@ class SQLiteLedger:
             return
         if self.read_only:
             raise sqlite3.ProgrammingError(f"ledger {self.path} was opened read-only")
-        rows = [event.to_row() for event in events]  # raises before touching the DB
+        # Raises before touching the DB.
+        rows = [event.to_row() + _rollups.derived_values(event.extra) for event in events]
         with self._lock:
             if self._closed:
                 raise sqlite3.ProgrammingError("ledger is closed")
