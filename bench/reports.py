@@ -32,7 +32,9 @@ Three parts:
    printed), through `spendgate.analytics.reports` exactly as `/admin/*` calls it. Windows
    are whole days / a calendar month (what the dashboard and `--since DATE` send) and a
    ragged 7-day window (relative `--since 7d`), whose partial days are read from raw events.
-   `--raw` also times the main query with the rollups switched off, for comparison.
+   `--raw` also times the main query with the rollups switched off, for comparison;
+   `--dashboard` times the dashboard's whole view (`/dashboard/api/summary`: every panel
+   in one call) for a few ranges and filters over the same ledger.
 """
 
 from __future__ import annotations
@@ -405,6 +407,27 @@ def measure_reports(store: SQLiteLedger, raw: bool) -> dict[str, Any]:
     return out
 
 
+def measure_dashboard(store: SQLiteLedger) -> dict[str, Any]:
+    """The dashboard's one JSON view (`server.dashboard.data.summary`, what
+    `/dashboard/api/summary` returns) over the same ledger: every panel in one call."""
+    from spendgate.server.dashboard import data
+
+    end = T0 + timedelta(days=DAYS)
+    tiers = TierClassifier(PriceCatalog.default())
+    views = {
+        "dashboard, 30 days": data.Query(T0, end),
+        "dashboard, 7 days": data.Query(end - timedelta(days=7), end),
+        "dashboard, 24 h (hourly)": data.Query(end - timedelta(days=1), end),
+        "dashboard, 30 days, feature=feature-3": data.Query(T0, end, {"feature": "feature-3"}),
+        "dashboard, 30 days, tenant=tenant-7": data.Query(T0, end, {"tenant": "tenant-7"}),
+    }
+    out = {}
+    for name, q in views.items():
+        out[name] = timed(lambda q=q: data.summary(store, tiers, q, now=end))
+        out[name]["rows"] = 0
+    return out
+
+
 def rollup_sizes(store: SQLiteLedger) -> dict[str, int]:
     from spendgate.ledger.rollups import ROLLUPS, SAVINGS_ROLLUP
 
@@ -430,6 +453,9 @@ def main() -> None:
         help="bulk-load into this file and keep it; if it exists, time the reports on it as is",
     )
     ap.add_argument("--raw", action="store_true", help="also time one query without rollups")
+    ap.add_argument(
+        "--dashboard", action="store_true", help="also time the dashboard's view over the ledger"
+    )
     ap.add_argument("--json", dest="json_path", default=None, help="write figures as JSON")
     args = ap.parse_args()
 
@@ -518,6 +544,11 @@ def run_reports(args: argparse.Namespace, folder: Path, figures: dict[str, Any])
     worst = max(v["median_ms"] for k, v in figures["reports"].items() if "RAW" not in k)
     figures["worst_median_ms"] = worst
     print(f"slowest report (median): {worst:,.1f} ms")
+    if args.dashboard:
+        print("dashboard views (best / median of 3):", flush=True)
+        figures["dashboard"] = measure_dashboard(store)
+        for name, v in figures["dashboard"].items():
+            print(f"  {name:48} {v['best_ms']:>9,.1f} ms  {v['median_ms']:>9,.1f} ms")
     store.close()
 
 

@@ -564,3 +564,30 @@ def test_system_prompt_scan_sql_and_python_agree(dash: tuple[Harness, str]) -> N
     fast = data._scan_sqlite(store, q)
     assert fast is not None and fast.system
     assert data._scan(Generic(), q).system == fast.system  # type: ignore[arg-type]
+
+
+def test_parallel_reads_draw_the_same_view(dash: tuple[Harness, str]) -> None:
+    """A file ledger answers a view's queries from several threads at once; the view is the
+    one the same queries give in turn (a store that does not offer parallel reads)."""
+    from spendgate.analytics.tiers import TierClassifier
+    from spendgate.pricing import PriceCatalog
+    from spendgate.server.dashboard import data
+
+    h, _ = dash
+    store = h.reader()
+    assert store.parallel_reads  # type: ignore[attr-defined]
+
+    class InTurn:  # the same store, without `parallel_reads`
+        def __getattr__(self, name: str) -> Any:
+            if name == "parallel_reads":
+                raise AttributeError(name)
+            return getattr(store, name)
+
+    tiers = TierClassifier(PriceCatalog.default())
+    until = datetime.now(UTC) + timedelta(minutes=1)
+    for filters in ({}, {"feature": "support-chat"}):
+        q = data.Query(since=until - timedelta(days=30), until=until, filters=filters)
+        parallel = data.summary(store, tiers, q, now=until)
+        in_turn = data.summary(InTurn(), tiers, q, now=until)  # type: ignore[arg-type]
+        assert parallel == in_turn
+        assert parallel["totals"]["calls"] > 0

@@ -169,6 +169,9 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
 class PostgresLedger:
     """A `LedgerStore` in PostgreSQL, safe to share between any number of processes."""
 
+    parallel_reads = True
+    """Queries from several threads run at once, each on a pooled connection of its own."""
+
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self._conninfo, wanted_schema = parse_postgres_url(url)

@@ -186,6 +186,12 @@ class SQLiteLedger:
             self._close_connections()
             raise
 
+    @property
+    def parallel_reads(self) -> bool:
+        """Queries from several threads run at once: each takes its own reader connection
+        (a `:memory:` ledger has one connection, so its reads take turns)."""
+        return not self._memory
+
     # -- connections -------------------------------------------------------------------
 
     def _connect(self, *, writer: bool = False) -> sqlite3.Connection:

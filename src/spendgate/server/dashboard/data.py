@@ -20,10 +20,12 @@ Money leaves here as exact decimal strings of USD; the page parses them only to 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from spendgate.analytics.config import FeaturesConfig
@@ -299,15 +301,14 @@ def _prices(catalog: PriceCatalog, model: str) -> tuple[Decimal, Decimal] | None
 
 
 def _system_prompts(
-    store: LedgerStore,
-    q: Query,
+    report: Mapping[str, Any],
     scan: _Scan,
     catalog: PriceCatalog,
     days: float | None,
 ) -> dict[str, Any]:
     """Per feature: system-prompt tokens per call, share of input spend, system-prompt spend
-    per month, and what prompt caching the system prompt would save per month."""
-    report = system_prompt_report(store, ["feature"], Window(q.since, q.until), q.filters)
+    per month, and what prompt caching the system prompt would save per month. `report` is
+    `system_prompt_report` by feature over the view."""
     scale = None if not days or days < 1 else Decimal(30) / Decimal(str(round(days, 6)))
     measured: dict[str, list[int]] = {}
     caching: dict[str, Decimal] = {}
@@ -369,6 +370,22 @@ def _system_prompts(
     }
 
 
+READ_WORKERS = 3
+"""Threads one dashboard view reads the ledger with, on a store whose reads run in
+parallel. SQLite runs a query with the GIL released, so on 2 cores two queries overlap;
+the third keeps a core busy while another thread builds rows in Python."""
+
+
+def _gather(store: LedgerStore, jobs: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run a view's independent queries: at once on a store that says its reads run in
+    parallel (`parallel_reads`: each thread gets its own connection), else in turn."""
+    if not getattr(store, "parallel_reads", False):
+        return {name: job() for name, job in jobs.items()}
+    with ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="spendgate-dashboard") as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def summary(
     store: LedgerStore,
     tiers_of: TierClassifier,
@@ -381,25 +398,45 @@ def summary(
 ) -> dict[str, Any]:
     """Everything one dashboard view draws, as JSON-ready data."""
     f = q.filters or None
-    grouped = {dim: store.spend([dim], q.since, q.until, f)
-               for dim in dict.fromkeys((*TOP_DIMENSIONS, *FILTER_DIMENSIONS))}  # fmt: skip
+    window = Window(q.since, q.until)
+    dims = list(dict.fromkeys((*TOP_DIMENSIONS, *FILTER_DIMENSIONS)))
+    # Slowest first, so they start first when the store reads in parallel: per-user
+    # spend (20,000 rows at 10 M events) and the bounded event scan.
+    dims.sort(key=lambda d: d != "user")
+    jobs: dict[str, Callable[[], Any]] = {}
+    for dim in dims:
+        jobs[f"spend:{dim}"] = partial(store.spend, [dim], q.since, q.until, f)
+    jobs["scan"] = lambda: _scan(store, q)
+    if f is not None:
+        # Filter choices ignore the filters (so a chosen value's siblings stay offered).
+        for dim in dims:
+            if dim in FILTER_DIMENSIONS:
+                jobs[f"options:{dim}"] = partial(store.spend, [dim], q.since, q.until)
+    jobs["series"] = lambda: _series(store, q)
+    jobs["savings"] = lambda: LedgerQuery(store).savings([], window, q.filters)
+    jobs["system"] = lambda: system_prompt_report(store, ["feature"], window, q.filters)
+    if features is not None and features.root:
+        jobs["economics"] = lambda: feature_economics(
+            store, features, None, q.filters, now=now or q.until
+        )
+    got = _gather(store, jobs)
+
+    grouped = {dim: got[f"spend:{dim}"] for dim in dims}
     by_model = grouped["model"]
     grand = total(by_model)
     users = [r for r in grouped["user"] if r.keys["user"] != NONE_LABEL]
     top = {dim: [_row(r, dim) for r in grouped[dim][:TOP_N]] for dim in TOP_DIMENSIONS}
-    # Filter choices ignore the filters (so a chosen value's siblings stay offered): the
-    # same queries when nothing is filtered, else one more unfiltered query per tag.
+    # Unfiltered, the filter choices are the same queries' answers.
     unfiltered = grouped if f is None else {
-        dim: store.spend([dim], q.since, q.until, None) for dim in FILTER_DIMENSIONS}  # fmt: skip
+        dim: got[f"options:{dim}"] for dim in FILTER_DIMENSIONS}  # fmt: skip
     options = {dim: [r.keys[dim] for r in unfiltered[dim][:OPTIONS_N]]
                for dim in FILTER_DIMENSIONS}  # fmt: skip
-    unit, labels, series = _series(store, q)
+    unit, labels, series = got["series"]
     tiers = {model: tiers_of(model) for model in {*series, *(r.keys["model"] for r in by_model)}}
-    window = Window(q.since, q.until)
     savings: dict[str, int] = {}
-    for _keys, technique, _count, nanos in LedgerQuery(store).savings([], window, q.filters):
+    for _keys, technique, _count, nanos in got["savings"]:
         savings[technique] = savings.get(technique, 0) + nanos
-    scan = _scan(store, q)
+    scan = got["scan"]
     cache = scan.cache
     looked_up = sum(cache.values()) - cache.get("bypass", 0)
     hits = sum(v for k, v in cache.items() if "hit" in k)
@@ -414,12 +451,9 @@ def summary(
             (Decimal(per_user) * Decimal(30) / Decimal(str(round(span_days, 6))))
             .quantize(Decimal("0.000001")).normalize(), "f")
 
-    econ = None
-    if features is not None and features.root:
-        econ = feature_economics(store, features, None, q.filters, now=now or q.until)
-
+    econ = got.get("economics")
     days = _observed_days(q, unit, series)
-    system = _system_prompts(store, q, scan, catalog or PriceCatalog.default(), days)
+    system = _system_prompts(got["system"], scan, catalog or PriceCatalog.default(), days)
 
     return {
         "range": {
