@@ -411,3 +411,20 @@ def test_extra_fields_as_columns_sum_exactly_as_the_json_did(tmp_path: Path) -> 
         None,
         -(2**63),
     )
+
+
+def test_a_subset_of_aggregates_is_the_same_figures(ledger: Any) -> None:
+    """Reports ask only for the aggregates they show (`fields=`): the figures are those of
+    the full query, over rollup middles, raw edges and unfolded events alike."""
+    store, _ = ledger
+    fields = ("cost_nanos", "errors")
+    for since, until in WINDOWS:
+        for by, filters in ((["feature"], {}), (["user"], {"tenant": "acme"}), ([], {})):
+            full = as_map(store.aggregate(by, dt(since), dt(until), filters), by)
+            part = as_map(store.aggregate(by, dt(since), dt(until), filters, fields=fields), by)
+            # `calls` always comes along: it is what says a group exists.
+            assert part == {
+                k: {a: v[a] for a in ("calls", "errors", "cost_nanos")} for k, v in full.items()
+            }
+    with pytest.raises(ValueError, match="unknown aggregates: costs"):
+        store.aggregate(["feature"], fields=["costs"])

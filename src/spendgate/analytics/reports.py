@@ -103,12 +103,17 @@ class LedgerQuery:
         self.store = store
 
     def aggregate(
-        self, by: Sequence[str], window: Window, filters: Mapping[str, str]
+        self,
+        by: Sequence[str],
+        window: Window,
+        filters: Mapping[str, str],
+        fields: Sequence[str] | None = None,
     ) -> list[tuple[dict[str, str], dict[str, int]]]:
+        """Per group: `fields` of `AGGREGATES` (default all; a store may give more)."""
         fast = getattr(self.store, "aggregate", None)
         if fast is not None:
             result: list[tuple[dict[str, str], dict[str, int]]] = fast(
-                by, window.since, window.until, filters
+                by, window.since, window.until, filters, fields=fields
             )
             return result
         groups: dict[tuple[str, ...], dict[str, int]] = {}
@@ -185,6 +190,32 @@ def _per(total_nanos: int, count: int) -> str | None:
     return money(-q if total_nanos < 0 else q)
 
 
+_SPEND_AGGREGATES = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "unknown_cost_calls",
+    "baseline_nanos",
+    "savings_nanos",
+)
+"""What `_spend_fields` reads: a spend report asks the store for these alone."""
+
+_UNIT_AGGREGATES = ("calls", "cost_nanos", "unknown_cost_calls")
+"""What `_unit_row` and feature economics read."""
+
+_SYSTEM_AGGREGATES = (
+    "calls",
+    "input_tokens",
+    "system_tokens",
+    "input_cost_nanos",
+    "system_input_nanos",
+)
+"""What the system-prompt report reads."""
+
+
 def _spend_fields(agg: Mapping[str, int]) -> dict[str, Any]:
     return {
         "calls": agg["calls"],
@@ -200,9 +231,11 @@ def _spend_fields(agg: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def _totals(rows: Sequence[tuple[dict[str, str], dict[str, int]]]) -> dict[str, int]:
+def _totals(
+    rows: Sequence[tuple[dict[str, str], dict[str, int]]], fields: Sequence[str] = AGGREGATES
+) -> dict[str, int]:
     aggs = [agg for _, agg in rows]
-    return {k: sum(map(itemgetter(k), aggs)) for k in AGGREGATES}
+    return {k: sum(map(itemgetter(k), aggs)) for k in fields}
 
 
 # --------------------------------------------------------------------------- reports
@@ -213,7 +246,7 @@ def spend_report(
 ) -> dict[str, Any]:
     """Spend grouped by `by`, most costly first, with cost per request."""
     by = check_dimensions(by)
-    rows = LedgerQuery(store).aggregate(by, window, filters)
+    rows = LedgerQuery(store).aggregate(by, window, filters, _SPEND_AGGREGATES)
     rows.sort(key=lambda r: (-r[1]["cost_nanos"], -r[1]["calls"], tuple(r[0].values())))
     return {
         "report": "spend",
@@ -221,7 +254,7 @@ def spend_report(
         **window.as_dict(),
         "filters": dict(filters),
         "rows": [{**keys, **_spend_fields(agg)} for keys, agg in rows],
-        "totals": _spend_fields(_totals(rows)),
+        "totals": _spend_fields(_totals(rows, _SPEND_AGGREGATES)),
     }
 
 
@@ -248,14 +281,14 @@ def unit_economics(
     now = now or datetime.now(UTC)
     month, window = month_window(month, now)
     q = LedgerQuery(store)
-    groups = q.aggregate(by_dims, window, filters)
+    groups = q.aggregate(by_dims, window, filters, _UNIT_AGGREGATES)
     users = q.active_users(by_dims, window, filters)
     all_users = q.active_users([], window, filters).get((), 0)
     rows = []
     for keys, agg in sorted(groups, key=lambda r: -r[1]["cost_nanos"]):
         n = users.get(tuple(keys[d] for d in by_dims), 0)
         rows.append(_unit_row(keys, agg, n, features, by))
-    total = _totals(groups)
+    total = _totals(groups, _UNIT_AGGREGATES)
     return {
         "report": "unit_economics",
         "by": by,
@@ -312,7 +345,7 @@ def tier_trends(
     """Spend per period (day / week / month) per model tier."""
     if bucket not in ("day", "week", "month"):
         raise ValueError(f"bucket must be day, week or month, got {bucket!r}")
-    rows = LedgerQuery(store).aggregate(["day", "model"], window, filters)
+    rows = LedgerQuery(store).aggregate(["day", "model"], window, filters, ("calls", "cost_nanos"))
     series: dict[str, dict[str, list[int]]] = defaultdict(
         lambda: {t: [0, 0] for t in ("frontier", "mid", "small", "unknown")}
     )
@@ -356,7 +389,7 @@ def system_prompt_report(
 ) -> dict[str, Any]:
     """Share of input spend (and input tokens) that went to system prompts, per group."""
     by = check_dimensions(by)
-    rows = LedgerQuery(store).aggregate(by, window, filters)
+    rows = LedgerQuery(store).aggregate(by, window, filters, _SYSTEM_AGGREGATES)
     rows.sort(key=lambda r: -r[1]["system_input_nanos"])
 
     def fields(agg: Mapping[str, int]) -> dict[str, Any]:
@@ -376,7 +409,7 @@ def system_prompt_report(
         **window.as_dict(),
         "filters": dict(filters),
         "rows": [{**keys, **fields(agg)} for keys, agg in rows],
-        "totals": fields(_totals(rows)),
+        "totals": fields(_totals(rows, _SYSTEM_AGGREGATES)),
     }
 
 
@@ -396,7 +429,8 @@ def savings_report(
     for _, technique, calls, nanos in rows:
         per_technique[technique][0] += calls
         per_technique[technique][1] += nanos
-    totals = _totals(q.aggregate([], window, filters))
+    wanted = ("calls", "cost_nanos", "baseline_nanos", "savings_nanos")
+    totals = _totals(q.aggregate([], window, filters, wanted), wanted)
     return {
         "report": "savings",
         "by": by,
@@ -430,7 +464,10 @@ def feature_economics(
     month, window = month_window(month, now)
     assert window.since is not None and window.until is not None
     q = LedgerQuery(store)
-    costs = {keys["feature"]: agg for keys, agg in q.aggregate(["feature"], window, filters)}
+    costs = {
+        keys["feature"]: agg
+        for keys, agg in q.aggregate(["feature"], window, filters, _UNIT_AGGREGATES)
+    }
     configured = features.root if features else {}
     span = (window.until - window.since).total_seconds()
     elapsed = min(max((now - window.since).total_seconds(), 0.0), span)

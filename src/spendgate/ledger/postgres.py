@@ -426,10 +426,13 @@ class PostgresLedger:
         since: datetime | None = None,
         until: datetime | None = None,
         filters: Mapping[str, str] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
     ) -> list[tuple[dict[str, str], dict[str, int]]]:
         """(group keys, every aggregate in `rollups.AGGREGATES`) per group of `by`: one
         GROUP BY over the partitions the window touches, the same figures the SQLite
-        store's raw-event path gives."""
+        store's raw-event path gives. `fields` is accepted for the SQLite store's sake
+        (which sums only those); here every aggregate comes from the one scan anyway."""
         self._require_ready()
         dims = check_dimensions(by)
         where, params = _where(since, until, filters)

@@ -386,7 +386,7 @@ class SQLiteLedger:
         window come from raw events)."""
         dims = check_dimensions(by)
         rows = []
-        for keys, agg in self.aggregate(dims, since, until, filters):
+        for keys, agg in self.aggregate(dims, since, until, filters, fields=_SPEND_FIELDS):
             rows.append(SpendRow(keys, *(agg[a] for a in _SPEND_FIELDS)))
         rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
         return rows
@@ -397,13 +397,18 @@ class SQLiteLedger:
         since: datetime | None = None,
         until: datetime | None = None,
         filters: Mapping[str, str] | None = None,
+        *,
+        fields: Sequence[str] | None = None,
     ) -> list[tuple[dict[str, str], dict[str, int]]]:
-        """(group keys, every aggregate in `rollups.AGGREGATES`) per group of `by`."""
+        """(group keys, aggregates) per group of `by`: every one in `rollups.AGGREGATES`, or
+        only `fields` of them (plus `calls`, which says whether a group exists)."""
         dims = check_dimensions(by)
         flt = _checked(filters)
+        names = _fields(fields)
         sql, params, _ = _rollups.aggregate_sql(
-            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
-        )
+            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL,
+            use_rollups=self.use_rollups, fields=names,
+        )  # fmt: skip
         with self._reader() as conn:
             result = conn.execute(sql, params).fetchall()
         out = []
@@ -414,7 +419,7 @@ class SQLiteLedger:
             if not r[n]:
                 continue
             keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, dict(zip(_rollups.AGGREGATES, r[n:], strict=True))))
+            out.append((keys, dict(zip(names, r[n:], strict=True))))
         return out
 
     def savings_by_technique(
@@ -582,6 +587,16 @@ _SPEND_FIELDS = (
     "savings_nanos",
 )
 """`SpendRow`'s positional fields after `keys`, named as in `rollups.AGGREGATES`."""
+
+
+def _fields(wanted: Sequence[str] | None) -> tuple[str, ...]:
+    """`wanted` in `AGGREGATES` order, `calls` first (a group with no calls is no group)."""
+    if wanted is None:
+        return _rollups.AGGREGATES
+    unknown = set(wanted) - set(_rollups.AGGREGATES)
+    if unknown:
+        raise ValueError(f"unknown aggregates: {', '.join(sorted(unknown))}")
+    return tuple(a for a in _rollups.AGGREGATES if a == "calls" or a in wanted)
 
 
 def _checked(filters: Mapping[str, str] | None) -> dict[str, str]:
