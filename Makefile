@@ -29,6 +29,7 @@ services:
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 unit: $(VENV)/.dev services

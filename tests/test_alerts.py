@@ -287,9 +287,7 @@ def test_the_gateway_runs_checks_by_itself(make_gateway: Any, receiver: Receiver
     assert body["scope"] == {"feature": feature}
 
 
-def test_redis_dedup_sends_once_across_replicas(
-    tmp_path: Any, receiver: Receiver
-) -> None:
+def test_redis_dedup_sends_once_across_replicas(tmp_path: Any, receiver: Receiver) -> None:
     redis = pytest.importorskip("redis")
     try:
         redis.Redis(host="127.0.0.1", port=6379).ping()

@@ -43,8 +43,10 @@ def dash(
         sim,
         tmp_path_factory.mktemp("dash"),
         server={"admin_key_env": env},
-        features={"support-chat": {"revenue_usd_per_month": 1000},
-                  "search-answers": {"value_usd_per_month": "0.000001"}},
+        features={
+            "support-chat": {"revenue_usd_per_month": 1000},
+            "search-answers": {"value_usd_per_month": "0.000001"},
+        },
     )
     harness = start_harness(settings)
     write_history(harness.gateway.store, days=14, per_day=30)
@@ -65,8 +67,12 @@ def _get(h: Harness, secret: str, **params: str) -> dict[str, Any]:
 
 def _in_range(events: list[UsageEvent], since: datetime | None, **tags: str) -> list[UsageEvent]:
     lo = since.timestamp() if since else float("-inf")
-    return [e for e in events if e.ts >= lo
-            and all((e.model if k == "model" else getattr(e, k)) == v for k, v in tags.items())]
+    return [
+        e
+        for e in events
+        if e.ts >= lo
+        and all((e.model if k == "model" else getattr(e, k)) == v for k, v in tags.items())
+    ]
 
 
 def _usd(nanos: int) -> Decimal:
@@ -290,7 +296,8 @@ def test_budgets_panel_shows_spend_against_each_limit(
         assert feat["hard"] is False
         t_a = by_name[("per-tenant", "tenant=t-a")]
         assert Decimal(t_a["spent_usd"]) == _usd(
-            sum(e.cost_nanos or 0 for e in events if e.tenant == "t-a"))
+            sum(e.cost_nanos or 0 for e in events if e.tenant == "t-a")
+        )
         assert ("per-tenant", "tenant=t-b") in by_name
         assert [b["used"] for b in rows] == sorted((b["used"] for b in rows), reverse=True)
     finally:
@@ -353,6 +360,7 @@ def test_cache_and_routing_outcomes_and_savings_match_the_ledger(make_gateway: A
     )  # fmt: skip
     try:
         with httpx2.Client(timeout=30) as client:
+
             def ask(text: str, **headers: str) -> None:
                 r = client.post(h.v1 + "/chat/completions", json={
                     "model": "gpt-4o", "messages": [{"role": "user", "content": text}]},
@@ -422,7 +430,8 @@ def _system_expected(events: list[UsageEvent]) -> dict[str, dict[str, Any]]:
         row["sys_cost"] += extra["input_cost_nanos"] * system // e.input_tokens
         if system >= 1024:
             row["cacheable"][e.served_model or e.requested_model] += max(
-                system - e.cache_read_tokens, 0)
+                system - e.cache_read_tokens, 0
+            )
     return out
 
 
@@ -543,8 +552,9 @@ def test_system_prompt_panel_estimates_prompt_caching(make_gateway: Any) -> None
         assert short_row["too_short_to_cache"] and Decimal(short_row["caching_saving_usd"]) == 0
         assert panel["days"] == pytest.approx(1.0)
         # Calls that already read the prompt from the provider's cache save nothing more.
-        assert any(e.cache_read_tokens for e in events if e.feature == "long-prompt"), \
+        assert any(e.cache_read_tokens for e in events if e.feature == "long-prompt"), (
             "the simulated provider should cache the repeated long prefix"
+        )
     finally:
         os.environ.pop(env, None)
 

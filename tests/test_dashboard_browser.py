@@ -137,15 +137,17 @@ def test_dashboard_renders_and_filters(site: tuple[Harness, str], browser: Any) 
         assert page.inner_text("#k-calls b") == f"{len(narrowed):,}"
         assert _chart(page, "chart-team")["labels"] == [team]
         assert sum(d["sum"] for d in _chart(page, "chart-time")["datasets"]) == pytest.approx(
-            float(sum(Decimal(e.cost_nanos or 0) for e in narrowed) / 10**9), rel=1e-9)
+            float(sum(Decimal(e.cost_nanos or 0) for e in narrowed) / 10**9), rel=1e-9
+        )
 
         # Range: the last 24 hours are drawn per hour and hold only today's demo calls.
         page.select_option("#f-since", "24h")
         loads = _wait_loaded(page, loads)
         hourly = _chart(page, "chart-time")
         assert len(hourly["labels"]) in (24, 25)
-        recent = [e for e in narrowed
-                  if e.ts >= (datetime.now(UTC) - timedelta(hours=24)).timestamp()]
+        recent = [
+            e for e in narrowed if e.ts >= (datetime.now(UTC) - timedelta(hours=24)).timestamp()
+        ]
         assert page.inner_text("#k-calls b") == f"{len(recent):,}"
 
         # Clicking a bar in "Top features" filters on that feature.

@@ -51,8 +51,12 @@ GOOD_CHUNK: dict[str, Any] = {
     "created": 1_700_000_000,
     "model": "gpt-4o-mini",
     "choices": [
-        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-         "logprobs": None}
+        {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": None,
+            "logprobs": None,
+        }
     ],
     "usage": None,
 }
@@ -112,8 +116,11 @@ def _broken(path: list[Any], value: Any = ..., base: dict[str, Any] = GOOD_RESPO
         (["choices", 0, "logprobs"], ..., "'logprobs' is a required property"),
         (["choices", 0, "message", "refusal"], ..., "'refusal' is a required property"),
         (["choices", 0, "finish_reason"], "end_turn", "finish_reason"),
-        (["choices", 0, "message", "tool_calls", 0, "function", "arguments"], {"city": "x"},
-         "tool_calls"),
+        (
+            ["choices", 0, "message", "tool_calls", 0, "function", "arguments"],
+            {"city": "x"},
+            "tool_calls",
+        ),
         (["usage", "total_tokens"], ..., "'total_tokens' is a required property"),
     ],
 )

@@ -199,9 +199,7 @@ def test_retry_after_beyond_the_cap_moves_on(gateway, sim_a, sim_b) -> None:
     assert _trail(_event(h, r)) == [("a", 429, "upstream_429"), ("b", 200, None)]
 
 
-def test_retry_after_beyond_the_cap_passes_through_when_nothing_else_serves(
-    gateway, sim_a
-) -> None:
+def test_retry_after_beyond_the_cap_passes_through_when_nothing_else_serves(gateway, sim_a) -> None:
     h = gateway(_dep("a", sim_a, ["gpt-4o"], retries=3, backoff={"retry_after_max_s": 1}))
     _fault(sim_a, {"kind": "status", "status": 429, "retry_after": 60, "model": "gpt-4o"})
     r = _post(h)

@@ -113,7 +113,9 @@ def test_breaker_error_rate_in_a_window() -> None:
 
 
 def _dep(name: str, models: list[str], **kw: object) -> Deployment:
-    return Deployment(name=name, provider="openai", base_url="http://x", models={m: m for m in models}, **kw)  # type: ignore[arg-type]  # noqa: E501
+    return Deployment(
+        name=name, provider="openai", base_url="http://x", models={m: m for m in models}, **kw
+    )  # type: ignore[arg-type]
 
 
 def test_plan_order() -> None:

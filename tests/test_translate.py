@@ -37,25 +37,45 @@ def _req(**kw: Any) -> dict[str, Any]:
 
 
 def test_system_and_developer_are_hoisted_in_order() -> None:
-    out = openai_to_anthropic_request({"model": "claude", "messages": [
-        {"role": "system", "content": "be brief"},
-        {"role": "developer", "content": [{"type": "text", "text": "no emoji"}]},
-        {"role": "user", "content": "hi"},
-    ]})
-    assert out["system"] == [{"type": "text", "text": "be brief"},
-                             {"type": "text", "text": "no emoji"}]
+    out = openai_to_anthropic_request(
+        {
+            "model": "claude",
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "developer", "content": [{"type": "text", "text": "no emoji"}]},
+                {"role": "user", "content": "hi"},
+            ],
+        }
+    )
+    assert out["system"] == [
+        {"type": "text", "text": "be brief"},
+        {"type": "text", "text": "no emoji"},
+    ]
     assert out["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
     assert out["max_tokens"] == 4096
     assert out["model"] == "claude"
 
 
 def test_multipart_user_content_and_images() -> None:
-    out = openai_to_anthropic_request({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-        {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg", "detail": "low"}},
-        {"type": "text", "text": ""},
-    ]}]}, default_max_tokens=100)
+    out = openai_to_anthropic_request(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                        {
+                            "type": "image_url",
+                            "image_url": {"url": "https://x.test/a.jpg", "detail": "low"},
+                        },
+                        {"type": "text", "text": ""},
+                    ],
+                }
+            ]
+        },
+        default_max_tokens=100,
+    )
     assert out["messages"][0]["content"] == [
         {"type": "text", "text": "what is this?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
@@ -65,22 +85,47 @@ def test_multipart_user_content_and_images() -> None:
 
 
 def test_tool_round_trip_and_merging() -> None:
-    body = {"messages": [
-        {"role": "user", "content": "weather in Paris and Rome?"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-            {"id": "call_2", "type": "function",
-             "function": {"name": "weather", "arguments": '{"city": "Rome"}'}},
-        ]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
-        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "25C"}]},
-        {"role": "user", "content": "thanks"},
-        {"role": "user", "content": "which is warmer?"},
-    ], "tools": [{"type": "function", "function": {
-        "name": "weather", "description": "Current weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
-        "tool_choice": "required", "parallel_tool_calls": False}
+    body = {
+        "messages": [
+            {"role": "user", "content": "weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "content": "Checking.",
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
+                    },
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+            {
+                "role": "tool",
+                "tool_call_id": "call_2",
+                "content": [{"type": "text", "text": "25C"}],
+            },
+            {"role": "user", "content": "thanks"},
+            {"role": "user", "content": "which is warmer?"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "weather",
+                    "description": "Current weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+    }
     out = openai_to_anthropic_request(body)
     msgs = out["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
@@ -91,22 +136,33 @@ def test_tool_round_trip_and_merging() -> None:
     ]
     assert msgs[2]["content"] == [
         {"type": "tool_result", "tool_use_id": "call_1", "content": "18C"},
-        {"type": "tool_result", "tool_use_id": "call_2",
-         "content": [{"type": "text", "text": "25C"}]},
+        {
+            "type": "tool_result",
+            "tool_use_id": "call_2",
+            "content": [{"type": "text", "text": "25C"}],
+        },
         {"type": "text", "text": "thanks"},
         {"type": "text", "text": "which is warmer?"},
     ]
-    assert out["tools"] == [{"name": "weather", "description": "Current weather",
-                             "input_schema": body["tools"][0]["function"]["parameters"]}]
+    assert out["tools"] == [
+        {
+            "name": "weather",
+            "description": "Current weather",
+            "input_schema": body["tools"][0]["function"]["parameters"],
+        }
+    ]
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
 
 
-@pytest.mark.parametrize(("choice", "expected"), [
-    ("auto", {"type": "auto"}),
-    ("none", {"type": "none"}),
-    ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ("auto", {"type": "auto"}),
+        ("none", {"type": "none"}),
+        ({"type": "function", "function": {"name": "f"}}, {"type": "tool", "name": "f"}),
+        (None, None),
+    ],
+)
 def test_tool_choice(choice: Any, expected: Any) -> None:
     tools = [{"type": "function", "function": {"name": "f"}}]
     out = openai_to_anthropic_request(_req(tools=tools, tool_choice=choice))
@@ -115,10 +171,24 @@ def test_tool_choice(choice: Any, expected: Any) -> None:
 
 
 def test_sampling_params() -> None:
-    out = openai_to_anthropic_request(_req(
-        temperature=1.7, top_p=0.9, stop="END", max_tokens=50, max_completion_tokens=70,
-        stream=True, user="u-1", seed=3, store=True, n=1, logprobs=False, logit_bias={},
-        presence_penalty=0, stream_options={"include_usage": True}))
+    out = openai_to_anthropic_request(
+        _req(
+            temperature=1.7,
+            top_p=0.9,
+            stop="END",
+            max_tokens=50,
+            max_completion_tokens=70,
+            stream=True,
+            user="u-1",
+            seed=3,
+            store=True,
+            n=1,
+            logprobs=False,
+            logit_bias={},
+            presence_penalty=0,
+            stream_options={"include_usage": True},
+        )
+    )
     assert out["temperature"] == 1.0  # clamped, not scaled
     assert out["top_p"] == 0.9
     assert out["stop_sequences"] == ["END"]
@@ -132,11 +202,18 @@ def test_sampling_params() -> None:
 
 
 def test_response_format_becomes_system_instruction() -> None:
-    out = openai_to_anthropic_request({"messages": [
-        {"role": "system", "content": "sys"}, {"role": "user", "content": "x"}],
-        "response_format": {"type": "json_schema", "json_schema": {
-            "name": "answer",
-            "schema": {"type": "object", "properties": {"a": {"type": "integer"}}}}}})
+    out = openai_to_anthropic_request(
+        {
+            "messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "x"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "answer",
+                    "schema": {"type": "object", "properties": {"a": {"type": "integer"}}},
+                },
+            },
+        }
+    )
     assert out["system"][0] == {"type": "text", "text": "sys"}
     assert "JSON" in out["system"][1]["text"]
     assert '"a":{"type":"integer"}' in out["system"][1]["text"]
@@ -145,31 +222,65 @@ def test_response_format_becomes_system_instruction() -> None:
     assert "system" not in openai_to_anthropic_request(_req(response_format={"type": "text"}))
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    (_req(n=2), "n"),
-    (_req(logprobs=True), "logprobs"),
-    (_req(top_logprobs=3), "top_logprobs"),
-    (_req(logit_bias={"50256": -100}), "logit_bias"),
-    (_req(audio={"voice": "alloy", "format": "wav"}), "audio"),
-    (_req(modalities=["text", "audio"]), "modalities"),
-    (_req(frequency_penalty=0.5), "frequency_penalty"),
-    (_req(functions=[]), "functions"),
-    (_req(made_up_param=1), "made_up_param"),
-    (_req(temperature=-1), "temperature"),
-    (_req(max_tokens=0), "max_tokens"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "system", "content": "only system"}]}, "messages"),
-    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
-     "messages[0].content[0]"),
-    ({"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAA"}}]}]},
-     "messages[0].content[0].image_url.url"),
-    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [
-        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]},
-     "messages[1].tool_calls[0].function.arguments"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
-    ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (_req(n=2), "n"),
+        (_req(logprobs=True), "logprobs"),
+        (_req(top_logprobs=3), "top_logprobs"),
+        (_req(logit_bias={"50256": -100}), "logit_bias"),
+        (_req(audio={"voice": "alloy", "format": "wav"}), "audio"),
+        (_req(modalities=["text", "audio"]), "modalities"),
+        (_req(frequency_penalty=0.5), "frequency_penalty"),
+        (_req(functions=[]), "functions"),
+        (_req(made_up_param=1), "made_up_param"),
+        (_req(temperature=-1), "temperature"),
+        (_req(max_tokens=0), "max_tokens"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": "only system"}]}, "messages"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}
+                ]
+            },
+            "messages[0].content[0]",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/bmp;base64,AAA"}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[0].image_url.url",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{oops"},
+                            }
+                        ],
+                    },
+                ]
+            },
+            "messages[1].tool_calls[0].function.arguments",
+        ),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id"),
+        ({"messages": [{"role": "function", "content": "x"}]}, "messages[0].role"),
+    ],
+)
 def test_untranslatable_requests_name_the_param(body: dict[str, Any], param: str) -> None:
     with pytest.raises(TranslationError) as info:
         openai_to_anthropic_request(body)
@@ -182,35 +293,66 @@ def test_untranslatable_requests_name_the_param(body: dict[str, Any], param: str
 
 
 def _anthropic_message(**kw: Any) -> dict[str, Any]:
-    msg = {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x",
-           "content": [{"type": "text", "text": "Hello"}], "stop_reason": "end_turn",
-           "stop_sequence": None,
-           "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100,
-                     "cache_creation_input_tokens": 20}}
+    msg = {
+        "id": "msg_01",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-x",
+        "content": [{"type": "text", "text": "Hello"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 20,
+        },
+    }
     msg.update(kw)
     Message.model_validate(msg)
     return msg
 
 
 def test_anthropic_text_response_to_openai() -> None:
-    out = anthropic_response_to_openai(_anthropic_message(content=[
-        {"type": "thinking", "thinking": "hmm", "signature": "s"},
-        {"type": "text", "text": "Hel"}, {"type": "text", "text": "lo"}]), created=7)
+    out = anthropic_response_to_openai(
+        _anthropic_message(
+            content=[
+                {"type": "thinking", "thinking": "hmm", "signature": "s"},
+                {"type": "text", "text": "Hel"},
+                {"type": "text", "text": "lo"},
+            ]
+        ),
+        created=7,
+    )
     assert_valid("CreateChatCompletionResponse", out)
     choice = out["choices"][0]
     assert choice["message"] == {"role": "assistant", "content": "Hello", "refusal": None}
     assert choice["finish_reason"] == "stop"
     assert out["created"] == 7 and out["model"] == "claude-x"
-    assert out["usage"] == {"prompt_tokens": 130, "completion_tokens": 5, "total_tokens": 135,
-                            "prompt_tokens_details": {"cached_tokens": 100,
-                                                      "cache_write_tokens": 20}}
+    assert out["usage"] == {
+        "prompt_tokens": 130,
+        "completion_tokens": 5,
+        "total_tokens": 135,
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20},
+    }
 
 
 def test_anthropic_tool_response_to_openai() -> None:
-    out = anthropic_response_to_openai(_anthropic_message(
-        content=[{"type": "tool_use", "id": "toolu_1", "name": "weather",
-                  "input": {"city": "Zürich"}}], stop_reason="tool_use",
-        usage={"input_tokens": 3, "output_tokens": 4}), model="alias")
+    out = anthropic_response_to_openai(
+        _anthropic_message(
+            content=[
+                {
+                    "type": "tool_use",
+                    "id": "toolu_1",
+                    "name": "weather",
+                    "input": {"city": "Zürich"},
+                }
+            ],
+            stop_reason="tool_use",
+            usage={"input_tokens": 3, "output_tokens": 4},
+        ),
+        model="alias",
+    )
     assert_valid("CreateChatCompletionResponse", out)
     msg = out["choices"][0]["message"]
     assert msg["content"] is None
@@ -221,11 +363,18 @@ def test_anthropic_tool_response_to_openai() -> None:
     assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
 
 
-@pytest.mark.parametrize(("stop", "finish"), [
-    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
-    ("tool_use", "tool_calls"), ("refusal", "content_filter"), ("pause_turn", "stop"),
-    ("model_context_window_exceeded", "length"),
-])
+@pytest.mark.parametrize(
+    ("stop", "finish"),
+    [
+        ("end_turn", "stop"),
+        ("stop_sequence", "stop"),
+        ("max_tokens", "length"),
+        ("tool_use", "tool_calls"),
+        ("refusal", "content_filter"),
+        ("pause_turn", "stop"),
+        ("model_context_window_exceeded", "length"),
+    ],
+)
 def test_stop_reason_mapping(stop: str, finish: str) -> None:
     out = anthropic_response_to_openai(_anthropic_message(stop_reason=stop))
     assert_valid("CreateChatCompletionResponse", out)
@@ -237,38 +386,78 @@ def test_stop_reason_mapping(stop: str, finish: str) -> None:
 
 def test_anthropic_request_to_openai() -> None:
     body = {
-        "model": "gpt-x", "max_tokens": 256, "temperature": 0.5, "stop_sequences": ["##"],
+        "model": "gpt-x",
+        "max_tokens": 256,
+        "temperature": 0.5,
+        "stop_sequences": ["##"],
         "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
-        "metadata": {"user_id": "u-9"}, "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "metadata": {"user_id": "u-9"},
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
         "stream": True,
-        "tools": [{"name": "weather", "description": "d",
-                   "input_schema": {"type": "object", "properties": {}}}],
+        "tools": [
+            {
+                "name": "weather",
+                "description": "d",
+                "input_schema": {"type": "object", "properties": {}},
+            }
+        ],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
         "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                             "data": PNG}}]},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "...", "signature": "sig"},
-                {"type": "text", "text": "calling"},
-                {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"c": 1}}]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True,
-                 "content": [{"type": "text", "text": "boom"}]},
-                {"type": "text", "text": "and?"}]},
-        ]}
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "look", "cache_control": {"type": "ephemeral"}},
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                    },
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "...", "signature": "sig"},
+                    {"type": "text", "text": "calling"},
+                    {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"c": 1}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_2",
+                        "is_error": True,
+                        "content": [{"type": "text", "text": "boom"}],
+                    },
+                    {"type": "text", "text": "and?"},
+                ],
+            },
+        ],
+    }
     out = anthropic_to_openai_request(body)
     assert_valid("CreateChatCompletionRequest", out)
     assert out["messages"] == [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [
-            {"type": "text", "text": "look"},
-            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]},
-        {"role": "assistant", "content": "calling", "tool_calls": [
-            {"id": "toolu_1", "type": "function",
-             "function": {"name": "weather", "arguments": '{"c": 1}'}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "calling",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "weather", "arguments": '{"c": 1}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "sunny"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": "[tool error] boom"},
         {"role": "user", "content": "and?"},
@@ -282,14 +471,24 @@ def test_anthropic_request_to_openai() -> None:
     assert "thinking" not in out and "cache_control" not in json.dumps(out)
 
 
-@pytest.mark.parametrize(("body", "param"), [
-    ({"messages": [{"role": "user", "content": "x"}], "stop_sequences": list("abcde")},
-     "stop_sequences"),
-    ({"messages": [{"role": "user", "content": "x"}],
-      "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0]"),
-    ({"messages": [{"role": "user", "content": "x"}], "mcp_servers": []}, "mcp_servers"),
-    ({"messages": []}, "messages"),
-])
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            {"messages": [{"role": "user", "content": "x"}], "stop_sequences": list("abcde")},
+            "stop_sequences",
+        ),
+        (
+            {
+                "messages": [{"role": "user", "content": "x"}],
+                "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            },
+            "tools[0]",
+        ),
+        ({"messages": [{"role": "user", "content": "x"}], "mcp_servers": []}, "mcp_servers"),
+        ({"messages": []}, "messages"),
+    ],
+)
 def test_anthropic_untranslatable(body: dict[str, Any], param: str) -> None:
     with pytest.raises(TranslationError) as info:
         anthropic_to_openai_request(body)
@@ -297,12 +496,26 @@ def test_anthropic_untranslatable(body: dict[str, Any], param: str) -> None:
 
 
 def _openai_response(**message: Any) -> dict[str, Any]:
-    resp = {"id": "chatcmpl-abc", "object": "chat.completion", "created": 1, "model": "gpt-x",
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "hi", "refusal": None,
-                                     **message}}],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 8, "total_tokens": 128,
-                      "prompt_tokens_details": {"cached_tokens": 100}}}
+    resp = {
+        "id": "chatcmpl-abc",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-x",
+        "choices": [
+            {
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "hi", "refusal": None, **message},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": 8,
+            "total_tokens": 128,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+    }
     assert_valid("CreateChatCompletionResponse", resp)
     return resp
 
@@ -313,21 +526,30 @@ def test_openai_response_to_anthropic() -> None:
     assert out["id"] == "msg_chatcmpl-abc"
     assert out["content"] == [{"type": "text", "text": "hi"}]
     assert out["stop_reason"] == "end_turn"
-    assert out["usage"] == {"input_tokens": 20, "output_tokens": 8,
-                            "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0}
+    assert out["usage"] == {
+        "input_tokens": 20,
+        "output_tokens": 8,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def test_openai_tool_response_to_anthropic() -> None:
-    resp = _openai_response(content=None, tool_calls=[
-        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}},
-        {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{bad"}}])
+    resp = _openai_response(
+        content=None,
+        tool_calls=[
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x":1}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{bad"}},
+        ],
+    )
     resp["choices"][0]["finish_reason"] = "tool_calls"
     out = openai_response_to_anthropic(resp, model="alias")
     Message.model_validate(out)
     assert out["model"] == "alias" and out["stop_reason"] == "tool_use"
     assert out["content"] == [
         {"type": "tool_use", "id": "call_1", "name": "f", "input": {"x": 1}},
-        {"type": "tool_use", "id": "call_2", "name": "g", "input": {"_raw_arguments": "{bad"}}]
+        {"type": "tool_use", "id": "call_2", "name": "g", "input": {"_raw_arguments": "{bad"}},
+    ]
 
 
 def test_openai_refusal_and_length() -> None:
@@ -339,13 +561,26 @@ def test_openai_refusal_and_length() -> None:
 
 
 def test_round_trip_openai_request_through_anthropic() -> None:
-    original = {"model": "m", "max_completion_tokens": 64, "messages": [
-        {"role": "system", "content": "sys"},
-        {"role": "user", "content": "q"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "r"},
-    ]}
+    original = {
+        "model": "m",
+        "max_completion_tokens": 64,
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "q"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": '{"a": 1}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "r"},
+        ],
+    }
     back = anthropic_to_openai_request(openai_to_anthropic_request(original))
     assert_valid("CreateChatCompletionRequest", back)
     assert back["messages"] == original["messages"]
@@ -357,34 +592,92 @@ def test_round_trip_openai_request_through_anthropic() -> None:
 
 def _anthropic_events(stop: str = "tool_use") -> list[tuple[str, dict[str, Any]]]:
     events: list[tuple[str, dict[str, Any]]] = [
-        ("message_start", {"type": "message_start", "message": {
-            "id": "msg_1", "type": "message", "role": "assistant", "content": [],
-            "model": "claude-x", "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 12, "output_tokens": 1, "cache_read_input_tokens": 30,
-                      "cache_creation_input_tokens": 0}}}),
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_1",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": "claude-x",
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": 12,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": 30,
+                        "cache_creation_input_tokens": 0,
+                    },
+                },
+            },
+        ),
         ("ping", {"type": "ping"}),
-        ("content_block_start", {"type": "content_block_start", "index": 0,
-                                 "content_block": {"type": "text", "text": ""}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "Let me "}}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                 "delta": {"type": "text_delta", "text": "check."}}),
+        (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "Let me "},
+            },
+        ),
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": "check."},
+            },
+        ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
     ]
     for block, (tid, city) in enumerate([("toolu_a", "Paris"), ("toolu_b", "Rome")], start=1):
         args = json.dumps({"city": city, "unit": "c"})
-        events.append(("content_block_start", {
-            "type": "content_block_start", "index": block,
-            "content_block": {"type": "tool_use", "id": tid, "name": "weather", "input": {}}}))
+        events.append(
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": block,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": tid,
+                        "name": "weather",
+                        "input": {},
+                    },
+                },
+            )
+        )
         for piece in ("", args[:7], args[7:15], args[15:]):
-            events.append(("content_block_delta", {
-                "type": "content_block_delta", "index": block,
-                "delta": {"type": "input_json_delta", "partial_json": piece}}))
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": block,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": block}))
     events += [
-        ("message_delta", {"type": "message_delta",
-                           "delta": {"stop_reason": stop, "stop_sequence": None},
-                           "usage": {"output_tokens": 42}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 42},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
     ]
     for name, data in events:
@@ -417,8 +710,12 @@ def test_anthropic_stream_to_openai_chunks() -> None:
     assert [f for f in finishes if f] == ["tool_calls"] and finishes[-1] == "tool_calls"
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["prompt_tokens"] == 42 and chunks[-1]["usage"]["total_tokens"] == 84
-    assert stream.usage == {"input_tokens": 12, "output_tokens": 42,
-                            "cache_read_input_tokens": 30, "cache_creation_input_tokens": 0}
+    assert stream.usage == {
+        "input_tokens": 12,
+        "output_tokens": 42,
+        "cache_read_input_tokens": 30,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 def test_anthropic_stream_without_usage_and_max_tokens() -> None:
@@ -433,24 +730,56 @@ def test_anthropic_stream_without_usage_and_max_tokens() -> None:
 
 def _openai_chunks(finish: str = "tool_calls") -> list[dict[str, Any]]:
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
-        return {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1,
-                "model": "gpt-x", "usage": None,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish_reason}]}
-    chunks = [chunk({"role": "assistant", "content": "", "refusal": None}),
-              chunk({"content": "Sure, "}), chunk({"content": "checking."})]
+        return {
+            "id": "chatcmpl-9",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-x",
+            "usage": None,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+
+    chunks = [
+        chunk({"role": "assistant", "content": "", "refusal": None}),
+        chunk({"content": "Sure, "}),
+        chunk({"content": "checking."}),
+    ]
     for index, (cid, city) in enumerate([("call_a", "Oslo"), ("call_b", "Lima")]):
         args = json.dumps({"city": city})
-        chunks.append(chunk({"tool_calls": [{"index": index, "id": cid, "type": "function",
-                                             "function": {"name": "weather", "arguments": ""}}]}))
+        chunks.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": cid,
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
         for piece in (args[:5], args[5:]):
-            chunks.append(chunk({"tool_calls": [{"index": index,
-                                                 "function": {"arguments": piece}}]}))
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
     chunks.append(chunk({}, finish))
-    usage = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1,
-             "model": "gpt-x", "choices": [],
-             "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59,
-                       "prompt_tokens_details": {"cached_tokens": 10}}}
+    usage = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-x",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 50,
+            "completion_tokens": 9,
+            "total_tokens": 59,
+            "prompt_tokens_details": {"cached_tokens": 10},
+        },
+    }
     chunks.append(usage)
     for c in chunks:
         assert_valid("CreateChatCompletionStreamResponse", c)
@@ -488,14 +817,27 @@ def test_openai_stream_to_anthropic_events() -> None:
     out = _reassemble(events)
     assert out["blocks"] == [
         {"type": "text", "text": "Sure, checking.", "json": ""},
-        {"type": "tool_use", "id": "call_a", "name": "weather", "input": {},
-         "json": '{"city": "Oslo"}'},
-        {"type": "tool_use", "id": "call_b", "name": "weather", "input": {},
-         "json": '{"city": "Lima"}'},
+        {
+            "type": "tool_use",
+            "id": "call_a",
+            "name": "weather",
+            "input": {},
+            "json": '{"city": "Oslo"}',
+        },
+        {
+            "type": "tool_use",
+            "id": "call_b",
+            "name": "weather",
+            "input": {},
+            "json": '{"city": "Lima"}',
+        },
     ]
     assert out["delta"]["delta"]["stop_reason"] == "tool_use"
-    assert out["delta"]["usage"] == {"output_tokens": 9, "input_tokens": 40,
-                                     "cache_read_input_tokens": 10}
+    assert out["delta"]["usage"] == {
+        "output_tokens": 9,
+        "input_tokens": 40,
+        "cache_read_input_tokens": 10,
+    }
     assert events[0][1]["message"]["model"] == "alias"
     assert stream.usage is not None and stream.usage["total_tokens"] == 59
 
@@ -537,8 +879,9 @@ def test_real_sdks_accumulate_our_streams() -> None:
             state.handle_chunk(ChatCompletionChunk.model_validate(chunk))
     final = state.get_final_completion()
     assert final.choices[0].message.content == "Let me check."
-    assert [json.loads(c.function.arguments)["city"]
-            for c in final.choices[0].message.tool_calls] == ["Paris", "Rome"]
+    assert [
+        json.loads(c.function.arguments)["city"] for c in final.choices[0].message.tool_calls
+    ] == ["Paris", "Rome"]
     assert final.usage.prompt_tokens == 42
 
     snapshot: Any = None
@@ -546,8 +889,9 @@ def test_real_sdks_accumulate_our_streams() -> None:
     back = OpenAIToAnthropicStream("m")
     for chunk in _openai_chunks():
         for _, data in back.feed(chunk):
-            snapshot = accumulate_event(event=_EVENT.validate_python(data),
-                                        current_snapshot=snapshot, json_bufs=bufs)
+            snapshot = accumulate_event(
+                event=_EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=bufs
+            )
     assert snapshot.content[0].text == "Sure, checking."
     assert [b.input for b in snapshot.content[1:]] == [{"city": "Oslo"}, {"city": "Lima"}]
     assert snapshot.stop_reason == "tool_use" and snapshot.usage.output_tokens == 9

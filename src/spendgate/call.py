@@ -198,4 +198,3 @@ class Call:
 
     def with_body(self, body: dict[str, Any]) -> Call:
         return replace(self, body=body)
-

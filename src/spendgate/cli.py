@@ -119,9 +119,7 @@ def report(
         _fail(str(exc))
 
 
-def _savings_report(
-    url: str, by: str, since: str | None, until: str | None, as_json: bool
-) -> None:
+def _savings_report(url: str, by: str, since: str | None, until: str | None, as_json: bool) -> None:
     from spendgate.analytics.savings import savings_by_technique
     from spendgate.ledger import open_ledger, parse_when
 

@@ -92,9 +92,7 @@ class DeploymentConfig(_Strict):
     @field_validator("fallbacks")
     @classmethod
     def _fallback_keys(cls, v: dict[str, list[str]], info: Any) -> dict[str, list[str]]:
-        served = {
-            m if isinstance(m, str) else m.name for m in (info.data.get("models") or [])
-        }
+        served = {m if isinstance(m, str) else m.name for m in (info.data.get("models") or [])}
         unknown = sorted(set(v) - served)
         if unknown:
             raise ValueError(f"fallbacks for models this deployment does not serve: {unknown}")

@@ -159,8 +159,12 @@ def requests_for(prompts: list[dict[str, Any]]) -> Iterator[Request]:
             yield "/v1/chat/completions", headers, body
 
 
-async def _replay(url: str, work: list[tuple[str, dict[str, str], dict[str, Any]]],
-                  concurrency: int, progress: Progress | None) -> dict[str, int]:
+async def _replay(
+    url: str,
+    work: list[tuple[str, dict[str, str], dict[str, Any]]],
+    concurrency: int,
+    progress: Progress | None,
+) -> dict[str, int]:
     statuses: dict[str, int] = {}
     queue: asyncio.Queue[tuple[str, dict[str, str], dict[str, Any]]] = asyncio.Queue()
     for item in work:
@@ -187,8 +191,13 @@ def _rows_json(rows: list[SpendRow], by: list[str]) -> list[dict[str, Any]]:
     return rendered
 
 
-def run_demo(*, keep_serving: bool = False, as_json: bool = False, limit: int | None = None,
-             concurrency: int = 16) -> dict[str, Any]:
+def run_demo(
+    *,
+    keep_serving: bool = False,
+    as_json: bool = False,
+    limit: int | None = None,
+    concurrency: int = 16,
+) -> dict[str, Any]:
     console = Console(stderr=True)
     prompts, source = load_prompts(limit)
     work = list(requests_for(prompts))

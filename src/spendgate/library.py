@@ -125,7 +125,8 @@ class _SyncBody(httpx2.SyncByteStream):
         while True:
             try:
                 yield asyncio.run_coroutine_threadsafe(
-                    self._iter.__anext__(), self._loop  # type: ignore[arg-type]
+                    self._iter.__anext__(),  # type: ignore[arg-type]
+                    self._loop,
                 ).result()
             except StopAsyncIteration:
                 return

@@ -150,8 +150,15 @@ def _spikes(calls: dict[str, int], errors: dict[str, int], cfg: ErrorSpikeConfig
             scope={"provider": provider},
             period=floor_hour(now).strftime("%Y-%m-%dT%H"),
             title=f"spendgate: error spike at provider {provider}",
-            text=(f"{bad} of {n} calls to {provider} failed (5xx/429) in the last "
-                  f"{minutes:g} min: {bad / n:.0%} ≥ {cfg.error_rate:.0%}."),
-            figures={"calls": n, "errors": bad, "error_rate": round(bad / n, 4),
-                     "threshold": cfg.error_rate, "window_s": cfg.window_s},
+            text=(
+                f"{bad} of {n} calls to {provider} failed (5xx/429) in the last "
+                f"{minutes:g} min: {bad / n:.0%} ≥ {cfg.error_rate:.0%}."
+            ),
+            figures={
+                "calls": n,
+                "errors": bad,
+                "error_rate": round(bad / n, 4),
+                "threshold": cfg.error_rate,
+                "window_s": cfg.window_s,
+            },
         )

@@ -190,11 +190,17 @@ class AlertService:
             period=period,
             level=f"{threshold:g}",
             title=f"spendgate: budget {budget} passed {threshold:.0%}",
-            text=(f"Budget {budget} ({where}, {mode}) has used {money(spent_usd)} of "
-                  f"{money(limit_usd)} ({share:.0%}) in period {period}.{resets}"),
-            figures={"threshold": threshold, "spent_usd": format(spent_usd, "f"),
-                     "limit_usd": format(limit_usd, "f"), "mode": mode,
-                     "resets_at": resets_at},
+            text=(
+                f"Budget {budget} ({where}, {mode}) has used {money(spent_usd)} of "
+                f"{money(limit_usd)} ({share:.0%}) in period {period}.{resets}"
+            ),
+            figures={
+                "threshold": threshold,
+                "spent_usd": format(spent_usd, "f"),
+                "limit_usd": format(limit_usd, "f"),
+                "mode": mode,
+                "resets_at": resets_at,
+            },
         )
 
     def notify_budget_threshold(self, **kwargs: Any) -> asyncio.Future[Any] | None:

@@ -43,9 +43,7 @@ class SavingsRow:
             "cost_usd": usd(self.cost_nanos),
             "saved_usd": usd(self.baseline_nanos - self.cost_nanos),
             "saved_by_technique_usd": {t: usd(n) for t, n in sorted(self.by_technique.items())},
-            "touched_share": {
-                t: round(c / self.calls, 4) for t, c in sorted(self.touched.items())
-            },
+            "touched_share": {t: round(c / self.calls, 4) for t, c in sorted(self.touched.items())},
             "shadow_would_have_saved_usd": {
                 t: usd(n) for t, n in sorted(self.would_have_saved.items())
             },

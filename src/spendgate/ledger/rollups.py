@@ -92,8 +92,8 @@ A column holds the field's integer, 0 when the field is absent (what `COALESCE(j
 made of it), or NULL — rows from before v4, or a value that is not a 64-bit integer — in
 which case `_ST`/`_IC` read `extra` itself, so every row sums exactly as before."""
 
-_ST = "COALESCE(\"system_tokens\", json_extract(\"extra\", '$.system_tokens'), 0)"
-_IC = "COALESCE(\"input_cost_nanos\", json_extract(\"extra\", '$.input_cost_nanos'), 0)"
+_ST = 'COALESCE("system_tokens", json_extract("extra", \'$.system_tokens\'), 0)'
+_IC = 'COALESCE("input_cost_nanos", json_extract("extra", \'$.input_cost_nanos\'), 0)'
 
 
 def derived_values(extra: Mapping[str, Any] | None) -> tuple[int | None, ...]:

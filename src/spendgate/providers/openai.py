@@ -103,9 +103,7 @@ class OpenAIAdapter:
         client_wants_usage: bool,
     ) -> AsyncIterator[bytes]:
         tally = StreamTally(dep.upstream_model(call.model), "openai", sent)
-        to_anthropic = (
-            OpenAIToAnthropicStream(tally.model) if call.api == "anthropic" else None
-        )
+        to_anthropic = OpenAIToAnthropicStream(tally.model) if call.api == "anthropic" else None
         completed = False
         try:
             try:

@@ -186,24 +186,30 @@ def _reject_unsupported(body: JSON) -> None:
     if n is not None and n != 1:
         raise TranslationError("n > 1 is not supported by this model's provider", param="n")
     if body.get("logprobs"):
-        raise TranslationError("logprobs are not supported by this model's provider",
-                               param="logprobs")
+        raise TranslationError(
+            "logprobs are not supported by this model's provider", param="logprobs"
+        )
     if body.get("top_logprobs"):
-        raise TranslationError("top_logprobs are not supported by this model's provider",
-                               param="top_logprobs")
+        raise TranslationError(
+            "top_logprobs are not supported by this model's provider", param="top_logprobs"
+        )
     if body.get("logit_bias"):
-        raise TranslationError("logit_bias is not supported by this model's provider",
-                               param="logit_bias")
+        raise TranslationError(
+            "logit_bias is not supported by this model's provider", param="logit_bias"
+        )
     for penalty in ("presence_penalty", "frequency_penalty"):
         if body.get(penalty):
-            raise TranslationError(f"{penalty} is not supported by this model's provider",
-                                   param=penalty)
+            raise TranslationError(
+                f"{penalty} is not supported by this model's provider", param=penalty
+            )
     if body.get("audio") is not None:
-        raise TranslationError("audio output is not supported by this model's provider",
-                               param="audio")
+        raise TranslationError(
+            "audio output is not supported by this model's provider", param="audio"
+        )
     if "audio" in (body.get("modalities") or []):
-        raise TranslationError("audio output is not supported by this model's provider",
-                               param="modalities")
+        raise TranslationError(
+            "audio output is not supported by this model's provider", param="modalities"
+        )
     for key in body:
         if key in ("functions", "function_call"):
             raise TranslationError(f"{key} is deprecated; use tools and tool_choice", param=key)
@@ -240,17 +246,21 @@ def _image_block(part: JSON, param: str) -> JSON:
         header, sep, data = url[5:].partition(",")
         media_type, _, encoding = header.partition(";")
         if not sep or encoding != "base64":
-            raise TranslationError("image data URLs must be base64-encoded",
-                                   param=f"{param}.image_url.url")
+            raise TranslationError(
+                "image data URLs must be base64-encoded", param=f"{param}.image_url.url"
+            )
         if media_type not in _DATA_URL_MEDIA:
-            raise TranslationError(f"unsupported image type {media_type!r}; use one of "
-                                   + ", ".join(_DATA_URL_MEDIA), param=f"{param}.image_url.url")
+            raise TranslationError(
+                f"unsupported image type {media_type!r}; use one of " + ", ".join(_DATA_URL_MEDIA),
+                param=f"{param}.image_url.url",
+            )
         source: JSON = {"type": "base64", "media_type": media_type, "data": data}
     elif url.startswith(("http://", "https://")):
         source = {"type": "url", "url": url}
     else:
-        raise TranslationError("image_url.url must be an http(s) or data: URL",
-                               param=f"{param}.image_url.url")
+        raise TranslationError(
+            "image_url.url must be an http(s) or data: URL", param=f"{param}.image_url.url"
+        )
     return {"type": "image", "source": source}
 
 
@@ -258,11 +268,16 @@ def _file_block(part: JSON, param: str) -> JSON:
     file = part.get("file") or {}
     data_url = file.get("file_data")
     if not isinstance(data_url, str) or not data_url.startswith("data:application/pdf;base64,"):
-        raise TranslationError("only inline PDF files (file_data as a base64 data: URL) are "
-                               "supported by this model's provider", param=f"{param}.file")
+        raise TranslationError(
+            "only inline PDF files (file_data as a base64 data: URL) are "
+            "supported by this model's provider",
+            param=f"{param}.file",
+        )
     data = data_url.split(",", 1)[1]
-    return {"type": "document",
-            "source": {"type": "base64", "media_type": "application/pdf", "data": data}}
+    return {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": data},
+    }
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
@@ -283,8 +298,9 @@ def _user_blocks(content: Any, param: str) -> list[JSON]:
         elif kind == "file":
             block = _file_block(part, where)
         else:
-            raise TranslationError(f"content part type {kind!r} is not supported by this "
-                                   "model's provider", param=where)
+            raise TranslationError(
+                f"content part type {kind!r} is not supported by this model's provider", param=where
+            )
         if part.get("cache_control"):
             block["cache_control"] = part["cache_control"]
         blocks.append(block)
@@ -302,13 +318,15 @@ def _assistant_blocks(msg: JSON, param: str) -> list[JSON]:
             kind = part.get("type") if isinstance(part, dict) else None
             text = part.get(kind) if kind in ("text", "refusal") else None
             if kind not in ("text", "refusal"):
-                raise TranslationError("assistant content parts must be text or refusal",
-                                       param=f"{param}.content[{j}]")
+                raise TranslationError(
+                    "assistant content parts must be text or refusal", param=f"{param}.content[{j}]"
+                )
             if text:
                 blocks.append({"type": "text", "text": text})
     elif content is not None:
-        raise TranslationError("content must be a string or an array of parts",
-                               param=f"{param}.content")
+        raise TranslationError(
+            "content must be a string or an array of parts", param=f"{param}.content"
+        )
     for j, call in enumerate(msg.get("tool_calls") or []):
         where = f"{param}.tool_calls[{j}]"
         if call.get("type", "function") != "function":
@@ -318,13 +336,22 @@ def _assistant_blocks(msg: JSON, param: str) -> list[JSON]:
         try:
             args = json.loads(raw)
         except (TypeError, ValueError) as exc:
-            raise TranslationError(f"tool call arguments are not valid JSON: {exc}",
-                                   param=f"{where}.function.arguments") from exc
+            raise TranslationError(
+                f"tool call arguments are not valid JSON: {exc}",
+                param=f"{where}.function.arguments",
+            ) from exc
         if not isinstance(args, dict):
-            raise TranslationError("tool call arguments must be a JSON object",
-                                   param=f"{where}.function.arguments")
-        blocks.append({"type": "tool_use", "id": call.get("id") or f"toolu_{j}",
-                       "name": fn.get("name", ""), "input": args})
+            raise TranslationError(
+                "tool call arguments must be a JSON object", param=f"{where}.function.arguments"
+            )
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id") or f"toolu_{j}",
+                "name": fn.get("name", ""),
+                "input": args,
+            }
+        )
     return blocks
 
 
@@ -372,8 +399,9 @@ def _convert_messages(raw: Any) -> tuple[list[JSON], list[JSON]]:
         # Anthropic wants tool_result blocks before any other content in a user turn.
         msg["content"].sort(key=lambda b: b["type"] != "tool_result")
     if not messages:
-        raise TranslationError("at least one user or assistant message is required",
-                               param="messages")
+        raise TranslationError(
+            "at least one user or assistant message is required", param="messages"
+        )
     return system, messages
 
 
@@ -381,8 +409,9 @@ def _convert_tools(tools: Any) -> list[JSON]:
     out: list[JSON] = []
     for i, tool in enumerate(tools or []):
         if not isinstance(tool, dict) or tool.get("type") != "function":
-            raise TranslationError("only function tools are supported by this model's provider",
-                                   param=f"tools[{i}]")
+            raise TranslationError(
+                "only function tools are supported by this model's provider", param=f"tools[{i}]"
+            )
         fn = tool.get("function") or {}
         if not fn.get("name"):
             raise TranslationError("tool function needs a name", param=f"tools[{i}].function.name")
@@ -408,8 +437,9 @@ def _convert_tool_choice(choice: Any, parallel: Any) -> JSON | None:
     elif isinstance(choice, dict) and choice.get("type") == "function":
         name = (choice.get("function") or {}).get("name")
         if not name:
-            raise TranslationError("tool_choice.function.name is required",
-                                   param="tool_choice.function.name")
+            raise TranslationError(
+                "tool_choice.function.name is required", param="tool_choice.function.name"
+            )
         out = {"type": "tool", "name": name}
     else:
         raise TranslationError("unsupported tool_choice", param="tool_choice")
@@ -424,16 +454,21 @@ def _json_instruction(fmt: Any) -> str | None:
     if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
         return None
     if fmt["type"] == "json_object":
-        return ("Respond with a single valid JSON object and nothing else: no prose, "
-                "no Markdown code fences.")
+        return (
+            "Respond with a single valid JSON object and nothing else: no prose, "
+            "no Markdown code fences."
+        )
     if fmt["type"] == "json_schema":
         spec = fmt.get("json_schema") or {}
         schema = json.dumps(spec.get("schema") or {}, separators=(",", ":"), sort_keys=True)
-        return ("Respond with a single valid JSON value that conforms to this JSON Schema, "
-                "and nothing else: no prose, no Markdown code fences.\n"
-                f"Schema ({spec.get('name', 'response')}): {schema}")
-    raise TranslationError(f"unsupported response_format type {fmt['type']!r}",
-                           param="response_format.type")
+        return (
+            "Respond with a single valid JSON value that conforms to this JSON Schema, "
+            "and nothing else: no prose, no Markdown code fences.\n"
+            f"Schema ({spec.get('name', 'response')}): {schema}"
+        )
+    raise TranslationError(
+        f"unsupported response_format type {fmt['type']!r}", param="response_format.type"
+    )
 
 
 def openai_to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
@@ -469,8 +504,11 @@ def openai_to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -
 
     temperature = body.get("temperature")
     if temperature is not None:
-        if not isinstance(temperature, int | float) or isinstance(temperature, bool) \
-                or temperature < 0:
+        if (
+            not isinstance(temperature, int | float)
+            or isinstance(temperature, bool)
+            or temperature < 0
+        ):
             raise TranslationError("temperature must be a number >= 0", param="temperature")
         out["temperature"] = min(float(temperature), 1.0)
     if body.get("top_p") is not None:
@@ -517,14 +555,16 @@ def anthropic_response_to_openai(
         if block.get("type") == "text":
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
-            tool_calls.append({
-                "id": block.get("id", ""),
-                "type": "function",
-                "function": {
-                    "name": block.get("name", ""),
-                    "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
-                },
-            })
+            tool_calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
     text = "".join(texts)
     message: JSON = {
         "role": "assistant",
@@ -538,12 +578,14 @@ def anthropic_response_to_openai(
         "object": "chat.completion",
         "created": int(time.time()) if created is None else created,
         "model": model or resp.get("model") or "",
-        "choices": [{
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": anthropic_stop_to_openai(resp.get("stop_reason")),
-        }],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": anthropic_stop_to_openai(resp.get("stop_reason")),
+            }
+        ],
         "usage": anthropic_usage_to_openai(resp.get("usage")),
     }
 
@@ -563,10 +605,20 @@ def _anthropic_id(openai_id: Any) -> str:
 # --------------------------------------------------------------------------- Anthropic → OpenAI
 
 _ANTHROPIC_IGNORED = frozenset({"thinking", "service_tier", "top_k", "metadata"})
-_ANTHROPIC_HANDLED = frozenset({
-    "model", "messages", "system", "max_tokens", "stop_sequences", "stream",
-    "temperature", "top_p", "tools", "tool_choice",
-})
+_ANTHROPIC_HANDLED = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+    }
+)
 
 
 def _blocks(content: Any, param: str) -> list[JSON]:
@@ -591,11 +643,17 @@ def _image_part(block: JSON, param: str) -> JSON:
 def _document_part(block: JSON, param: str) -> JSON:
     source = block.get("source") or {}
     if source.get("type") != "base64" or source.get("media_type") != "application/pdf":
-        raise TranslationError("only base64 PDF documents are supported by this model's "
-                               "provider", param=f"{param}.source")
-    return {"type": "file", "file": {"filename": block.get("title") or "document.pdf",
-                                     "file_data": f"data:application/pdf;base64,"
-                                                  f"{source.get('data', '')}"}}
+        raise TranslationError(
+            "only base64 PDF documents are supported by this model's provider",
+            param=f"{param}.source",
+        )
+    return {
+        "type": "file",
+        "file": {
+            "filename": block.get("title") or "document.pdf",
+            "file_data": f"data:application/pdf;base64,{source.get('data', '')}",
+        },
+    }
 
 
 def _tool_message(block: JSON, param: str) -> JSON:
@@ -608,8 +666,10 @@ def _tool_message(block: JSON, param: str) -> JSON:
         parts = []
         for k, item in enumerate(content):
             if item.get("type") != "text":
-                raise TranslationError("tool results may only contain text for this model's "
-                                       "provider", param=f"{param}.content[{k}]")
+                raise TranslationError(
+                    "tool results may only contain text for this model's provider",
+                    param=f"{param}.content[{k}]",
+                )
             parts.append(item.get("text", ""))
         text = "\n".join(parts)
     if block.get("is_error"):
@@ -633,8 +693,10 @@ def _user_messages(content: Any, param: str) -> list[JSON]:
         elif kind == "tool_result":
             tools.append(_tool_message(block, where))
         else:
-            raise TranslationError(f"content block type {kind!r} is not supported by this "
-                                   "model's provider", param=where)
+            raise TranslationError(
+                f"content block type {kind!r} is not supported by this model's provider",
+                param=where,
+            )
     out = list(tools)
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
@@ -651,15 +713,23 @@ def _assistant_message(content: Any, param: str) -> JSON | None:
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
-            calls.append({"id": block.get("id", ""), "type": "function",
-                          "function": {"name": block.get("name", ""),
-                                       "arguments": json.dumps(block.get("input") or {},
-                                                               ensure_ascii=False)}})
+            calls.append(
+                {
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name", ""),
+                        "arguments": json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    },
+                }
+            )
         elif kind in ("thinking", "redacted_thinking"):
             continue
         else:
-            raise TranslationError(f"content block type {kind!r} is not supported by this "
-                                   "model's provider", param=f"{param}[{j}]")
+            raise TranslationError(
+                f"content block type {kind!r} is not supported by this model's provider",
+                param=f"{param}[{j}]",
+            )
     if not texts and not calls:
         return None
     msg: JSON = {"role": "assistant", "content": "".join(texts) if texts else None}
@@ -687,8 +757,10 @@ def _function_tools(tools: Any) -> list[JSON]:
     out = []
     for i, tool in enumerate(tools or []):
         if tool.get("type") not in (None, "custom") or "input_schema" not in tool:
-            raise TranslationError(f"server tool {tool.get('type')!r} is not supported by this "
-                                   "model's provider", param=f"tools[{i}]")
+            raise TranslationError(
+                f"server tool {tool.get('type')!r} is not supported by this model's provider",
+                param=f"tools[{i}]",
+            )
         fn: JSON = {"name": tool["name"], "parameters": tool["input_schema"]}
         if tool.get("description"):
             fn["description"] = tool["description"]
@@ -719,8 +791,9 @@ def anthropic_to_openai_request(body: JSON) -> JSON:
     """
     for key in body:
         if key not in _ANTHROPIC_HANDLED and key not in _ANTHROPIC_IGNORED:
-            raise TranslationError(f"{key}: Extra inputs are not permitted by this model's "
-                                   "provider", param=key)
+            raise TranslationError(
+                f"{key}: Extra inputs are not permitted by this model's provider", param=key
+            )
     messages: list[JSON] = []
     system = _system_message(body.get("system"))
     if system:
@@ -738,8 +811,9 @@ def anthropic_to_openai_request(body: JSON) -> JSON:
             if converted:
                 messages.append(converted)
         else:
-            raise TranslationError(f"unsupported message role {role!r}",
-                                   param=f"messages[{i}].role")
+            raise TranslationError(
+                f"unsupported message role {role!r}", param=f"messages[{i}].role"
+            )
 
     out: JSON = {}
     if "model" in body:
@@ -753,8 +827,9 @@ def anthropic_to_openai_request(body: JSON) -> JSON:
     stops = body.get("stop_sequences")
     if stops:
         if len(stops) > 4:
-            raise TranslationError("this model's provider accepts at most 4 stop sequences",
-                                   param="stop_sequences")
+            raise TranslationError(
+                "this model's provider accepts at most 4 stop sequences", param="stop_sequences"
+            )
         out["stop"] = list(stops)
     if body.get("stream"):
         out["stream"] = True
@@ -802,8 +877,14 @@ def openai_response_to_anthropic(resp: JSON, *, model: str | None = None) -> JSO
         stop_reason = "refusal"
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id", ""),
-                        "name": fn.get("name", ""), "input": _parse_arguments(fn.get("arguments"))})
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id", ""),
+                "name": fn.get("name", ""),
+                "input": _parse_arguments(fn.get("arguments")),
+            }
+        )
     return {
         "id": _anthropic_id(resp.get("id")),
         "type": "message",
@@ -858,8 +939,9 @@ class AnthropicToOpenAIStream:
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                         "finish_reason": finish_reason}],
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
         }
         self.chunk_id = chunk["id"]
         if self.include_usage:
@@ -901,8 +983,12 @@ class AnthropicToOpenAIStream:
             return []
         index = len(self._tool_index)
         self._tool_index[int(data.get("index", 0))] = index
-        call = {"index": index, "id": block.get("id", ""), "type": "function",
-                "function": {"name": block.get("name", ""), "arguments": ""}}
+        call = {
+            "index": index,
+            "id": block.get("id", ""),
+            "type": "function",
+            "function": {"name": block.get("name", ""), "arguments": ""},
+        }
         return [self._chunk({"tool_calls": [call]})]
 
     def _block_delta(self, data: JSON) -> list[JSON]:
@@ -999,8 +1085,13 @@ class OpenAIToAnthropicStream:
         self._started = True
         self._message_id = _anthropic_id(chunk_id)
         message: JSON = {
-            "id": self._message_id, "type": "message", "role": "assistant", "content": [],
-            "model": self.model, "stop_reason": None, "stop_sequence": None,
+            "id": self._message_id,
+            "type": "message",
+            "role": "assistant",
+            "content": [],
+            "model": self.model,
+            "stop_reason": None,
+            "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
         return [("message_start", {"type": "message_start", "message": message})]
@@ -1019,11 +1110,17 @@ class OpenAIToAnthropicStream:
         return [("content_block_stop", {"type": "content_block_stop", "index": index})]
 
     def _text(self, text: str) -> list[Event]:
-        out = [] if self._open_kind == "text" else self._open_block(
-            "text", {"type": "text", "text": ""})
+        out = (
+            []
+            if self._open_kind == "text"
+            else self._open_block("text", {"type": "text", "text": ""})
+        )
         assert self._open is not None
-        delta = {"type": "content_block_delta", "index": self._open,
-                 "delta": {"type": "text_delta", "text": text}}
+        delta = {
+            "type": "content_block_delta",
+            "index": self._open,
+            "delta": {"type": "text_delta", "text": text},
+        }
         return [*out, ("content_block_delta", delta)]
 
     def _tool(self, call: JSON) -> list[Event]:
@@ -1031,27 +1128,49 @@ class OpenAIToAnthropicStream:
         tool_index = int(call.get("index", 0))
         fn = call.get("function") or {}
         if tool_index not in self._tool_blocks:
-            out += self._open_block("tool_use", {
-                "type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                "name": fn.get("name", ""), "input": {}})
+            out += self._open_block(
+                "tool_use",
+                {
+                    "type": "tool_use",
+                    "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
+                    "name": fn.get("name", ""),
+                    "input": {},
+                },
+            )
             assert self._open is not None
             self._tool_blocks[tool_index] = self._open
         if fn.get("arguments"):
-            out.append(("content_block_delta", {
-                "type": "content_block_delta", "index": self._tool_blocks[tool_index],
-                "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]}}))
+            out.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": self._tool_blocks[tool_index],
+                        "delta": {"type": "input_json_delta", "partial_json": fn["arguments"]},
+                    },
+                )
+            )
         return out
 
     def _end(self) -> list[Event]:
         self._closed = True
         usage = openai_usage_to_anthropic(self._usage)
-        delta_usage = {"output_tokens": usage["output_tokens"],
-                       "input_tokens": usage["input_tokens"],
-                       "cache_read_input_tokens": usage["cache_read_input_tokens"]}
+        delta_usage = {
+            "output_tokens": usage["output_tokens"],
+            "input_tokens": usage["input_tokens"],
+            "cache_read_input_tokens": usage["cache_read_input_tokens"],
+        }
         return [
-            ("message_delta", {"type": "message_delta",
-                               "delta": {"stop_reason": self._stop_reason or "end_turn",
-                                         "stop_sequence": None},
-                               "usage": delta_usage}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {
+                        "stop_reason": self._stop_reason or "end_turn",
+                        "stop_sequence": None,
+                    },
+                    "usage": delta_usage,
+                },
+            ),
             ("message_stop", {"type": "message_stop"}),
         ]

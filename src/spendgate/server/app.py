@@ -312,8 +312,12 @@ class Gateway:
         if reply.error is not None and reply.body is None:
             err = reply.error
             same_dialect_upstream = err.upstream_body is not None and call.api == "openai"
-            body = err.upstream_body if same_dialect_upstream else orjson.dumps(
-                err.to_anthropic() if call.api == "anthropic" else err.to_openai()
+            body = (
+                err.upstream_body
+                if same_dialect_upstream
+                else orjson.dumps(
+                    err.to_anthropic() if call.api == "anthropic" else err.to_openai()
+                )
             )
             assert body is not None
             extra += [(k.encode(), v.encode()) for k, v in err.headers.items()]

@@ -45,9 +45,7 @@ def _bad(message: str, param: str | None, code: str | None = None) -> GatewayErr
 def _unknown(body: dict[str, Any], allowed: frozenset[str]) -> None:
     for key in body:
         if key not in allowed:
-            raise _bad(
-                f"Unrecognized request argument supplied: {key}", key, "unknown_parameter"
-            )
+            raise _bad(f"Unrecognized request argument supplied: {key}", key, "unknown_parameter")
 
 
 def _model(body: dict[str, Any]) -> str:
@@ -196,16 +194,13 @@ def validate_embeddings(body: dict[str, Any]) -> str:
     _unknown(body, EMBEDDING_PARAMS)
     model = _model(body)
     data = body.get("input")
-    ok = (
-        (isinstance(data, str) and data != "")
-        or (
-            isinstance(data, list)
-            and data
-            and (
-                all(isinstance(x, str) for x in data)
-                or all(isinstance(x, int) and not isinstance(x, bool) for x in data)
-                or all(isinstance(x, list) and x for x in data)
-            )
+    ok = (isinstance(data, str) and data != "") or (
+        isinstance(data, list)
+        and data
+        and (
+            all(isinstance(x, str) for x in data)
+            or all(isinstance(x, int) and not isinstance(x, bool) for x in data)
+            or all(isinstance(x, list) and x for x in data)
         )
     )
     if not ok:

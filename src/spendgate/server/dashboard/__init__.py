@@ -152,9 +152,13 @@ async def page(request: Request) -> Response:
         if refusal.status == 401:
             return _login(status=401)
         return _login(refusal.message, status=refusal.status)
-    banner = "" if key is not None else (
-        f'<div class="banner">No admin key is set ({html.escape(_env(request))}) and '
-        "server.auth is off: this dashboard is open to anyone who can reach this port.</div>"
+    banner = (
+        ""
+        if key is not None
+        else (
+            f'<div class="banner">No admin key is set ({html.escape(_env(request))}) and '
+            "server.auth is off: this dashboard is open to anyone who can reach this port.</div>"
+        )
     )
     return HTMLResponse(_page("dashboard.html", banner=banner), headers=_SECURITY_HEADERS)
 

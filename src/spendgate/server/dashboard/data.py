@@ -72,6 +72,7 @@ CACHE_MIN_TOKENS = 1024
 """Shortest system prompt the caching estimate counts: providers cache no prefix shorter
 than this (OpenAI: all models; Anthropic: Sonnet/Opus — Haiku needs 2048)."""
 
+
 @dataclass(frozen=True)
 class Query:
     """A dashboard view: time range [since, until) and tag filters."""
@@ -135,8 +136,12 @@ def _series(store: LedgerStore, q: Query) -> tuple[str, list[str], dict[str, dic
         if q.since is not None:
             first = max(first, q.since.replace(hour=0, minute=0, second=0, microsecond=0))
         last = datetime.fromisoformat(days[-1]).replace(tzinfo=UTC)
-        last = max(last, (q.until - timedelta(microseconds=1)).replace(
-            hour=0, minute=0, second=0, microsecond=0))
+        last = max(
+            last,
+            (q.until - timedelta(microseconds=1)).replace(
+                hour=0, minute=0, second=0, microsecond=0
+            ),
+        )
         n = (last - first).days + 1
         days = [(first + timedelta(days=i)).strftime("%Y-%m-%d") for i in range(min(n, 400))]
     for row in rows:
@@ -181,8 +186,10 @@ def _scan(store: LedgerStore, q: Query) -> _Scan:
         if event.status < 400:
             out.answered += 1
             route = event.route
-            if route and route.get("mode") != "shadow" and route.get("served") not in (
-                None, route.get("requested", event.requested_model)
+            if (
+                route
+                and route.get("mode") != "shadow"
+                and route.get("served") not in (None, route.get("requested", event.requested_model))
             ):
                 out.routed += 1
         extra = event.extra or {}
@@ -220,7 +227,7 @@ def _scan_sqlite(store: LedgerStore, q: Query) -> _Scan | None:
     recent = (
         'SELECT "cache", "status", "route", "requested_model", "served_model", "feature", '
         '"cache_read_tokens", '
-        "json_extract(\"extra\", '$.input_cost_nanos') IS NOT NULL AND \"input_tokens\" > 0 "
+        'json_extract("extra", \'$.input_cost_nanos\') IS NOT NULL AND "input_tokens" > 0 '
         "AS measured, "
         'MIN(COALESCE(json_extract("extra", \'$.system_tokens\'), 0), "input_tokens") AS sys '
         f'FROM usage_events{where} ORDER BY "ts" DESC LIMIT {SCAN_CAP}'
@@ -346,8 +353,10 @@ def _system_prompts(
             "caching_saving_usd": _money(saving),
             "caching_saving_usd_month": None if scale is None else _money(saving * scale),
             # Averages under the minimum and no call reached it: nothing providers would cache.
-            "too_short_to_cache": name is not None and avg is not None
-            and 0 < avg < CACHE_MIN_TOKENS and not saving,
+            "too_short_to_cache": name is not None
+            and avg is not None
+            and 0 < avg < CACHE_MIN_TOKENS
+            and not saving,
             "unpriced_calls": 0 if name is None else unpriced.get(name, 0),
         }
 
@@ -449,7 +458,10 @@ def summary(
     if per_user is not None and span_days and span_days >= 1:
         per_user_month = format(
             (Decimal(per_user) * Decimal(30) / Decimal(str(round(span_days, 6))))
-            .quantize(Decimal("0.000001")).normalize(), "f")
+            .quantize(Decimal("0.000001"))
+            .normalize(),
+            "f",
+        )
 
     econ = got.get("economics")
     days = _observed_days(q, unit, series)
@@ -485,8 +497,9 @@ def summary(
             "models": {m: [_usd(v.get(label, 0)) for label in labels] for m, v in series.items()},
             "tiers": tiers,
         },
-        "models": [_row(r, "model") | {"tier": tiers.get(r.keys["model"], "unknown")}
-                   for r in by_model],
+        "models": [
+            _row(r, "model") | {"tier": tiers.get(r.keys["model"], "unknown")} for r in by_model
+        ],
         "top": top,
         "savings": _techniques(savings),
         "cache_outcomes": dict(sorted(cache.items())),
@@ -496,4 +509,3 @@ def summary(
         "system_prompts": system,
         "options": options,
     }
-
