@@ -584,6 +584,7 @@ def test_parallel_reads_draw_the_same_view(dash: tuple[Harness, str]) -> None:
     from spendgate.server.dashboard import data
 
     h, _ = dash
+    h.flush()  # nothing of earlier tests' requests still on its way to the ledger
     store = h.reader()
     assert store.parallel_reads  # type: ignore[attr-defined]
 
