@@ -285,9 +285,13 @@ def bulk_load(path: Path, n: int) -> None:
             + pin("sv")
             + ", 'system_tokens', inp * (20 + f) / 100) ELSE NULL END"
         ),
-        # The same two fields as columns, as `write_batch` stores them (0 when absent).
+        # What `write_batch` stores beside them (`rollups.DERIVED_COLUMNS`; 0 when absent).
         "system_tokens": "CASE WHEN ok THEN inp * (20 + f) / 100 ELSE 0 END",
         "input_cost_nanos": "CASE WHEN ok THEN inp * " + pin("sv") + " ELSE 0 END",
+        # No `route` decisions here (routing shows in `savings`), and `extra` measures
+        # every answered call that had input.
+        "routed": "0",
+        "measured": "CASE WHEN ok AND inp > 0 THEN 1 ELSE 0 END",
     }
     missing = [c for c in cols if c not in (*COLUMNS, *DERIVED_COLUMNS)]
     assert not missing, missing

@@ -80,13 +80,37 @@ def ensure_schema(conn: sqlite3.Connection, schema: str = "main") -> bool:
         ROLLUP_TABLES,
     ).fetchone()[0]
     if version == ROLLUP_FILE_VERSION and present == len(ROLLUP_TABLES):
+        _add_outcome_rollup(conn, schema)
         return False
-    for table in ROLLUP_TABLES:
+    for table in (*ROLLUP_TABLES, *_rollups.OUTCOME_TABLES):
         conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
     for statement in _rollups.schema_statements():
-        conn.execute(statement.replace("CREATE TABLE ", f"CREATE TABLE {schema}.", 1))
+        conn.execute(_in_schema(statement, schema))
     conn.execute(f"PRAGMA {schema}.user_version = {ROLLUP_FILE_VERSION}")
     return True
+
+
+def _in_schema(statement: str, schema: str) -> str:
+    for verb in ("CREATE TABLE ", "INSERT INTO "):
+        if statement.startswith(verb):
+            return statement.replace(verb, f"{verb}{schema}.", 1)
+    return statement
+
+
+def _add_outcome_rollup(conn: sqlite3.Connection, schema: str) -> None:
+    """A rollup file from before the outcome rollup gets it, empty, to be backfilled up to
+    the watermark by the job (`RollupJob.backfill`) — not a refold of everything."""
+    present = conn.execute(
+        f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+        _rollups.OUTCOME_TABLES,
+    ).fetchone()[0]
+    if present == len(_rollups.OUTCOME_TABLES):
+        return
+    for table in _rollups.OUTCOME_TABLES:
+        conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
+    mark = conn.execute(f'SELECT "watermark" FROM {schema}.rollup_state').fetchone()[0]
+    for statement in _rollups.outcome_schema_statements(backfill_to=mark):
+        conn.execute(_in_schema(statement, schema))
 
 
 class RollupJob:
@@ -113,6 +137,7 @@ class RollupJob:
         self._statements = _rollups.fold_statements()
         self._stage = _rollups.stage_statements()
         self._apply = _rollups.apply_statements()
+        self._outcome_apply = _rollups.outcome_apply_statement()
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._folded = threading.Condition()
@@ -187,6 +212,46 @@ class RollupJob:
                 conn.execute("ROLLBACK")
             raise
         return low, high, top, True
+
+    def backfill(self, max_events: int | None = None) -> int:
+        """Fold up to `max_events` events of those the outcome rollup was created after
+        (an older rollup file) into it alone. Returns how many ids (0: nothing left)."""
+        limit = self.max_events if max_events is None else max_events
+        with self._lock:
+            conn = self._conn
+            mark, done = conn.execute(
+                'SELECT "mark", "backfilled" FROM rollup_outcome_state'
+            ).fetchone()
+            if done >= mark:
+                return 0
+            high = min(mark, done + limit)
+            conn.execute("BEGIN")
+            try:
+                for statement in self._stage:
+                    conn.execute(statement, {"lo": done, "hi": high})
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            begin_write(conn)
+            try:
+                now = conn.execute(
+                    'SELECT "mark", "backfilled" FROM rollup_outcome_state'
+                ).fetchone()
+                if tuple(now) != (mark, done):
+                    conn.execute("ROLLBACK")  # another process got there: next time
+                    return high - done
+                conn.execute(self._outcome_apply)
+                conn.execute('UPDATE rollup_outcome_state SET "backfilled" = ?', (high,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.execute("DELETE FROM temp.fold_src")
+            return high - done
 
     def fold_all(self) -> int:
         """Fold until nothing is above the watermark (as of each step). Returns the count."""
@@ -273,6 +338,12 @@ class RollupJob:
             backoff = self.interval
             if n >= self.max_events:
                 continue  # a backlog: keep going
+            try:
+                if self.backfill():
+                    continue  # an older rollup file's outcome rollup: one step at a time
+            except Exception:
+                self.errors += 1
+                log.exception("outcome rollup backfill failed; retrying")
             # Between folds, let events accumulate: one fold of thousands of events
             # collapses to far fewer rollup rows than many folds of one batch each.
             self._kick.wait(self.interval)

@@ -47,7 +47,11 @@ from spendgate.ledger.event import UsageEvent
 
 __all__ = [
     "AGGREGATES",
+    "CACHE_MIN_TOKENS",
     "DERIVED_COLUMNS",
+    "OUTCOME_AGGREGATES",
+    "OUTCOME_ROLLUP",
+    "OUTCOME_TABLES",
     "ROLLUPS",
     "SAVINGS_ROLLUP",
     "Rollup",
@@ -55,6 +59,9 @@ __all__ = [
     "clear_statements",
     "derived_values",
     "fold_statements",
+    "outcome_apply_statement",
+    "outcome_schema_statements",
+    "outcomes_sql",
     "plan",
     "schema_statements",
     "stage_statements",
@@ -84,30 +91,75 @@ AGGREGATES: tuple[str, ...] = (
 (uncached input, cache reads and writes); `system_input_nanos` is the part of it spent on
 system-prompt tokens, pro rata per call (see `system_input_nanos`)."""
 
-DERIVED_COLUMNS: tuple[str, ...] = ("system_tokens", "input_cost_nanos")
-"""`usage_events` columns (SQLite ledger, schema v4) that copy the two accounting fields of
-`extra` the rollups sum. Why: parsing `extra` was about half the cost of a raw scan (a
-ragged window's edges: 436 → 236 ms for 288k events without it) and of staging a fold.
-A column holds the field's integer, 0 when the field is absent (what `COALESCE(json, 0)`
-made of it), or NULL — rows from before v4, or a value that is not a 64-bit integer — in
-which case `_ST`/`_IC` read `extra` itself, so every row sums exactly as before."""
+DERIVED_COLUMNS: tuple[str, ...] = ("system_tokens", "input_cost_nanos", "routed", "measured")
+"""`usage_events` columns (SQLite ledger) that store what queries would otherwise work out
+of the JSON fields `extra` and `route`, per event, at write time. Why: parsing `extra` was
+about half the cost of a raw scan (a ragged window's edges: 436 → 236 ms for 288k events
+without it) and of staging a fold; `route` is parsed for every routed-share figure.
 
-_ST = 'COALESCE("system_tokens", json_extract("extra", \'$.system_tokens\'), 0)'
-_IC = 'COALESCE("input_cost_nanos", json_extract("extra", \'$.input_cost_nanos\'), 0)'
+- `system_tokens`, `input_cost_nanos` (schema v4): `extra`'s two accounting fields — the
+  integer, 0 when the field is absent (what `COALESCE(json, 0)` made of it);
+- `routed` (v5): 1 when the call was answered by a model routing chose over the requested
+  one (not a shadow decision), else 0;
+- `measured` (v5): 1 when accounting measured the call's input cost (`extra` has
+  `input_cost_nanos`) and it had input tokens, else 0.
+
+NULL — rows written before the version that added the column, or a value that is no
+64-bit integer or string where one was expected — means "work it out from the JSON":
+every query reads `COALESCE(column, <the JSON expression>)`, so every row counts exactly
+as it did before the column existed."""
+
+# Qualified (`usage_events."x"`): SQLite reads an unknown double-quoted name as a string
+# literal, so a missing column would sum garbage instead of failing.
+_ST = 'COALESCE(usage_events."system_tokens", json_extract("extra", \'$.system_tokens\'), 0)'
+_IC = 'COALESCE(usage_events."input_cost_nanos", json_extract("extra", \'$.input_cost_nanos\'), 0)'
+_ROUTED = (
+    'COALESCE(usage_events."routed", "status" < 400 AND "route" IS NOT NULL '
+    "AND COALESCE(json_extract(\"route\", '$.mode'), '') != 'shadow' "
+    "AND json_extract(\"route\", '$.served') IS NOT NULL "
+    "AND json_extract(\"route\", '$.served') "
+    '!= COALESCE(json_extract("route", \'$.requested\'), "requested_model"))'
+)
+_MEASURED = (
+    'COALESCE(usage_events."measured", "input_tokens" > 0 '
+    "AND json_extract(\"extra\", '$.input_cost_nanos') IS NOT NULL)"
+)
+
+CACHE_MIN_TOKENS = 1024
+"""Shortest system prompt a provider caches (OpenAI: all models; Anthropic: Sonnet/Opus —
+Haiku needs 2048): the outcome rollup's `cacheable_system_tokens` counts no shorter one."""
 
 
-def derived_values(extra: Mapping[str, Any] | None) -> tuple[int | None, ...]:
-    """`DERIVED_COLUMNS` values for an event whose `extra` is this."""
-    return tuple(_derived(extra, name) for name in DERIVED_COLUMNS)
+def derived_values(event: UsageEvent) -> tuple[int | None, ...]:
+    """`DERIVED_COLUMNS` values for one event."""
+    extra = event.extra
+    return (
+        _int_field(extra, "system_tokens"),
+        _int_field(extra, "input_cost_nanos"),
+        _routed(event),
+        int(event.input_tokens > 0 and extra is not None
+            and extra.get("input_cost_nanos") is not None),
+    )  # fmt: skip
 
 
-def _derived(extra: Mapping[str, Any] | None, name: str) -> int | None:
+def _int_field(extra: Mapping[str, Any] | None, name: str) -> int | None:
     value = None if extra is None else extra.get(name)
     if value is None:
         return 0
     if type(value) is int and -(2**63) <= value < 2**63:
         return value
     return None  # a float, bool, string or huge int: let SQLite read it from the JSON
+
+
+def _routed(event: UsageEvent) -> int | None:
+    route = event.route
+    if event.status >= 400 or not route:
+        return 0
+    mode, served, requested = route.get("mode"), route.get("served"), route.get("requested")
+    if not all(v is None or type(v) is str for v in (mode, served, requested)):
+        return None  # odd JSON: let SQLite compare it as `_ROUTED` does
+    wanted = event.requested_model if requested is None else requested
+    return int(mode != "shadow" and served is not None and served != wanted)
 
 
 _RAW_AGGREGATES: dict[str, str] = {
@@ -141,6 +193,7 @@ _RAW_DIM: dict[str, str] = {
     "provider": '"provider"',
     "status": '"status"',
     "endpoint": '"endpoint"',
+    "cache": '"cache"',
 }
 
 
@@ -186,6 +239,42 @@ SAVINGS_ROLLUP = Rollup(
     "rollup_savings_hour", HOUR, ("technique", "feature", "use_case", "team", "model")
 )
 
+OUTCOME_ROLLUP = Rollup(
+    "rollup_outcome_day", DAY, ("cache", "feature", "use_case", "team", "model")
+)
+"""Cache outcomes, routed calls and measured system prompts per day: the dashboard's cache
+hit rate, routing share and prompt-caching estimate, which are not spend figures. Its
+columns are `OUTCOME_AGGREGATES`. It came after the other rollups, so an older rollup file
+gets it empty and the job backfills it (`rollup_outcome_state`): until then it is not
+`ready` and the dashboard reads events as before."""
+
+OUTCOME_AGGREGATES: tuple[str, ...] = (
+    "calls",
+    "answered",
+    "routed",
+    "measured",
+    "measured_system_tokens",
+    "cacheable_system_tokens",
+)
+"""Calls; answered ones (status < 400); routed ones (see `DERIVED_COLUMNS`); measured
+ones, their system-prompt tokens, and of those prompts at least `CACHE_MIN_TOKENS` long
+the tokens the call did not already read from the provider's cache."""
+
+_OUTCOME_PER_EVENT: dict[str, str] = {
+    "calls": "1",
+    "answered": '"status" < 400',
+    "routed": _ROUTED,
+    "measured": _MEASURED,
+    "measured_system_tokens": f'CASE WHEN {_MEASURED} THEN MIN({_ST}, "input_tokens") ELSE 0 END',
+    "cacheable_system_tokens": (
+        f'CASE WHEN {_MEASURED} AND MIN({_ST}, "input_tokens") >= {CACHE_MIN_TOKENS} '
+        f'THEN MAX(MIN({_ST}, "input_tokens") - "cache_read_tokens", 0) ELSE 0 END'
+    ),
+}
+"""`OUTCOME_AGGREGATES` of one raw event (their SUM over events is the aggregate)."""
+
+OUTCOME_TABLES = (OUTCOME_ROLLUP.table, "rollup_outcome_state")
+
 
 def _key_sql(dim: str) -> str:
     return '"status" INTEGER NOT NULL' if dim == "status" else f"\"{dim}\" TEXT NOT NULL DEFAULT ''"
@@ -220,7 +309,27 @@ def schema_statements() -> list[str]:
         out.append(f"CREATE TABLE {r.table} ({cols}) WITHOUT ROWID")
     out.append('CREATE TABLE rollup_state ("watermark" INTEGER NOT NULL)')
     out.append("INSERT INTO rollup_state VALUES (0)")
-    return out
+    return out + outcome_schema_statements()
+
+
+def outcome_schema_statements(backfill_to: int = 0) -> list[str]:
+    """The outcome rollup and its state: `mark` is the watermark it was created at (events
+    up to it are backfilled by the job), `backfilled` how far that has got."""
+    r = OUTCOME_ROLLUP
+    cols = ", ".join(
+        [
+            '"bucket" INTEGER NOT NULL',
+            *(_key_sql(d) for d in r.dims),
+            *(f'"{a}" INTEGER NOT NULL DEFAULT 0' for a in OUTCOME_AGGREGATES),
+            "PRIMARY KEY (" + ", ".join(f'"{c}"' for c in _pk(r)) + ")",
+        ]
+    )
+    return [
+        f"CREATE TABLE {r.table} ({cols}) WITHOUT ROWID",
+        'CREATE TABLE rollup_outcome_state ("mark" INTEGER NOT NULL, '
+        '"backfilled" INTEGER NOT NULL)',
+        f"INSERT INTO rollup_outcome_state VALUES ({int(backfill_to)}, 0)",
+    ]
 
 
 def _bucket_sql(grain: int) -> str:
@@ -245,7 +354,7 @@ _STAGE_COLS: tuple[str, ...] = (
     "h", "d", "mo", *(f"k_{d}" for d in (
         "feature", "use_case", "team", "tenant", "user", "key_id", "model",
         "requested_model", "provider", "status", "endpoint",
-    )), *AGGREGATES, "savings",
+    )), *AGGREGATES, "savings", "k_cache", "routed", "measured",
 )  # fmt: skip
 """Columns of `temp.fold_src`: one narrow row per event being folded."""
 
@@ -312,6 +421,9 @@ def _fold_sql() -> list[str]:
         *dims,
         *(_PER_EVENT[a] for a in AGGREGATES),
         "NULLIF(NULLIF(\"savings\", '{}'), 'null')",
+        "COALESCE(\"cache\", '')",
+        "rt",
+        "ms",
     ]
     out = [
         "CREATE TEMP TABLE IF NOT EXISTS fold_src ("
@@ -319,7 +431,7 @@ def _fold_sql() -> list[str]:
         + ")",
         "DELETE FROM temp.fold_src",
         f"INSERT INTO temp.fold_src SELECT {', '.join(stage)} FROM ("
-        f"SELECT *, {_ST} AS st, {_IC} AS ic "
+        f"SELECT *, {_ST} AS st, {_IC} AS ic, {_ROUTED} AS rt, {_MEASURED} AS ms "
         'FROM usage_events WHERE "id" > :lo AND "id" <= :hi)',
     ]
     # Two intermediate groupings, each feeding two rollups, so those two do not each sort
@@ -368,8 +480,34 @@ def _fold_sql() -> list[str]:
         f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
         '"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
     )
+    out.append(outcome_apply_statement())
     out += [f"DELETE FROM temp.{t}" for t in ("fold_src", "fold_hour_all", "fold_user_day")]
     return out
+
+
+def outcome_apply_statement() -> str:
+    """Fold `temp.fold_src` into the outcome rollup (alone, it is the backfill's step)."""
+    r = OUTCOME_ROLLUP
+    names = _names(("bucket", *r.dims, *OUTCOME_AGGREGATES))
+    measured_sys = '(CASE WHEN "measured" THEN "system_tokens" ELSE 0 END)'
+    sums = [
+        "COUNT(*)",
+        'SUM("errors" = 0)',
+        'SUM("routed")',
+        'SUM("measured")',
+        f"SUM({measured_sys})",
+        f'SUM(CASE WHEN "measured" AND "system_tokens" >= {CACHE_MIN_TOKENS} '
+        'THEN MAX("system_tokens" - "cache_read_tokens", 0) ELSE 0 END)',
+    ]
+    keys = ["d", *(f'"k_{d}"' for d in r.dims)]
+    group = ", ".join(str(i + 1) for i in range(len(keys)))
+    sets = ", ".join(f'"{a}" = "{a}" + excluded."{a}"' for a in OUTCOME_AGGREGATES)
+    conflict = ", ".join(f'"{c}"' for c in _pk(r))
+    return (
+        f"INSERT INTO {r.table} ({names}) SELECT {', '.join([*keys, *sums])} "
+        f"FROM temp.fold_src WHERE true GROUP BY {group} "
+        f"ON CONFLICT ({conflict}) DO UPDATE SET {sets}"
+    )
 
 
 def _quoted(names: Iterable[str]) -> list[str]:
@@ -388,8 +526,9 @@ _ROLLUP_DAY_DIMS = (
 
 def clear_statements() -> list[str]:
     """Empty every rollup and reset the watermark (before a rebuild)."""
-    out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP)]
+    out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP, OUTCOME_ROLLUP)]
     out.append('UPDATE rollup_state SET "watermark" = 0')
+    out.append('UPDATE rollup_outcome_state SET "mark" = 0, "backfilled" = 0')
     return out
 
 
@@ -677,6 +816,62 @@ def savings_sql(
     )
     if dims:
         sql += " GROUP BY " + ", ".join(keys)
+    return sql, params
+
+
+def outcomes_sql(
+    since: float | None,
+    until: float | None,
+    filters: Mapping[str, str],
+    none_label: str,
+    *,
+    use_rollups: bool = True,
+) -> tuple[str, list[Any]] | None:
+    """(cache, feature, model, `OUTCOME_AGGREGATES`…) rows over [since, until): the outcome
+    rollup's days, raw edges and unfolded events, in one statement. None when the rollup
+    cannot serve the filters (tenant, user…): a raw pass over a whole window of a big
+    ledger is the caller's call to make, not this function's."""
+    dims = ["cache", "feature", "model"]
+    p = plan([*dims, *filters], since, until, (OUTCOME_ROLLUP,) if use_rollups else ())
+    if use_rollups and p.rollup is None and not set(filters) <= set(OUTCOME_ROLLUP.dims):
+        return None
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.rollup is not None and p.middle is not None:
+        sql, ps = _part(
+            OUTCOME_ROLLUP.table,
+            dims,
+            _rollup_dim,
+            [f'SUM("{a}")' for a in OUTCOME_AGGREGATES],
+            "bucket",
+            p.middle,
+            filters,
+            none_label,
+            group=True,
+        )
+        parts.append(sql)
+        params += ps
+    for edge, where in _raw_ranges(p):
+        sql, ps = _part(
+            "usage_events",
+            dims,
+            _raw_dim,
+            [f"SUM({_OUTCOME_PER_EVENT[a]})" for a in OUTCOME_AGGREGATES],
+            "ts",
+            edge,
+            filters,
+            none_label,
+            group=True,
+            extra_where=where,
+        )
+        parts.append(sql)
+        params += ps
+    keys = [f"k{i}" for i in range(len(dims))]
+    sums = [f"COALESCE(SUM(a{i}), 0)" for i in range(len(OUTCOME_AGGREGATES))]
+    sql = (
+        f"SELECT {', '.join([*keys, *sums])} FROM ({' UNION ALL '.join(parts)}) "
+        f"GROUP BY {', '.join(keys)}"
+    )
     return sql, params
 
 

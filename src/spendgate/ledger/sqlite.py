@@ -36,7 +36,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
 log = logging.getLogger("spendgate.ledger")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _COLUMN_TYPES: dict[str, str] = {
     "request_id": "TEXT NOT NULL",
@@ -77,18 +77,27 @@ _V1_SCHEMA = [
     "CREATE INDEX usage_events_tenant_ts ON usage_events (tenant, ts)",
 ]
 
+_V4_COLUMNS = ("system_tokens", "input_cost_nanos")
+_V5_COLUMNS = ("routed", "measured")
+assert (*_V4_COLUMNS, *_V5_COLUMNS) == _rollups.DERIVED_COLUMNS
+
 _MIGRATIONS: dict[int, list[str]] = {
     1: _V1_SCHEMA,
     # v2 put rollup tables maintained on write into this file. A file ledger now keeps them
     # in `<ledger>.rollups` (created by the rollup job), so v2 adds nothing here …
     2: [],
     # … and v3 drops the v2 tables after `_move_v2_rollups` copied them over.
-    3: [f"DROP TABLE IF EXISTS {t}" for t in _job.ROLLUP_TABLES],
-    # v4: `extra`'s two accounting fields as columns (see `DERIVED_COLUMNS`). O(1): rows
-    # written before it keep NULL there, and the queries read those from `extra`.
-    4: [f'ALTER TABLE usage_events ADD COLUMN "{c}" INTEGER' for c in _rollups.DERIVED_COLUMNS],
+    3: [f"DROP TABLE IF EXISTS {t}" for t in (*_job.ROLLUP_TABLES, *_rollups.OUTCOME_TABLES)],
+    # v4, v5: values worked out of `extra` and `route` at write time, as columns (see
+    # `DERIVED_COLUMNS` and `_ADDED_COLUMNS`).
+    4: [],
+    5: [],
 }
 """Target version → statements that bring the previous version to it."""
+
+_ADDED_COLUMNS: dict[int, tuple[str, ...]] = {4: _V4_COLUMNS, 5: _V5_COLUMNS}
+"""Target version → INTEGER columns it adds to `usage_events`, each only if missing. O(1):
+older rows keep NULL there, and queries read the JSON for them."""
 
 _ROLLUP_FILE_STEPS = frozenset({2, 3})
 """Steps only a file ledger takes: a `:memory:` ledger is always new and keeps its rollups
@@ -295,6 +304,11 @@ class SQLiteLedger:
                 if not self._memory or version not in _ROLLUP_FILE_STEPS:
                     for statement in _MIGRATIONS[version]:
                         conn.execute(statement)
+                if version in _ADDED_COLUMNS:
+                    have = {r[1] for r in conn.execute("PRAGMA table_info(usage_events)")}
+                    for column in _ADDED_COLUMNS[version]:
+                        if column not in have:
+                            conn.execute(f'ALTER TABLE usage_events ADD COLUMN "{column}" INTEGER')
                 # One row, the version reached (MAX() also reads older multi-row tables).
                 conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -321,6 +335,11 @@ class SQLiteLedger:
             for table in _job.ROLLUP_TABLES:
                 conn.execute(f"DELETE FROM main.{table}")
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM ev.{table}")
+            # v2 had no outcome rollup: the job backfills it up to the copied watermark.
+            conn.execute(
+                'UPDATE main.rollup_outcome_state SET "backfilled" = 0, '
+                '"mark" = (SELECT "watermark" FROM main.rollup_state)'
+            )
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -341,7 +360,7 @@ class SQLiteLedger:
         if self.read_only:
             raise sqlite3.ProgrammingError(f"ledger {self.path} was opened read-only")
         # Raises before touching the DB.
-        rows = [event.to_row() + _rollups.derived_values(event.extra) for event in events]
+        rows = [event.to_row() + _rollups.derived_values(event) for event in events]
         with self._lock:
             if self._closed:
                 raise sqlite3.ProgrammingError("ledger is closed")
@@ -471,6 +490,43 @@ class SQLiteLedger:
             out.append((keys, int(r[n])))
         return out
 
+    def outcomes(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, str] | None = None,
+    ) -> list[tuple[str | None, str, str, dict[str, int]]] | None:
+        """(cache outcome, feature, model, `rollups.OUTCOME_AGGREGATES`) per group over
+        [since, until), exact. None when the outcome rollup cannot answer cheaply: a filter
+        it does not hold (tenant, user), or an older rollup file still being backfilled."""
+        flt = _checked(filters)
+        built = _rollups.outcomes_sql(
+            _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
+        )
+        if built is None:
+            return None
+        sql, params = built
+        with self._reader() as conn:
+            mark, done = conn.execute(
+                'SELECT "mark", "backfilled" FROM rollup_outcome_state'
+            ).fetchone()
+            if self.use_rollups and done < mark:
+                return None
+            result = conn.execute(sql, params).fetchall()
+        out = []
+        for cache, feature, model, *sums in result:
+            if not sums[0]:
+                continue
+            out.append(
+                (
+                    cache,
+                    NONE_LABEL if feature is None else str(feature),
+                    NONE_LABEL if model is None else str(model),
+                    dict(zip(_rollups.OUTCOME_AGGREGATES, sums, strict=True)),
+                )
+            )
+        return out
+
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the raw events (after a bulk load, or to repair)."""
         with self._lock if self._memory else nullcontext():
@@ -484,6 +540,8 @@ class SQLiteLedger:
         with self._lock if self._memory else nullcontext():
             self._check_open()
             self._job.fold_all()
+            while self._job.backfill():
+                pass
             self._unfolded = 0
 
     def wait_folded(self, timeout: float | None = None) -> bool:

@@ -38,6 +38,7 @@ from spendgate.analytics.reports import (
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.call import from_nanos
 from spendgate.ledger import NONE_LABEL, LedgerStore, SpendRow, SQLiteLedger, total
+from spendgate.ledger.rollups import CACHE_MIN_TOKENS
 from spendgate.pricing import PriceCatalog
 
 __all__ = [
@@ -67,10 +68,6 @@ TECHNIQUES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 )
 """The four techniques always shown (zero until their stage lands), and the savings keys
 each one gathers. Any other key found in events is shown under its own name."""
-
-CACHE_MIN_TOKENS = 1024
-"""Shortest system prompt the caching estimate counts: providers cache no prefix shorter
-than this (OpenAI: all models; Anthropic: Sonnet/Opus — Haiku needs 2048)."""
 
 
 @dataclass(frozen=True)
@@ -173,8 +170,13 @@ class _Scan:
 
 
 def _scan(store: LedgerStore, q: Query) -> _Scan:
-    """Cache outcomes and routing decisions (neither is a spend dimension): one SQL query on
-    a SQLite ledger, else one pass over the range's events, bounded by `SCAN_CAP`."""
+    """Cache outcomes and routing decisions (neither is a spend dimension): from the
+    SQLite ledger's outcome rollup when it can answer (exact over the whole range), else
+    one SQL query over the range's most recent `SCAN_CAP` events, else one pass over
+    the range's events in Python, bounded by `SCAN_CAP`."""
+    exact = _scan_rollup(store, q)
+    if exact is not None:
+        return exact
     fast = _scan_sqlite(store, q)
     if fast is not None:
         return fast
@@ -208,6 +210,31 @@ _ROUTED_SQL = """
     AND json_extract("route", '$.served')
         != COALESCE(json_extract("route", '$.requested'), "requested_model")
 """
+
+
+def _scan_rollup(store: LedgerStore, q: Query) -> _Scan | None:
+    """The figures from `SQLiteLedger.outcomes` (the outcome rollup plus raw edges and
+    unfolded events): exact, uncapped. None when it cannot answer (a tenant or user
+    filter, an older rollup file still being backfilled, another store)."""
+    outcomes = getattr(store, "outcomes", None)
+    if outcomes is None:
+        return None
+    rows = outcomes(q.since, q.until, q.filters or None)
+    if rows is None:
+        return None
+    out = _Scan()
+    for cache, feature, model, agg in rows:
+        out.events += agg["calls"]
+        out.answered += agg["answered"]
+        out.routed += agg["routed"]
+        if cache:
+            out.cache[cache] = out.cache.get(cache, 0) + agg["calls"]
+        if agg["measured"]:
+            slot = out.system.setdefault((feature, model), [0, 0, 0])
+            slot[0] += agg["measured"]
+            slot[1] += agg["measured_system_tokens"]
+            slot[2] += agg["cacheable_system_tokens"]
+    return out
 
 
 def _scan_sqlite(store: LedgerStore, q: Query) -> _Scan | None:
