@@ -433,9 +433,9 @@ def measure_dashboard(store: SQLiteLedger) -> dict[str, Any]:
 
 
 def rollup_sizes(store: SQLiteLedger) -> dict[str, int]:
-    from spendgate.ledger.rollups import ROLLUPS, SAVINGS_ROLLUP
+    from spendgate.ledger.rollups import OUTCOME_ROLLUP, ROLLUPS, SAVINGS_ROLLUP
 
-    tables = [r.table for r in (*ROLLUPS, SAVINGS_ROLLUP)]
+    tables = [r.table for r in (*ROLLUPS, SAVINGS_ROLLUP, OUTCOME_ROLLUP)]
     with store._reader() as conn:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
 

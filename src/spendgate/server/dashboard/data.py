@@ -3,16 +3,17 @@
 Totals, series and top lists come from `LedgerStore.spend()` grouped queries. Model tiers,
 savings by technique and feature economics reuse `spendgate.analytics` (the same code as
 `/admin/trends`, `/admin/savings` and `/admin/features/economics`), so the page and the
-reports API never disagree. Cache outcomes are not a spend dimension, so they come from one
-pass over the range's events, as is the routing share (from the `route` decision each event
-carries), capped at `SCAN_CAP` (the answer says `partial` when the cap was hit) — the price
-of not widening the store contract for two figures.
+reports API never disagree. Cache outcomes and the routing share are not spend figures: on
+a SQLite ledger they come from its outcome rollup (`SQLiteLedger.outcomes`, exact over the
+range); where that cannot answer (a tenant or user filter, a rollup still being backfilled,
+another store), from one pass over the range's events capped at `SCAN_CAP` (the answer
+says `partial` when the cap was hit).
 
 The system-prompts panel takes its system tokens, share of input spend and system-prompt
 spend from `analytics.reports.system_prompt_report` (the code behind
 `/admin/system-prompt?by=feature`). The per-call average and the prompt-caching estimate
 need per-call figures (which calls were measured; which system prompts are long enough to
-cache), so they come from the same bounded scan.
+cache), so they come from the same source as the cache outcomes.
 
 Money leaves here as exact decimal strings of USD; the page parses them only to draw.
 """
