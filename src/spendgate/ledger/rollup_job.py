@@ -25,7 +25,7 @@ import logging
 import sqlite3
 import threading
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import Any
 
 from spendgate.ledger import rollups as _rollups
@@ -98,8 +98,8 @@ def _in_schema(statement: str, schema: str) -> str:
 
 
 def _add_outcome_rollup(conn: sqlite3.Connection, schema: str) -> None:
-    """A rollup file from before the outcome rollup gets it, empty, to be backfilled up to
-    the watermark by the job (`RollupJob.backfill`) — not a refold of everything."""
+    """A rollup file from before the outcome rollup gets it, empty (its watermark 0), for
+    the job to backfill (`RollupJob.backfill`) — not a refold of everything."""
     present = conn.execute(
         f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN (?, ?)",
         _rollups.OUTCOME_TABLES,
@@ -108,8 +108,7 @@ def _add_outcome_rollup(conn: sqlite3.Connection, schema: str) -> None:
         return
     for table in _rollups.OUTCOME_TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
-    mark = conn.execute(f'SELECT "watermark" FROM {schema}.rollup_state').fetchone()[0]
-    for statement in _rollups.outcome_schema_statements(backfill_to=mark):
+    for statement in _rollups.outcome_schema_statements():
         conn.execute(_in_schema(statement, schema))
 
 
@@ -206,29 +205,39 @@ class RollupJob:
             for statement in self._apply:
                 conn.execute(statement)
             conn.execute('UPDATE rollup_state SET "watermark" = ?', (high,))
+            # The outcome rollup follows when it is level with the others; when it lags
+            # (being backfilled), `backfill` brings it up and it joins in later.
+            level = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()[0]
+            if level == low:
+                conn.execute(self._outcome_apply)
+                conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (high,))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        finally:
+            with suppress(sqlite3.Error):  # a staging table left full is only memory
+                conn.execute("DELETE FROM temp.fold_src")
         return low, high, top, True
 
     def backfill(self, max_events: int | None = None) -> int:
-        """Fold up to `max_events` events of those the outcome rollup was created after
-        (an older rollup file) into it alone. Returns how many ids (0: nothing left)."""
+        """Fold up to `max_events` events the outcome rollup lacks (those between its
+        watermark and the main one) into it alone. Returns how many ids (0: level)."""
         limit = self.max_events if max_events is None else max_events
         with self._lock:
             conn = self._conn
-            mark, done = conn.execute(
-                'SELECT "mark", "backfilled" FROM rollup_outcome_state'
+            level, main = conn.execute(
+                'SELECT (SELECT "watermark" FROM rollup_outcome_state), '
+                '(SELECT "watermark" FROM rollup_state)'
             ).fetchone()
-            if done >= mark:
+            if level >= main:
                 return 0
-            high = min(mark, done + limit)
+            high = min(main, level + limit)
             conn.execute("BEGIN")
             try:
                 for statement in self._stage:
-                    conn.execute(statement, {"lo": done, "hi": high})
+                    conn.execute(statement, {"lo": level, "hi": high})
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -236,22 +245,21 @@ class RollupJob:
                 raise
             begin_write(conn)
             try:
-                now = conn.execute(
-                    'SELECT "mark", "backfilled" FROM rollup_outcome_state'
-                ).fetchone()
-                if tuple(now) != (mark, done):
-                    conn.execute("ROLLBACK")  # another process got there: next time
-                    return high - done
+                now = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()[0]
+                if now != level:
+                    conn.execute("ROLLBACK")  # another process got there: look again
+                    return high - level
                 conn.execute(self._outcome_apply)
-                conn.execute('UPDATE rollup_outcome_state SET "backfilled" = ?', (high,))
+                conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (high,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
             finally:
-                conn.execute("DELETE FROM temp.fold_src")
-            return high - done
+                with suppress(sqlite3.Error):
+                    conn.execute("DELETE FROM temp.fold_src")
+            return high - level
 
     def fold_all(self) -> int:
         """Fold until nothing is above the watermark (as of each step). Returns the count."""
@@ -275,7 +283,10 @@ class RollupJob:
                     params = {"lo": low, "hi": min(top, low + self.max_events)}
                     for statement in self._statements:
                         conn.execute(statement, params)
+                    conn.execute(self._outcome_apply)
+                conn.execute("DELETE FROM temp.fold_src")
                 conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
+                conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (top,))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:

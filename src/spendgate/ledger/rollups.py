@@ -13,7 +13,8 @@ the first rollup whose dimensions cover everything it groups or filters by, read
 buckets wholly inside [since, until) from it and the ragged edges from the raw events, and
 adds the two up in one SQL statement — the answer is exact, not approximate.
 
-Six rollups (plus one for savings by technique), because one with every dimension
+Six rollups (plus one for savings by technique and one for cache and routing outcomes,
+`OUTCOME_ROLLUP`), because one with every dimension
 (tenant and user included) would have almost as many rows as the ledger itself; each is
 small for the questions it answers. Every rollup costs fold time (an upsert per key per
 fold), so there are no more than the reports need: a query filtered to one tenant reads raw
@@ -29,6 +30,7 @@ events through the (tenant, ts) index, which is fast.
 | `rollup_user_day` | day | user, tenant |
 | `rollup_user_feature_month` | month | user, tenant, feature |
 | `rollup_savings_hour` | hour | technique, feature, use_case, team, model |
+| `rollup_outcome_day` | day | cache, feature, use_case, team, model |
 
 `day` is derived from the bucket, so every rollup but the monthly one can group by day.
 A missing tag is stored as `''` (tag values are never empty) so the upsert's unique key
@@ -244,9 +246,9 @@ OUTCOME_ROLLUP = Rollup(
 )
 """Cache outcomes, routed calls and measured system prompts per day: the dashboard's cache
 hit rate, routing share and prompt-caching estimate, which are not spend figures. Its
-columns are `OUTCOME_AGGREGATES`. It came after the other rollups, so an older rollup file
-gets it empty and the job backfills it (`rollup_outcome_state`): until then it is not
-`ready` and the dashboard reads events as before."""
+columns are `OUTCOME_AGGREGATES`. It came after the other rollups, so it keeps its own
+watermark (`rollup_outcome_state`): an older rollup file gets it empty, and the job
+backfills it; while it lags far behind, the dashboard reads events as before."""
 
 OUTCOME_AGGREGATES: tuple[str, ...] = (
     "calls",
@@ -312,9 +314,11 @@ def schema_statements() -> list[str]:
     return out + outcome_schema_statements()
 
 
-def outcome_schema_statements(backfill_to: int = 0) -> list[str]:
-    """The outcome rollup and its state: `mark` is the watermark it was created at (events
-    up to it are backfilled by the job), `backfilled` how far that has got."""
+def outcome_schema_statements() -> list[str]:
+    """The outcome rollup and its own watermark: every event with id <= it is in the
+    rollup. It follows the main watermark (a fold folds it too when the two agree), and the
+    job's `backfill` brings it up when it is behind: a rollup file from before it, or
+    events another, older process folded without it."""
     r = OUTCOME_ROLLUP
     cols = ", ".join(
         [
@@ -326,9 +330,8 @@ def outcome_schema_statements(backfill_to: int = 0) -> list[str]:
     )
     return [
         f"CREATE TABLE {r.table} ({cols}) WITHOUT ROWID",
-        'CREATE TABLE rollup_outcome_state ("mark" INTEGER NOT NULL, '
-        '"backfilled" INTEGER NOT NULL)',
-        f"INSERT INTO rollup_outcome_state VALUES ({int(backfill_to)}, 0)",
+        'CREATE TABLE rollup_outcome_state ("watermark" INTEGER NOT NULL)',
+        "INSERT INTO rollup_outcome_state VALUES (0)",
     ]
 
 
@@ -480,13 +483,13 @@ def _fold_sql() -> list[str]:
         f"GROUP BY {group} ON CONFLICT ({conflict}) DO UPDATE SET "
         '"calls" = "calls" + excluded."calls", "nanos" = "nanos" + excluded."nanos"'
     )
-    out.append(outcome_apply_statement())
-    out += [f"DELETE FROM temp.{t}" for t in ("fold_src", "fold_hour_all", "fold_user_day")]
+    out += [f"DELETE FROM temp.{t}" for t in ("fold_hour_all", "fold_user_day")]
     return out
 
 
 def outcome_apply_statement() -> str:
-    """Fold `temp.fold_src` into the outcome rollup (alone, it is the backfill's step)."""
+    """Fold `temp.fold_src` into the outcome rollup: after `apply_statements()` when its
+    watermark agrees with the main one, alone when the job backfills it."""
     r = OUTCOME_ROLLUP
     names = _names(("bucket", *r.dims, *OUTCOME_AGGREGATES))
     measured_sys = '(CASE WHEN "measured" THEN "system_tokens" ELSE 0 END)'
@@ -528,7 +531,7 @@ def clear_statements() -> list[str]:
     """Empty every rollup and reset the watermark (before a rebuild)."""
     out = [f"DELETE FROM {r.table}" for r in (*ROLLUPS, SAVINGS_ROLLUP, OUTCOME_ROLLUP)]
     out.append('UPDATE rollup_state SET "watermark" = 0')
-    out.append('UPDATE rollup_outcome_state SET "mark" = 0, "backfilled" = 0')
+    out.append('UPDATE rollup_outcome_state SET "watermark" = 0')
     return out
 
 
@@ -663,7 +666,7 @@ def _part(
     clauses: list[str] = list(extra_where)
     # The unfolded events are the newest ids: read them by rowid range. A unary `+` keeps
     # SQLite from choosing the ts/feature/tenant index, which would walk the whole window.
-    plus = "+" if _UNFOLDED in extra_where else ""
+    plus = "+" if any(w in (_UNFOLDED, _UNFOLDED_OUTCOMES) for w in extra_where) else ""
     lo, hi = window
     if lo is not None:
         clauses.append(f'{plus}"{time_col}" >= ?')
@@ -698,15 +701,18 @@ def _part(
 
 
 _UNFOLDED = 'usage_events."id" > (SELECT "watermark" FROM rollup_state)'
+_UNFOLDED_OUTCOMES = 'usage_events."id" > (SELECT "watermark" FROM rollup_outcome_state)'
 """Events not folded yet (above the watermark): read raw, in the same statement."""
 
 
-def _raw_ranges(p: Plan) -> list[tuple[tuple[float | None, float | None], list[str]]]:
+def _raw_ranges(
+    p: Plan, unfolded: str = _UNFOLDED
+) -> list[tuple[tuple[float | None, float | None], list[str]]]:
     """Raw reads a plan needs: its ragged edges, and the not-yet-folded events of the
     middle when a rollup answers it."""
     out: list[tuple[tuple[float | None, float | None], list[str]]] = [(e, []) for e in p.edges]
     if p.rollup is not None and p.middle is not None:
-        out.append((p.middle, [_UNFOLDED]))
+        out.append((p.middle, [unfolded]))
     return out
 
 
@@ -851,7 +857,7 @@ def outcomes_sql(
         )
         parts.append(sql)
         params += ps
-    for edge, where in _raw_ranges(p):
+    for edge, where in _raw_ranges(p, _UNFOLDED_OUTCOMES):
         sql, ps = _part(
             "usage_events",
             dims,

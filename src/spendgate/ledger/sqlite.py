@@ -335,11 +335,7 @@ class SQLiteLedger:
             for table in _job.ROLLUP_TABLES:
                 conn.execute(f"DELETE FROM main.{table}")
                 conn.execute(f"INSERT INTO main.{table} SELECT * FROM ev.{table}")
-            # v2 had no outcome rollup: the job backfills it up to the copied watermark.
-            conn.execute(
-                'UPDATE main.rollup_outcome_state SET "backfilled" = 0, '
-                '"mark" = (SELECT "watermark" FROM main.rollup_state)'
-            )
+            # v2 had no outcome rollup: its watermark stays 0 and the job backfills it.
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -498,7 +494,8 @@ class SQLiteLedger:
     ) -> list[tuple[str | None, str, str, dict[str, int]]] | None:
         """(cache outcome, feature, model, `rollups.OUTCOME_AGGREGATES`) per group over
         [since, until), exact. None when the outcome rollup cannot answer cheaply: a filter
-        it does not hold (tenant, user), or an older rollup file still being backfilled."""
+        it does not hold (tenant, user), or more than `OUTCOME_MAX_LAG` events behind the
+        other rollups (an older rollup file, still being backfilled)."""
         flt = _checked(filters)
         built = _rollups.outcomes_sql(
             _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
@@ -507,10 +504,11 @@ class SQLiteLedger:
             return None
         sql, params = built
         with self._reader() as conn:
-            mark, done = conn.execute(
-                'SELECT "mark", "backfilled" FROM rollup_outcome_state'
+            level, main = conn.execute(
+                'SELECT (SELECT "watermark" FROM rollup_outcome_state), '
+                '(SELECT "watermark" FROM rollup_state)'
             ).fetchone()
-            if self.use_rollups and done < mark:
+            if self.use_rollups and main - level > OUTCOME_MAX_LAG:
                 return None
             result = conn.execute(sql, params).fetchall()
         out = []
@@ -632,6 +630,10 @@ class SQLiteLedger:
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
 
+
+OUTCOME_MAX_LAG = 200_000
+"""Events the outcome rollup may lag the others by and still answer (the rest is read raw,
+like unfolded events): past that, `outcomes()` leaves the figures to a bounded scan."""
 
 _SPEND_FIELDS = (
     "calls",
