@@ -24,6 +24,7 @@ from spendgate.analytics.tiers import TierClassifier
 from spendgate.call import from_nanos
 from spendgate.ledger import NONE_LABEL, LedgerStore, check_dimensions
 from spendgate.ledger.rollups import AGGREGATES, system_input_nanos
+from spendgate.ledger.spend import SPEND_FIELDS
 
 __all__ = [
     "BANDS",
@@ -190,19 +191,6 @@ def _per(total_nanos: int, count: int) -> str | None:
     return money(-q if total_nanos < 0 else q)
 
 
-_SPEND_AGGREGATES = (
-    "calls",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "unknown_cost_calls",
-    "baseline_nanos",
-    "savings_nanos",
-)
-"""What `_spend_fields` reads: a spend report asks the store for these alone."""
-
 _UNIT_AGGREGATES = ("calls", "cost_nanos", "unknown_cost_calls")
 """What `_unit_row` and feature economics read."""
 
@@ -246,7 +234,7 @@ def spend_report(
 ) -> dict[str, Any]:
     """Spend grouped by `by`, most costly first, with cost per request."""
     by = check_dimensions(by)
-    rows = LedgerQuery(store).aggregate(by, window, filters, _SPEND_AGGREGATES)
+    rows = LedgerQuery(store).aggregate(by, window, filters, SPEND_FIELDS)
     rows.sort(key=lambda r: (-r[1]["cost_nanos"], -r[1]["calls"], tuple(r[0].values())))
     return {
         "report": "spend",
@@ -254,7 +242,7 @@ def spend_report(
         **window.as_dict(),
         "filters": dict(filters),
         "rows": [{**keys, **_spend_fields(agg)} for keys, agg in rows],
-        "totals": _spend_fields(_totals(rows, _SPEND_AGGREGATES)),
+        "totals": _spend_fields(_totals(rows, SPEND_FIELDS)),
     }
 
 

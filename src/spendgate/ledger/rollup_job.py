@@ -25,7 +25,8 @@ import logging
 import sqlite3
 import threading
 import time
-from contextlib import AbstractContextManager, suppress
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
 from spendgate.ledger import rollups as _rollups
@@ -67,6 +68,25 @@ def begin_write(conn: sqlite3.Connection) -> None:
         conn.execute('UPDATE main.rollup_state SET "watermark" = "watermark"')
     except BaseException:
         conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection, *, write: bool) -> Iterator[None]:
+    """A read transaction (`BEGIN`: a snapshot of both files) or a write one (`begin_write`:
+    the rollup file's lock), committed at the end unless the body rolled it back itself,
+    rolled back on an error."""
+    if write:
+        begin_write(conn)
+    else:
+        conn.execute("BEGIN")
+    try:
+        yield
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
@@ -179,47 +199,45 @@ class RollupJob:
         low = conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0]
         # 1. Stage, in a read transaction of its own: a ledger snapshot held through the
         # whole fold would keep the checkpointer from ever rewinding the WAL.
-        conn.execute("BEGIN")
-        try:
+        with _transaction(conn, write=False):
             row = conn.execute('SELECT COALESCE(MAX("id"), 0) FROM usage_events').fetchone()
             top = int(row[0])
             high = min(top, low + limit)
             if high > low:
-                for statement in self._stage:
-                    conn.execute(statement, {"lo": low, "hi": high})
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                self._stage_events(low, high)
         if high <= low:
             return low, low, top, True
         # 2. Fold what was staged, with the watermark move, under the rollup file's write
         # lock. The watermark is read again inside it: if another process moved it, this
         # staging is stale and dropped.
-        begin_write(conn)
         try:
-            if conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0] != low:
-                conn.execute("ROLLBACK")
-                return low, low, top, False
-            for statement in self._apply:
-                conn.execute(statement)
-            conn.execute('UPDATE rollup_state SET "watermark" = ?', (high,))
-            # The outcome rollup follows when it is level with the others; when it lags
-            # (being backfilled), `backfill` brings it up and it joins in later.
-            level = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()[0]
-            if level == low:
-                conn.execute(self._outcome_apply)
-                conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (high,))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            with _transaction(conn, write=True):
+                if conn.execute('SELECT "watermark" FROM rollup_state').fetchone()[0] != low:
+                    conn.execute("ROLLBACK")
+                    return low, low, top, False
+                for statement in self._apply:
+                    conn.execute(statement)
+                conn.execute('UPDATE rollup_state SET "watermark" = ?', (high,))
+                # The outcome rollup follows when it is level with the others; when it
+                # lags (being backfilled), `backfill` brings it up and it joins in later.
+                level = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()
+                if level[0] == low:
+                    self._fold_outcomes(high)
         finally:
-            with suppress(sqlite3.Error):  # a staging table left full is only memory
-                conn.execute("DELETE FROM temp.fold_src")
+            self._unstage()
         return low, high, top, True
+
+    def _stage_events(self, low: int, high: int) -> None:
+        for statement in self._stage:
+            self._conn.execute(statement, {"lo": low, "hi": high})
+
+    def _fold_outcomes(self, high: int) -> None:
+        self._conn.execute(self._outcome_apply)
+        self._conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (high,))
+
+    def _unstage(self) -> None:
+        with suppress(sqlite3.Error):  # a staging table left full is only memory
+            self._conn.execute("DELETE FROM temp.fold_src")
 
     def backfill(self, max_events: int | None = None) -> int:
         """Fold up to `max_events` events the outcome rollup lacks (those between its
@@ -234,31 +252,17 @@ class RollupJob:
             if level >= main:
                 return 0
             high = min(main, level + limit)
-            conn.execute("BEGIN")
+            with _transaction(conn, write=False):
+                self._stage_events(level, high)
             try:
-                for statement in self._stage:
-                    conn.execute(statement, {"lo": level, "hi": high})
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            begin_write(conn)
-            try:
-                now = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()[0]
-                if now != level:
-                    conn.execute("ROLLBACK")  # another process got there: look again
-                    return high - level
-                conn.execute(self._outcome_apply)
-                conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (high,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                with _transaction(conn, write=True):
+                    now = conn.execute('SELECT "watermark" FROM rollup_outcome_state').fetchone()
+                    if now[0] != level:
+                        conn.execute("ROLLBACK")  # another process got there: look again
+                    else:
+                        self._fold_outcomes(high)
             finally:
-                with suppress(sqlite3.Error):
-                    conn.execute("DELETE FROM temp.fold_src")
+                self._unstage()
             return high - level
 
     def fold_all(self) -> int:
@@ -274,8 +278,7 @@ class RollupJob:
         so the staging table stays small."""
         with self._lock:
             conn = self._conn
-            begin_write(conn)
-            try:
+            with _transaction(conn, write=True):
                 for statement in _rollups.clear_statements():
                     conn.execute(statement)
                 top = conn.execute('SELECT COALESCE(MAX("id"), 0) FROM usage_events').fetchone()[0]
@@ -287,11 +290,6 @@ class RollupJob:
                 conn.execute("DELETE FROM temp.fold_src")
                 conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
                 conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (top,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
         self._set_watermark(top)
 
     def watermark(self) -> int:

@@ -40,12 +40,13 @@ works; queries turn it back into NULL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from spendgate.ledger.event import UsageEvent
+from spendgate.ledger.spend import SPEND_FIELDS
 
 __all__ = [
     "AGGREGATES",
@@ -76,22 +77,15 @@ MONTH = 0
 """Grain marker for calendar-month buckets (bucket = unix time of the month's first day)."""
 
 AGGREGATES: tuple[str, ...] = (
-    "calls",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "unknown_cost_calls",
-    "baseline_nanos",
-    "savings_nanos",
+    *SPEND_FIELDS,
     "system_tokens",
     "input_cost_nanos",
     "system_input_nanos",
 )
-"""Summed columns every rollup carries. `input_cost_nanos` is the input side of the cost
-(uncached input, cache reads and writes); `system_input_nanos` is the part of it spent on
-system-prompt tokens, pro rata per call (see `system_input_nanos`)."""
+"""Summed columns every rollup carries: a `SpendRow`'s figures, then the system-prompt
+ones. `input_cost_nanos` is the input side of the cost (uncached input, cache reads and
+writes); `system_input_nanos` is the part of it spent on system-prompt tokens, pro rata
+per call (see `system_input_nanos`)."""
 
 DERIVED_COLUMNS: tuple[str, ...] = ("system_tokens", "input_cost_nanos", "routed", "measured")
 """`usage_events` columns (SQLite ledger) that store what queries would otherwise work out
@@ -716,6 +710,61 @@ def _raw_ranges(
     return out
 
 
+def _summed(
+    p: Plan,
+    dims: Sequence[str],
+    rollup_aggs: Sequence[str],
+    raw_aggs: Sequence[str],
+    filters: Mapping[str, str],
+    none_label: str,
+    *,
+    rollup_grouped: bool = True,
+    raw_source: str = "usage_events",
+    raw_dim: Callable[[str], str] = _raw_dim,
+    raw_where: Sequence[str] = (),
+    unfolded: str = _UNFOLDED,
+) -> tuple[str, list[Any]]:
+    """One statement for a plan: its rollup middle UNION ALL its raw reads (ragged edges,
+    unfolded events), each giving `a0…` per group, summed per group of `dims`."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if p.rollup is not None and p.middle is not None:
+        sql, ps = _part(
+            p.rollup.table,
+            dims,
+            _rollup_dim,
+            rollup_aggs,
+            "bucket",
+            p.middle,
+            filters,
+            none_label,
+            group=rollup_grouped,
+        )
+        parts.append(sql)
+        params += ps
+    for edge, where in _raw_ranges(p, unfolded):
+        sql, ps = _part(
+            raw_source,
+            dims,
+            raw_dim,
+            raw_aggs,
+            "ts",
+            edge,
+            filters,
+            none_label,
+            group=True,
+            extra_where=[*raw_where, *where],
+        )
+        parts.append(sql)
+        params += ps
+    keys = [f"k{i}" for i in range(len(dims))]
+    sums = [f"COALESCE(SUM(a{i}), 0)" for i in range(len(raw_aggs))]
+    sql = f"SELECT {', '.join([*keys, *sums])} FROM ({' UNION ALL '.join(parts)})"
+    if dims:
+        sql += " GROUP BY " + ", ".join(keys)
+    return sql, params
+
+
 def aggregate_sql(
     dims: Sequence[str],
     since: float | None,
@@ -730,42 +779,14 @@ def aggregate_sql(
     `dims`: rollup middle UNION ALL raw edges, summed per group. Only the fields a report
     shows: each summed column costs about 22 ms per 600,000 rollup rows."""
     p = plan([*dims, *filters], since, until, ROLLUPS if use_rollups else ())
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.rollup is not None and p.middle is not None:
-        sql, ps = _part(
-            p.rollup.table,
-            dims,
-            _rollup_dim,
-            [f'SUM("{a}")' for a in fields] if dims else [f'"{a}"' for a in fields],
-            "bucket",
-            p.middle,
-            filters,
-            none_label,
-            group=True,
-        )
-        parts.append(sql)
-        params += ps
-    for edge, where in _raw_ranges(p):
-        sql, ps = _part(
-            "usage_events",
-            dims,
-            _raw_dim,
-            [_RAW_AGGREGATES[a] for a in fields],
-            "ts",
-            edge,
-            filters,
-            none_label,
-            group=True,
-            extra_where=where,
-        )
-        parts.append(sql)
-        params += ps
-    keys = [f"k{i}" for i in range(len(dims))]
-    sums = [f"COALESCE(SUM(a{i}), 0)" for i in range(len(fields))]
-    sql = f"SELECT {', '.join([*keys, *sums])} FROM ({' UNION ALL '.join(parts)})"
-    if dims:
-        sql += " GROUP BY " + ", ".join(keys)
+    sql, params = _summed(
+        p,
+        dims,
+        [f'SUM("{a}")' for a in fields] if dims else [f'"{a}"' for a in fields],
+        [_RAW_AGGREGATES[a] for a in fields],
+        filters,
+        none_label,
+    )
     return sql, params, p
 
 
@@ -784,45 +805,18 @@ def savings_sql(
     def raw_dim(dim: str) -> str:
         return "j.key" if dim == "technique" else _raw_dim(dim)
 
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.rollup is not None and p.middle is not None:
-        sql, ps = _part(
-            SAVINGS_ROLLUP.table,
-            dims,
-            _rollup_dim,
-            ['"calls"', '"nanos"'],
-            "bucket",
-            p.middle,
-            filters,
-            none_label,
-            group=False,
-        )
-        parts.append(sql)
-        params += ps
-    for edge, where in _raw_ranges(p):
-        sql, ps = _part(
-            'usage_events, json_each(usage_events."savings") AS j',
-            dims,
-            raw_dim,
-            ["COUNT(*)", "SUM(j.value)"],
-            "ts",
-            edge,
-            filters,
-            none_label,
-            group=True,
-            extra_where=['usage_events."savings" IS NOT NULL', *where],
-        )
-        parts.append(sql)
-        params += ps
-    keys = [f"k{i}" for i in range(len(dims))]
-    sql = (
-        f"SELECT {', '.join([*keys, 'COALESCE(SUM(a0), 0)', 'COALESCE(SUM(a1), 0)'])} "
-        f"FROM ({' UNION ALL '.join(parts)})"
+    return _summed(
+        p,
+        dims,
+        ['"calls"', '"nanos"'],
+        ["COUNT(*)", "SUM(j.value)"],
+        filters,
+        none_label,
+        rollup_grouped=False,
+        raw_source='usage_events, json_each(usage_events."savings") AS j',
+        raw_dim=raw_dim,
+        raw_where=['usage_events."savings" IS NOT NULL'],
     )
-    if dims:
-        sql += " GROUP BY " + ", ".join(keys)
-    return sql, params
 
 
 def outcomes_sql(
@@ -841,44 +835,15 @@ def outcomes_sql(
     p = plan([*dims, *filters], since, until, (OUTCOME_ROLLUP,) if use_rollups else ())
     if use_rollups and p.rollup is None and not set(filters) <= set(OUTCOME_ROLLUP.dims):
         return None
-    parts: list[str] = []
-    params: list[Any] = []
-    if p.rollup is not None and p.middle is not None:
-        sql, ps = _part(
-            OUTCOME_ROLLUP.table,
-            dims,
-            _rollup_dim,
-            [f'SUM("{a}")' for a in OUTCOME_AGGREGATES],
-            "bucket",
-            p.middle,
-            filters,
-            none_label,
-            group=True,
-        )
-        parts.append(sql)
-        params += ps
-    for edge, where in _raw_ranges(p, _UNFOLDED_OUTCOMES):
-        sql, ps = _part(
-            "usage_events",
-            dims,
-            _raw_dim,
-            [f"SUM({_OUTCOME_PER_EVENT[a]})" for a in OUTCOME_AGGREGATES],
-            "ts",
-            edge,
-            filters,
-            none_label,
-            group=True,
-            extra_where=where,
-        )
-        parts.append(sql)
-        params += ps
-    keys = [f"k{i}" for i in range(len(dims))]
-    sums = [f"COALESCE(SUM(a{i}), 0)" for i in range(len(OUTCOME_AGGREGATES))]
-    sql = (
-        f"SELECT {', '.join([*keys, *sums])} FROM ({' UNION ALL '.join(parts)}) "
-        f"GROUP BY {', '.join(keys)}"
+    return _summed(
+        p,
+        dims,
+        [f'SUM("{a}")' for a in OUTCOME_AGGREGATES],
+        [f"SUM({_OUTCOME_PER_EVENT[a]})" for a in OUTCOME_AGGREGATES],
+        filters,
+        none_label,
+        unfolded=_UNFOLDED_OUTCOMES,
     )
-    return sql, params
 
 
 def active_users_sql(

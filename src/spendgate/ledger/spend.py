@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from spendgate.call import from_nanos
 
-__all__ = ["DIMENSIONS", "NONE_LABEL", "SpendRow", "check_dimensions", "total"]
+__all__ = ["DIMENSIONS", "NONE_LABEL", "SPEND_FIELDS", "SpendRow", "check_dimensions", "total"]
 
 DIMENSIONS: tuple[str, ...] = (
     "feature",
@@ -30,6 +30,20 @@ DIMENSIONS: tuple[str, ...] = (
 )
 """`model` is the served model, falling back to the requested one (a call that failed
 before any provider answered still lands under the model it asked for)."""
+
+SPEND_FIELDS: tuple[str, ...] = (
+    "calls",
+    "errors",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cost_nanos",
+    "unknown_cost_calls",
+    "baseline_nanos",
+    "savings_nanos",
+)
+"""`SpendRow`'s figures after `keys`, in order, named as in `rollups.AGGREGATES`: what a
+spend report shows, and so all it asks a store for."""
 
 NONE_LABEL = "(none)"
 """How a missing tag shows in a report, so its spend is visible instead of dropped."""

@@ -30,7 +30,7 @@ from spendgate.ledger import rollup_job as _job
 from spendgate.ledger import rollups as _rollups
 from spendgate.ledger.checkpoint import Checkpointer
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
-from spendgate.ledger.spend import NONE_LABEL, SpendRow, check_dimensions
+from spendgate.ledger.spend import NONE_LABEL, SPEND_FIELDS, SpendRow, check_dimensions
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
@@ -401,8 +401,8 @@ class SQLiteLedger:
         window come from raw events)."""
         dims = check_dimensions(by)
         rows = []
-        for keys, agg in self.aggregate(dims, since, until, filters, fields=_SPEND_FIELDS):
-            rows.append(SpendRow(keys, *(agg[a] for a in _SPEND_FIELDS)))
+        for keys, agg in self.aggregate(dims, since, until, filters, fields=SPEND_FIELDS):
+            rows.append(SpendRow(keys, *(agg[a] for a in SPEND_FIELDS)))
         rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
         return rows
 
@@ -634,19 +634,6 @@ class SQLiteLedger:
 OUTCOME_MAX_LAG = 200_000
 """Events the outcome rollup may lag the others by and still answer (the rest is read raw,
 like unfolded events): past that, `outcomes()` leaves the figures to a bounded scan."""
-
-_SPEND_FIELDS = (
-    "calls",
-    "errors",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cost_nanos",
-    "unknown_cost_calls",
-    "baseline_nanos",
-    "savings_nanos",
-)
-"""`SpendRow`'s positional fields after `keys`, named as in `rollups.AGGREGATES`."""
 
 
 def _fields(wanted: Sequence[str] | None) -> tuple[str, ...]:
