@@ -571,7 +571,7 @@ def test_system_prompt_scan_sql_and_python_agree(dash: tuple[Harness, str]) -> N
             return store.events(*args, **kwargs)
 
     q = data.Query(since=None, until=datetime.now(UTC))
-    fast = data._scan_sqlite(store, q)
+    fast = data._scan_recent(store, q)
     assert fast is not None and fast.system
     assert data._scan(Generic(), q).system == fast.system  # type: ignore[arg-type]
 

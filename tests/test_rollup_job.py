@@ -163,14 +163,17 @@ def _v2_ledger(path: Path, events: list, folded: int) -> None:
     conn.executemany(
         f"INSERT INTO usage_events ({cols}) VALUES ({marks})", [e.to_row() for e in events]
     )
-    # The columns v4/v5 add, all NULL (as on every row written before them), so today's
-    # fold can run here; the migration finds them and adds nothing.
+    # Today's fold reads the columns v4/v5 add: give it them, all NULL (as on every row
+    # written before them), and take them away again afterwards, as v2 had none.
     for column in R.DERIVED_COLUMNS:
         conn.execute(f'ALTER TABLE usage_events ADD COLUMN "{column}" INTEGER')
     for statement in R.schema_statements():
         conn.execute(statement)
     for statement in R.fold_statements():
         conn.execute(statement, {"lo": 0, "hi": folded})
+    conn.execute("DELETE FROM temp.fold_src")
+    for column in R.DERIVED_COLUMNS:
+        conn.execute(f'ALTER TABLE usage_events DROP COLUMN "{column}"')
     conn.execute("UPDATE rollup_state SET watermark = ?", (folded,))
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     conn.execute("INSERT INTO schema_version VALUES (2)")

@@ -94,12 +94,7 @@ def ensure_schema(conn: sqlite3.Connection, schema: str = "main") -> bool:
     """Create the rollup tables in `schema` unless they are there at the current version.
     Runs in the caller's transaction. True if it (re)created them (watermark 0)."""
     version = conn.execute(f"PRAGMA {schema}.user_version").fetchone()[0]
-    present = conn.execute(
-        f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN "
-        f"({', '.join('?' for _ in ROLLUP_TABLES)})",
-        ROLLUP_TABLES,
-    ).fetchone()[0]
-    if version == ROLLUP_FILE_VERSION and present == len(ROLLUP_TABLES):
+    if version == ROLLUP_FILE_VERSION and _has_tables(conn, schema, ROLLUP_TABLES):
         _add_outcome_rollup(conn, schema)
         return False
     for table in (*ROLLUP_TABLES, *_rollups.OUTCOME_TABLES):
@@ -108,6 +103,15 @@ def ensure_schema(conn: sqlite3.Connection, schema: str = "main") -> bool:
         conn.execute(_in_schema(statement, schema))
     conn.execute(f"PRAGMA {schema}.user_version = {ROLLUP_FILE_VERSION}")
     return True
+
+
+def _has_tables(conn: sqlite3.Connection, schema: str, names: tuple[str, ...]) -> bool:
+    marks = ", ".join("?" for _ in names)
+    found = conn.execute(
+        f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN ({marks})",
+        names,
+    ).fetchone()[0]
+    return bool(found == len(names))
 
 
 def _in_schema(statement: str, schema: str) -> str:
@@ -120,11 +124,7 @@ def _in_schema(statement: str, schema: str) -> str:
 def _add_outcome_rollup(conn: sqlite3.Connection, schema: str) -> None:
     """A rollup file from before the outcome rollup gets it, empty (its watermark 0), for
     the job to backfill (`RollupJob.backfill`) — not a refold of everything."""
-    present = conn.execute(
-        f"SELECT COUNT(*) FROM {schema}.sqlite_master WHERE type = 'table' AND name IN (?, ?)",
-        _rollups.OUTCOME_TABLES,
-    ).fetchone()[0]
-    if present == len(_rollups.OUTCOME_TABLES):
+    if _has_tables(conn, schema, _rollups.OUTCOME_TABLES):
         return
     for table in _rollups.OUTCOME_TABLES:
         conn.execute(f"DROP TABLE IF EXISTS {schema}.{table}")
@@ -153,7 +153,6 @@ class RollupJob:
         self._lock = lock
         self.interval = interval
         self.max_events = max_events
-        self._statements = _rollups.fold_statements()
         self._stage = _rollups.stage_statements()
         self._apply = _rollups.apply_statements()
         self._outcome_apply = _rollups.outcome_apply_statement()
@@ -284,9 +283,10 @@ class RollupJob:
                 top = conn.execute('SELECT COALESCE(MAX("id"), 0) FROM usage_events').fetchone()[0]
                 for low in range(0, top, self.max_events):
                     params = {"lo": low, "hi": min(top, low + self.max_events)}
-                    for statement in self._statements:
+                    for statement in self._stage:
                         conn.execute(statement, params)
-                    conn.execute(self._outcome_apply)
+                    for statement in (*self._apply, self._outcome_apply):
+                        conn.execute(statement)
                 conn.execute("DELETE FROM temp.fold_src")
                 conn.execute('UPDATE rollup_state SET "watermark" = ?', (top,))
                 conn.execute('UPDATE rollup_outcome_state SET "watermark" = ?', (top,))

@@ -66,6 +66,7 @@ __all__ = [
     "outcome_schema_statements",
     "outcomes_sql",
     "plan",
+    "recent_outcomes_sql",
     "schema_statements",
     "stage_statements",
     "system_input_nanos",
@@ -158,24 +159,30 @@ def _routed(event: UsageEvent) -> int | None:
     return int(mode != "shadow" and served is not None and served != wanted)
 
 
-_RAW_AGGREGATES: dict[str, str] = {
-    "calls": "COUNT(*)",
-    "errors": 'SUM("status" >= 400)',
-    "input_tokens": 'SUM("input_tokens")',
-    "output_tokens": 'SUM("output_tokens")',
-    "cache_read_tokens": 'SUM("cache_read_tokens")',
-    "cost_nanos": 'SUM("cost_nanos")',
-    "unknown_cost_calls": 'SUM("cost_nanos" IS NULL)',
-    "baseline_nanos": 'SUM("baseline_nanos")',
-    "savings_nanos": 'SUM("savings_nanos")',
-    "system_tokens": f'SUM(MIN({_ST}, "input_tokens"))',
-    "input_cost_nanos": f"SUM({_IC})",
-    "system_input_nanos": (
-        f'SUM(CASE WHEN "input_tokens" > 0 THEN {_IC} * MIN({_ST}, "input_tokens") '
-        '/ "input_tokens" ELSE 0 END)'
-    ),
-}
-"""The same aggregates computed from raw events (ragged edges, backfill)."""
+def _per_event(st: str, ic: str) -> dict[str, str]:
+    """Each of `AGGREGATES` for one event (its SUM over events is the aggregate), given SQL
+    for the event's system tokens (`st`) and input cost (`ic`) from `extra`."""
+    return {
+        "calls": "1",
+        "errors": '"status" >= 400',
+        "input_tokens": '"input_tokens"',
+        "output_tokens": '"output_tokens"',
+        "cache_read_tokens": '"cache_read_tokens"',
+        "cost_nanos": 'COALESCE("cost_nanos", 0)',
+        "unknown_cost_calls": '"cost_nanos" IS NULL',
+        "baseline_nanos": 'COALESCE("baseline_nanos", 0)',
+        "savings_nanos": 'COALESCE("savings_nanos", 0)',
+        "system_tokens": f'MIN({st}, "input_tokens")',
+        "input_cost_nanos": ic,
+        "system_input_nanos": (
+            f'CASE WHEN "input_tokens" > 0 THEN {ic} * MIN({st}, "input_tokens") '
+            '/ "input_tokens" ELSE 0 END'
+        ),
+    }
+
+
+_RAW_AGGREGATES: dict[str, str] = {a: f"SUM({e})" for a, e in _per_event(_ST, _IC).items()}
+"""The aggregates computed from raw events (ragged edges, unfolded events)."""
 
 _RAW_DIM: dict[str, str] = {
     "feature": '"feature"',
@@ -355,24 +362,9 @@ _STAGE_COLS: tuple[str, ...] = (
 )  # fmt: skip
 """Columns of `temp.fold_src`: one narrow row per event being folded."""
 
-_PER_EVENT: dict[str, str] = {
-    "calls": "1",
-    "errors": '"status" >= 400',
-    "input_tokens": '"input_tokens"',
-    "output_tokens": '"output_tokens"',
-    "cache_read_tokens": '"cache_read_tokens"',
-    "cost_nanos": 'COALESCE("cost_nanos", 0)',
-    "unknown_cost_calls": '"cost_nanos" IS NULL',
-    "baseline_nanos": 'COALESCE("baseline_nanos", 0)',
-    "savings_nanos": 'COALESCE("savings_nanos", 0)',
-    "system_tokens": 'MIN(st, "input_tokens")',
-    "input_cost_nanos": "ic",
-    "system_input_nanos": (
-        'CASE WHEN "input_tokens" > 0 THEN ic * MIN(st, "input_tokens") / "input_tokens" ELSE 0 END'
-    ),
-}
-"""`_RAW_AGGREGATES` for one event (their SUM is the raw aggregate), over a row that has
-`st` and `ic`: the two `extra` fields, extracted once per event rather than per rollup."""
+_PER_EVENT: dict[str, str] = _per_event("st", "ic")
+"""The fold's per-event values, over a staged row that has `st` and `ic`: the two `extra`
+fields, extracted once per event rather than per rollup."""
 
 
 def fold_statements() -> list[str]:
@@ -843,6 +835,19 @@ def outcomes_sql(
         filters,
         none_label,
         unfolded=_UNFOLDED_OUTCOMES,
+    )
+
+
+def recent_outcomes_sql(where: str, limit: int) -> str:
+    """`outcomes_sql`'s rows from raw events alone, over the `limit` most recent events that
+    `where` (a `WHERE …` clause on `usage_events`, or "") selects: a bounded pass for what
+    the outcome rollup cannot answer. The subquery keeps the table's name, so the per-event
+    expressions (qualified `usage_events."…"`) read from it."""
+    sums = [f"COALESCE(SUM({_OUTCOME_PER_EVENT[a]}), 0)" for a in OUTCOME_AGGREGATES]
+    return (
+        f'SELECT "cache", "feature", COALESCE("served_model", "requested_model"), '
+        f"{', '.join(sums)} FROM (SELECT * FROM usage_events{where} "
+        f'ORDER BY "ts" DESC LIMIT {int(limit)}) AS usage_events GROUP BY 1, 2, 3'
     )
 
 

@@ -89,15 +89,11 @@ _MIGRATIONS: dict[int, list[str]] = {
     # … and v3 drops the v2 tables after `_move_v2_rollups` copied them over.
     3: [f"DROP TABLE IF EXISTS {t}" for t in (*_job.ROLLUP_TABLES, *_rollups.OUTCOME_TABLES)],
     # v4, v5: values worked out of `extra` and `route` at write time, as columns (see
-    # `DERIVED_COLUMNS` and `_ADDED_COLUMNS`).
-    4: [],
-    5: [],
+    # `DERIVED_COLUMNS`). O(1): older rows keep NULL there, and queries read the JSON.
+    4: [f'ALTER TABLE usage_events ADD COLUMN "{c}" INTEGER' for c in _V4_COLUMNS],
+    5: [f'ALTER TABLE usage_events ADD COLUMN "{c}" INTEGER' for c in _V5_COLUMNS],
 }
 """Target version → statements that bring the previous version to it."""
-
-_ADDED_COLUMNS: dict[int, tuple[str, ...]] = {4: _V4_COLUMNS, 5: _V5_COLUMNS}
-"""Target version → INTEGER columns it adds to `usage_events`, each only if missing. O(1):
-older rows keep NULL there, and queries read the JSON for them."""
 
 _ROLLUP_FILE_STEPS = frozenset({2, 3})
 """Steps only a file ledger takes: a `:memory:` ledger is always new and keeps its rollups
@@ -230,26 +226,37 @@ class SQLiteLedger:
         self._all.append(conn)
         return conn
 
-    def _connect_rollups(self) -> sqlite3.Connection:
-        """The job's connection: the rollup file as main, the ledger attached as `ev`.
-        Creates (or rebuilds) the rollup file's schema."""
+    def _open_rollups(self, *, fresh: bool = False) -> sqlite3.Connection:
+        """A connection with the rollup file as main, its schema in place (recreated empty
+        when `fresh`), and the ledger attached as `ev`."""
         assert self.rollup_path is not None
         conn = sqlite3.connect(
             self.rollup_path, isolation_level=None, check_same_thread=False, timeout=30.0
         )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("BEGIN IMMEDIATE")  # before ATTACH: locks the rollup file only
+            try:
+                if fresh:
+                    conn.execute("PRAGMA main.user_version = 0")
+                _job.ensure_schema(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("ATTACH DATABASE ? AS ev", (self.path,))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_rollups(self) -> sqlite3.Connection:
+        """The job's connection (`_open_rollups`), checked against the ledger."""
+        conn = self._open_rollups()
         self._all.append(conn)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA cache_size=-65536")  # 64 MB: the rollups' hot pages
-        conn.execute("BEGIN IMMEDIATE")  # before ATTACH: locks the rollup file only
-        try:
-            _job.ensure_schema(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("ATTACH DATABASE ? AS ev", (self.path,))
         _job.begin_write(conn)
         try:
             mark, top = conn.execute(
@@ -304,11 +311,6 @@ class SQLiteLedger:
                 if not self._memory or version not in _ROLLUP_FILE_STEPS:
                     for statement in _MIGRATIONS[version]:
                         conn.execute(statement)
-                if version in _ADDED_COLUMNS:
-                    have = {r[1] for r in conn.execute("PRAGMA table_info(usage_events)")}
-                    for column in _ADDED_COLUMNS[version]:
-                        if column not in have:
-                            conn.execute(f'ALTER TABLE usage_events ADD COLUMN "{column}" INTEGER')
                 # One row, the version reached (MAX() also reads older multi-row tables).
                 conn.execute("DELETE FROM schema_version")
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
@@ -321,16 +323,9 @@ class SQLiteLedger:
         """v2 → v3: copy the rollups (and watermark) kept in the ledger file to the rollup
         file — rows, not a refold, so a 10 M-event ledger upgrades in seconds. Committed
         before the ledger drops its copy; a crash in between repeats the copy next open."""
-        assert self.rollup_path is not None
-        conn = sqlite3.connect(self.rollup_path, isolation_level=None, timeout=30.0)
+        # The ledger is write-locked by the migration: the attached copy is only read.
+        conn = self._open_rollups(fresh=True)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("PRAGMA main.user_version = 0")  # force a fresh schema
-            _job.ensure_schema(conn)
-            conn.execute("COMMIT")
-            # The ledger is write-locked by the migration: attach it and only read it.
-            conn.execute("ATTACH DATABASE ? AS ev", (self.path,))
             _job.begin_write(conn)
             for table in _job.ROLLUP_TABLES:
                 conn.execute(f"DELETE FROM main.{table}")
@@ -510,20 +505,20 @@ class SQLiteLedger:
             ).fetchone()
             if self.use_rollups and main - level > OUTCOME_MAX_LAG:
                 return None
-            result = conn.execute(sql, params).fetchall()
-        out = []
-        for cache, feature, model, *sums in result:
-            if not sums[0]:
-                continue
-            out.append(
-                (
-                    cache,
-                    NONE_LABEL if feature is None else str(feature),
-                    NONE_LABEL if model is None else str(model),
-                    dict(zip(_rollups.OUTCOME_AGGREGATES, sums, strict=True)),
-                )
-            )
-        return out
+            return _outcome_rows(conn.execute(sql, params))
+
+    def recent_outcomes(
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        filters: Mapping[str, str] | None,
+        limit: int,
+    ) -> list[tuple[str | None, str, str, dict[str, int]]]:
+        """`outcomes()`'s rows over the `limit` most recent events in [since, until) that
+        match `filters`, read raw: the bounded answer where the outcome rollup has none."""
+        where, params = _where(since, until, filters)
+        with self._reader() as conn:
+            return _outcome_rows(conn.execute(_rollups.recent_outcomes_sql(where, limit), params))
 
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the raw events (after a bulk load, or to repair)."""
@@ -634,6 +629,24 @@ class SQLiteLedger:
 OUTCOME_MAX_LAG = 200_000
 """Events the outcome rollup may lag the others by and still answer (the rest is read raw,
 like unfolded events): past that, `outcomes()` leaves the figures to a bounded scan."""
+
+
+def _outcome_rows(
+    result: Iterator[tuple[Any, ...]],
+) -> list[tuple[str | None, str, str, dict[str, int]]]:
+    out = []
+    for cache, feature, model, *sums in result:
+        if not sums[0]:
+            continue
+        out.append(
+            (
+                cache,
+                NONE_LABEL if feature is None else str(feature),
+                NONE_LABEL if model is None else str(model),
+                dict(zip(_rollups.OUTCOME_AGGREGATES, sums, strict=True)),
+            )
+        )
+    return out
 
 
 def _fields(wanted: Sequence[str] | None) -> tuple[str, ...]:

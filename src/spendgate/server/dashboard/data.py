@@ -38,7 +38,7 @@ from spendgate.analytics.reports import (
 )
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.call import from_nanos
-from spendgate.ledger import NONE_LABEL, LedgerStore, SpendRow, SQLiteLedger, total
+from spendgate.ledger import NONE_LABEL, LedgerStore, SpendRow, total
 from spendgate.ledger.rollups import CACHE_MIN_TOKENS
 from spendgate.pricing import PriceCatalog
 
@@ -173,12 +173,12 @@ class _Scan:
 def _scan(store: LedgerStore, q: Query) -> _Scan:
     """Cache outcomes and routing decisions (neither is a spend dimension): from the
     SQLite ledger's outcome rollup when it can answer (exact over the whole range), else
-    one SQL query over the range's most recent `SCAN_CAP` events, else one pass over
-    the range's events in Python, bounded by `SCAN_CAP`."""
+    from its `SCAN_CAP` most recent events in SQL, else from one pass over the range's
+    events in Python, bounded by `SCAN_CAP`."""
     exact = _scan_rollup(store, q)
     if exact is not None:
         return exact
-    fast = _scan_sqlite(store, q)
+    fast = _scan_recent(store, q)
     if fast is not None:
         return fast
     out = _Scan()
@@ -204,25 +204,34 @@ def _scan(store: LedgerStore, q: Query) -> _Scan:
     return out
 
 
-_ROUTED_SQL = """
-    "status" < 400 AND "route" IS NOT NULL
-    AND COALESCE(json_extract("route", '$.mode'), '') != 'shadow'
-    AND json_extract("route", '$.served') IS NOT NULL
-    AND json_extract("route", '$.served')
-        != COALESCE(json_extract("route", '$.requested'), "requested_model")
-"""
-
-
 def _scan_rollup(store: LedgerStore, q: Query) -> _Scan | None:
     """The figures from `SQLiteLedger.outcomes` (the outcome rollup plus raw edges and
     unfolded events): exact, uncapped. None when it cannot answer (a tenant or user
-    filter, an older rollup file still being backfilled, another store)."""
+    filter, an outcome rollup still being backfilled, another store)."""
     outcomes = getattr(store, "outcomes", None)
     if outcomes is None:
         return None
     rows = outcomes(q.since, q.until, q.filters or None)
-    if rows is None:
+    return None if rows is None else _from_outcomes(rows)
+
+
+def _scan_recent(store: LedgerStore, q: Query) -> _Scan | None:
+    """The same figures from a SQLite ledger's `SCAN_CAP` most recent events in the range
+    (`SQLiteLedger.recent_outcomes`, the outcome rollup's own per-event sums): 200k events
+    take well under a second where `events()` in Python took ~6 s."""
+    recent = getattr(store, "recent_outcomes", None)
+    if recent is None:
         return None
+    try:
+        rows = recent(q.since, q.until, q.filters or None, SCAN_CAP)
+    except sqlite3.Error:
+        return None  # e.g. a SQLite without JSON functions: fall back to the Python pass
+    out = _from_outcomes(rows)
+    out.capped = out.events >= SCAN_CAP
+    return out
+
+
+def _from_outcomes(rows: list[tuple[str | None, str, str, dict[str, int]]]) -> _Scan:
     out = _Scan()
     for cache, feature, model, agg in rows:
         out.events += agg["calls"]
@@ -235,60 +244,6 @@ def _scan_rollup(store: LedgerStore, q: Query) -> _Scan | None:
             slot[0] += agg["measured"]
             slot[1] += agg["measured_system_tokens"]
             slot[2] += agg["cacheable_system_tokens"]
-    return out
-
-
-def _scan_sqlite(store: LedgerStore, q: Query) -> _Scan | None:
-    """The same figures in SQL, for the default SQLite ledger (a read-only connection of
-    our own; the filter clause is the store's own `_where`, so both agree on what a filter
-    means). Over the range's most recent `SCAN_CAP` events: 200k events take ~1 s here
-    against ~6 s through `events()`."""
-    if not isinstance(store, SQLiteLedger) or store.path == ":memory:":
-        return None
-    from spendgate.ledger.sqlite import _where  # the store's own WHERE builder
-
-    where, params = _where(q.since, q.until, q.filters or None)
-    # The most recent SCAN_CAP events of the range: bounded cost on any ledger size. One
-    # pass serves both panels (two queries cost ~0.4 s more at 200k events): grouped by
-    # cache outcome, feature and model, with each event's measured system prompt (see
-    # `_Scan.system`).
-    recent = (
-        'SELECT "cache", "status", "route", "requested_model", "served_model", "feature", '
-        '"cache_read_tokens", '
-        'json_extract("extra", \'$.input_cost_nanos\') IS NOT NULL AND "input_tokens" > 0 '
-        "AS measured, "
-        'MIN(COALESCE(json_extract("extra", \'$.system_tokens\'), 0), "input_tokens") AS sys '
-        f'FROM usage_events{where} ORDER BY "ts" DESC LIMIT {SCAN_CAP}'
-    )
-    sql = (
-        'SELECT "cache", "feature", COALESCE("served_model", "requested_model"), COUNT(*), '
-        f'COALESCE(SUM("status" < 400), 0), COALESCE(SUM({_ROUTED_SQL}), 0), '
-        "COALESCE(SUM(measured), 0), COALESCE(SUM(CASE WHEN measured THEN sys ELSE 0 END), 0), "
-        f"COALESCE(SUM(CASE WHEN measured AND sys >= {CACHE_MIN_TOKENS} "
-        'THEN MAX(sys - "cache_read_tokens", 0) ELSE 0 END), 0) '
-        f"FROM ({recent}) GROUP BY 1, 2, 3"
-    )
-    conn = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, timeout=30)
-    try:
-        rows = conn.execute(sql, params).fetchall()
-    except sqlite3.Error:
-        return None  # e.g. a SQLite without JSON functions: fall back to the scan
-    finally:
-        conn.close()
-    out = _Scan()
-    for cache, feature, model, n, answered, routed, measured, system, cacheable in rows:
-        out.events += n
-        out.answered += answered
-        out.routed += routed
-        if cache:
-            out.cache[cache] = out.cache.get(cache, 0) + n
-        if measured:
-            key = (NONE_LABEL if feature is None else feature, model)
-            slot = out.system.setdefault(key, [0, 0, 0])
-            slot[0] += measured
-            slot[1] += system
-            slot[2] += cacheable
-    out.capped = out.events >= SCAN_CAP
     return out
 
 
