@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,10 +26,11 @@ CHAT_BODY: dict[str, Any] = {
 def keyed(
     sim: SimulatedUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Harness, str, KeyRecord]]:
-    """A gateway with `server.auth: auto` whose key store holds one key (team payments)."""
+    """A gateway with `server.auth: auto` whose key store holds one key (team payments, a
+    trusted backend that may name tenants)."""
     folder = tmp_path_factory.mktemp("keyed")
     store = KeyStore(sqlite_url(folder / "keys.db"))
-    key, record = store.create(team="payments", feature="checkout")
+    key, record = store.create(team="payments", feature="checkout", may_set_tenant=True)
     store.close()
     harness = start_harness(gateway_settings(sim, folder, server={"auth": "auto"}))
     assert harness.gateway.auth_required
@@ -204,3 +206,31 @@ def test_tag_cardinality_guard(make_gateway: Callable[..., Harness], http: httpx
     recorded = [harness.one(i).tenant for i in ids]
     assert recorded == ["t1", "t2", "t3", OVERFLOW, OVERFLOW, "t1"]
     assert OVERFLOW == "(other)"
+
+
+def _status_within(url: str, key: str, wanted: int, seconds: float) -> list[int]:
+    """Statuses of back-to-back calls until `wanted` comes or `seconds` pass (a measured
+    bound, not a sleep)."""
+    headers = {"authorization": f"Bearer {key}"}
+    statuses: list[int] = []
+    start = time.monotonic()
+    while not statuses or (statuses[-1] != wanted and time.monotonic() - start < seconds):
+        statuses.append(httpx2.post(url, json=CHAT_BODY, headers=headers, timeout=30).status_code)
+    return statuses
+
+
+def test_revocation_by_another_process_takes_effect_within_a_second(make_gateway: Any) -> None:
+    """The CLI (another connection to the key file) revokes; the gateway's key cache had the
+    key and must drop it within 1 s (the probe measured 31 s with a TTL-only cache)."""
+    h = make_gateway(server={"auth": "required"})
+    url = h.v1 + "/chat/completions"
+    key, record = h.gateway.keys.create(team="ops")
+    assert _status_within(url, key, 200, 0) == [200]
+    cli = KeyStore(h.keys_url)
+    assert cli.revoke(record.id)
+    statuses = _status_within(url, key, 401, 1.0)
+    assert statuses[-1] == 401, f"key still accepted 1 s after revocation: {statuses}"
+    # A key made by another process works at once.
+    fresh, _ = cli.create(team="ops")
+    cli.close()
+    assert _status_within(url, fresh, 200, 1.0)[-1] == 200

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -15,7 +16,7 @@ from spendgate.keys import KeyStore
 __all__ = ["main"]
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     click.echo(f"spendgate: {message}", err=True)
     sys.exit(code)
 
@@ -184,7 +185,12 @@ def _key_store(config_path: str | None) -> KeyStore:
 @click.option("--name", default=None)
 @click.option("--feature", default=None)
 @click.option("--use-case", "use_case", default=None)
-@click.option("--tenant", default=None)
+@click.option("--tenant", default=None, help="Fix every call of this key to this tenant.")
+@click.option(
+    "--may-set-tenant",
+    is_flag=True,
+    help="Let calls name their tenant (x-spendgate-tenant): for a trusted backend only.",
+)
 @click.option("--user", default=None)
 def keys_create(
     config_path: str | None,
@@ -193,16 +199,36 @@ def keys_create(
     feature: str | None,
     use_case: str | None,
     tenant: str | None,
+    may_set_tenant: bool,
     user: str | None,
 ) -> None:
-    """Create a key. It is shown once; only its hash is stored."""
+    """Create a key. It is shown once; only its hash is stored.
+
+    A tenant scopes cached answers and budgets, so a key may name one only if it is bound to
+    it (--tenant) or trusted to serve many (--may-set-tenant); otherwise a request that names
+    a tenant is refused with 403."""
     store = _key_store(config_path)
-    key, record = store.create(
-        name=name, team=team, feature=feature, use_case=use_case, tenant=tenant, user=user
-    )
+    try:
+        key, record = store.create(
+            name=name,
+            team=team,
+            feature=feature,
+            use_case=use_case,
+            tenant=tenant,
+            user=user,
+            may_set_tenant=may_set_tenant,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
     click.echo(key)
+    tenancy = (
+        f"tenant {record.tenant}"
+        if record.tenant
+        else ("may set tenant" if record.may_set_tenant else "no tenant")
+    )
     click.echo(
-        f"id {record.id}  team {record.team or '-'}  (store it now: it cannot be shown again)",
+        f"id {record.id}  team {record.team or '-'}  {tenancy}  "
+        "(store it now: it cannot be shown again)",
         err=True,
     )
 
@@ -216,7 +242,10 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
         click.echo(json.dumps([{k: getattr(r, k) for k in r.__slots__} for r in records]))
         return
     for r in records:
-        click.echo(f"{r.id}\t{r.name}\tteam={r.team or '-'}\tfeature={r.feature or '-'}")
+        tenancy = r.tenant or ("(may set)" if r.may_set_tenant else "-")
+        click.echo(
+            f"{r.id}\t{r.name}\tteam={r.team or '-'}\tfeature={r.feature or '-'}\ttenant={tenancy}"
+        )
 
 
 @keys.command("revoke")

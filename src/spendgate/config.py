@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from spendgate.pricing import PriceOverride
 from spendgate.providers.base import Deployment
@@ -154,7 +162,16 @@ class KeyConfig(_Strict):
     feature: str | None = None
     use_case: str | None = None
     tenant: str | None = None
+    """Fixes the tenant of every call made with this key."""
     user: str | None = None
+    may_set_tenant: bool = False
+    """Lets calls name their tenant (for a trusted backend serving many tenants)."""
+
+    @model_validator(mode="after")
+    def _tenant_policy(self) -> KeyConfig:
+        if self.tenant and self.may_set_tenant:
+            raise ValueError("a key with a fixed `tenant` cannot also have `may_set_tenant`")
+        return self
 
 
 class ServerConfig(_Strict):

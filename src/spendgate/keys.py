@@ -55,6 +55,11 @@ class KeyRecord:
     user: str | None = None
     created_at: float = 0.0
     revoked: bool = False
+    may_set_tenant: bool = False
+    """May this key's requests name their tenant (header or `metadata.tenant`)? Only for a
+    trusted backend that serves many tenants through one key: a tenant scopes cache entries
+    and budgets, so a key that could name any tenant could read another tenant's cached
+    answers and book spend to it. A key that names a `tenant` fixes it instead."""
 
     @property
     def tags(self) -> Tags:
@@ -75,10 +80,13 @@ CREATE TABLE IF NOT EXISTS virtual_keys (
     hash TEXT NOT NULL UNIQUE,
     team TEXT, feature TEXT, use_case TEXT, tenant TEXT, user TEXT,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    may_set_tenant INTEGER NOT NULL DEFAULT 0
 )
 """
-_COLUMNS = "id, name, hash, team, feature, use_case, tenant, user, created_at, revoked_at"
+_COLUMNS = (
+    "id, name, hash, team, feature, use_case, tenant, user, created_at, revoked_at, may_set_tenant"
+)
 
 
 class KeyStore:
@@ -91,8 +99,14 @@ class KeyStore:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(virtual_keys)")}
+        if "may_set_tenant" not in columns:  # a key file from before tenant policy
+            self._db.execute(
+                "ALTER TABLE virtual_keys ADD COLUMN may_set_tenant INTEGER NOT NULL DEFAULT 0"
+            )
         self._lock = threading.Lock()
         self._declared = {k.hash: k for k in declared}
+        self._own_writes = 0
 
     def create(
         self,
@@ -103,8 +117,11 @@ class KeyStore:
         use_case: str | None = None,
         tenant: str | None = None,
         user: str | None = None,
+        may_set_tenant: bool = False,
     ) -> tuple[str, KeyRecord]:
         """Make a key; returns (the key, shown only now; its record)."""
+        if tenant and may_set_tenant:
+            raise ValueError("a key that names a tenant fixes it; it cannot also set tenants")
         key = new_key()
         record = KeyRecord(
             id="key_" + secrets.token_hex(6),
@@ -116,10 +133,11 @@ class KeyStore:
             tenant=tenant,
             user=user,
             created_at=time.time(),
+            may_set_tenant=may_set_tenant,
         )
         with self._lock:
             self._db.execute(
-                f"INSERT INTO virtual_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL)",
+                f"INSERT INTO virtual_keys ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,NULL,?)",
                 (
                     record.id,
                     record.name,
@@ -130,8 +148,10 @@ class KeyStore:
                     tenant,
                     user,
                     record.created_at,
+                    int(may_set_tenant),
                 ),
             )
+            self._own_writes += 1
         return key, record
 
     def lookup(self, key: str) -> KeyRecord | None:
@@ -160,7 +180,17 @@ class KeyStore:
                 "UPDATE virtual_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (time.time(), key_id),
             )
+            self._own_writes += 1
         return cur.rowcount > 0
+
+    def revision(self) -> tuple[int, int]:
+        """Changes whenever a key is created or revoked, here or by another process (the CLI,
+        another replica on the same file): SQLite's `data_version` moves on every commit made
+        through another connection. A gateway polls this (cheap: no table read) to drop its
+        key cache, so a revocation takes effect within the poll interval, not a cache TTL."""
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+        return int(row[0]), self._own_writes
 
     def any(self) -> bool:
         if self._declared:
@@ -187,4 +217,5 @@ def _record(row: tuple[Any, ...]) -> KeyRecord:
         user=row[7],
         created_at=row[8],
         revoked=row[9] is not None,
+        may_set_tenant=bool(row[10]),
     )

@@ -41,6 +41,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 KEY_CACHE_SECONDS = 30.0
+KEY_REVISION_POLL_SECONDS = 0.25
+"""How often the key cache asks the key store whether any key was created or revoked (by the
+CLI, the admin API or another replica): the bound on how long a revoked key keeps working."""
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
@@ -103,7 +106,8 @@ class Gateway:
         self.extensions = _extensions(self)
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
-                      use_case=k.use_case, tenant=k.tenant, user=k.user)
+                      use_case=k.use_case, tenant=k.tenant, user=k.user,
+                      may_set_tenant=k.may_set_tenant)
             for k in settings.keys
         ]  # fmt: skip
         self.keys = KeyStore(settings.storage.keys, declared)
@@ -113,6 +117,8 @@ class Gateway:
         self.tag_guard = TagGuard(settings.tags.max_values)
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
+        self._key_revision = self.keys.revision()
+        self._key_revision_checked = time.monotonic()
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -198,13 +204,17 @@ class Gateway:
             try:
                 if refusal is not None:
                     raise refusal
-                defaults = self._authenticate(headers)
+                key = self._authenticate(headers)
+                defaults = key.tags if key is not None else Tags()
+                call.tags = defaults  # a refusal past this point is still the key's
                 body = await self._read_json(receive, headers)
                 model = _VALIDATORS[endpoint](body)
                 call.body = body
                 call.requested_model = call.model = model
                 call.stream = bool(body.get("stream")) and endpoint != "embeddings"
-                call.tags = self.tag_guard.admit(read_tags(headers, body, defaults))
+                may_set_tenant = key.may_set_tenant if key is not None else not self.auth_required
+                tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
+                call.tags = self.tag_guard.admit(tags)
             except GatewayError as exc:
                 call.requested_model = call.requested_model or "(invalid)"
                 call.model = call.model or call.requested_model
@@ -217,7 +227,8 @@ class Gateway:
         finally:
             self.metrics.in_flight.dec()
 
-    def _authenticate(self, headers: dict[str, str]) -> Tags:
+    def _authenticate(self, headers: dict[str, str]) -> KeyRecord | None:
+        """The caller's key record; None when auth is off and no known key was sent."""
         token = headers.get("x-api-key")
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer ":
@@ -229,8 +240,7 @@ class Gateway:
                 self._auth_checked_until = now + KEY_CACHE_SECONDS
                 self.auth_required = self.keys.any()
         if not self.auth_required:
-            record = self._lookup(token) if token else None
-            return record.tags if record else Tags()
+            return self._lookup(token) if token else None
         if not token:
             raise GatewayError(
                 401,
@@ -247,13 +257,21 @@ class Gateway:
                 type="authentication_error",
                 code="invalid_api_key",
             )
-        return record.tags
+        return record
 
     def _lookup(self, token: str) -> KeyRecord | None:
         """Key lookups are cached for `KEY_CACHE_SECONDS`, misses included: an SDK sending
         a provider key (or an attacker guessing) must not cost a hash and a database read
-        per request, and a revoked key stops working within that window."""
+        per request. The cache is dropped whenever the key store's revision moves (checked
+        every `KEY_REVISION_POLL_SECONDS`), so a revoked key stops working within that poll,
+        and a new key works at once."""
         now = time.monotonic()
+        if now - self._key_revision_checked >= KEY_REVISION_POLL_SECONDS:
+            self._key_revision_checked = now
+            revision = self.keys.revision()
+            if revision != self._key_revision:
+                self._key_revision = revision
+                self._key_cache.clear()
         hit = self._key_cache.get(token)
         if hit is not None and hit[1] > now:
             return hit[0]

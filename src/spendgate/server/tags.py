@@ -1,9 +1,11 @@
 """Reading attribution tags from a request, and keeping their cardinality bounded.
 
 Precedence: `x-spendgate-*` headers, then the body (`metadata.{feature,…}`, OpenAI's `user`,
-Anthropic's `metadata.user_id`), then the virtual key's defaults — except `team`, which a
-key that names a team fixes: a team's budget must not be dodged by sending another team's
-header.
+Anthropic's `metadata.user_id`), then the virtual key's defaults — except `team` and `tenant`,
+which a key that names them fixes: a team's budget must not be dodged by sending another
+team's header, and a tenant is a security boundary (cache entries and budgets are scoped by
+it), so a request may name its tenant only when its key allows it (`may_set_tenant`) or when
+the gateway runs with no keys at all.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from spendgate.errors import GatewayError
 __all__ = ["OVERFLOW", "TagGuard", "read_tags"]
 
 OVERFLOW = "(other)"
-_VALID = re.compile(r"^[\w.:@/+\-= ]{1,128}$")
+_VALID = re.compile(r"[\w.:@/+\-= ]{1,128}")
+"""Matched with `fullmatch`: `$` would also accept a trailing newline."""
 _HEADER = {name: "x-spendgate-" + name.replace("_", "-") for name in TAG_NAMES}
 
 
 def _check(name: str, value: Any, where: str) -> str | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not _VALID.match(value):
+    if not isinstance(value, str) or not _VALID.fullmatch(value) or not value.isprintable():
         raise GatewayError(
             400,
             f"tag {name!r} from {where} must be 1–128 characters of letters, digits, spaces "
@@ -37,7 +40,16 @@ def _check(name: str, value: Any, where: str) -> str | None:
     return value
 
 
-def read_tags(headers: Mapping[str, str], body: dict[str, Any], defaults: Tags) -> Tags:
+def read_tags(
+    headers: Mapping[str, str],
+    body: dict[str, Any],
+    defaults: Tags,
+    *,
+    may_set_tenant: bool = True,
+) -> Tags:
+    """The call's tags. `may_set_tenant` is False for a key that may not name a tenant: a
+    tenant from the request is then refused (403) rather than silently dropped, so a
+    misconfigured backend finds out at once instead of sharing one cache partition."""
     meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
     assert isinstance(meta, dict)
     values: dict[str, str | None] = {}
@@ -52,9 +64,25 @@ def read_tags(headers: Mapping[str, str], body: dict[str, Any], defaults: Tags) 
         if user is None and "user_id" in meta:
             user = meta.get("user_id")
         values["user"] = _check("user", user, "user")
+    if values["tenant"] is not None and not defaults.tenant and not may_set_tenant:
+        raise GatewayError(
+            403,
+            "This key may not name a tenant (x-spendgate-tenant or metadata.tenant): a tenant "
+            "scopes cached answers and budgets. Create a key bound to the tenant "
+            "(`spendgate keys create --tenant T`), or one for a trusted backend that serves "
+            "many tenants (`--may-set-tenant`).",
+            type="permission_error",
+            param=_HEADER["tenant"],
+            code="tenant_not_allowed",
+        )
     tags = Tags(**values, key_id=defaults.key_id).merged_over(defaults)
-    if defaults.team and tags.team != defaults.team:
-        tags = Tags(**{**tags.as_dict(), "team": defaults.team})
+    fixed = {
+        name: getattr(defaults, name)
+        for name in ("team", "tenant")
+        if getattr(defaults, name) and getattr(tags, name) != getattr(defaults, name)
+    }
+    if fixed:
+        tags = Tags(**{**tags.as_dict(), **fixed})
     return tags
 
 
