@@ -75,17 +75,99 @@ def test_admin_key_required(make_gateway: Any, admin_env: tuple[str, str]) -> No
     r = httpx2.get(url, headers={"authorization": "Bearer nope"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_admin_key"
     assert httpx2.get(url, headers={"authorization": f"Bearer {key}"}).status_code == 200
-    assert httpx2.get(url, cookies={"spendgate_admin": key}).status_code == 200
-    try:
-        from spendgate.server.dashboard.auth import cookie_value
-    except ImportError:
-        pass
-    else:  # the dashboard page's login cookie opens the JSON endpoints it calls
-        session = {"spendgate_dashboard": cookie_value(key)}
-        assert httpx2.get(url, cookies=session).status_code == 200
-        assert httpx2.get(url, cookies={"spendgate_dashboard": "forged"}).status_code == 401
+    # No cookie opens the admin API: not the key itself, not a dashboard session.
+    assert httpx2.get(url, cookies={"spendgate_admin": key}).status_code == 401
+    with httpx2.Client(base_url=h.url, follow_redirects=False) as browser:
+        assert browser.post("/dashboard/login", data={"key": key}).status_code == 303
+        session = browser.cookies["spendgate_dashboard"]
+        assert browser.get("/dashboard/api/summary").status_code == 200
+    assert httpx2.get(url, cookies={"spendgate_dashboard": session}).status_code == 401
     # The LLM routes are unaffected by the admin key.
     assert httpx2.get(h.v1 + "/models").status_code == 200
+
+
+def test_sessions_are_random_revocable_and_bound_to_the_key(
+    make_gateway: Any, admin_env: tuple[str, str]
+) -> None:
+    env, key = admin_env
+    h = make_gateway(server={"admin_key_env": env})
+    summary = h.url + "/dashboard/api/summary"
+
+    def login() -> str:
+        with httpx2.Client(base_url=h.url, follow_redirects=False) as browser:
+            r = browser.post("/dashboard/login", data={"key": key})
+            assert r.status_code == 303
+            cookie = r.headers["set-cookie"]
+            assert "Path=/dashboard" in cookie and "HttpOnly" in cookie
+            return str(browser.cookies["spendgate_dashboard"])
+
+    first, second = login(), login()
+    assert first != second, "every login gets a new random session"
+    assert key not in first and len(first) >= 40
+    for token in (first, second):
+        assert httpx2.get(summary, cookies={"spendgate_dashboard": token}).status_code == 200
+    # Logout revokes on the server: a copy of the cookie replayed elsewhere is dead too.
+    with httpx2.Client(base_url=h.url, follow_redirects=False) as browser:
+        browser.cookies.set("spendgate_dashboard", first, path="/dashboard")
+        assert browser.post("/dashboard/logout").status_code == 303
+    assert httpx2.get(summary, cookies={"spendgate_dashboard": first}).status_code == 401
+    assert httpx2.get(summary, cookies={"spendgate_dashboard": second}).status_code == 200
+    # Rotating the admin key ends every session issued under the old one.
+    os.environ[env] = key + "-rotated"
+    assert httpx2.get(summary, cookies={"spendgate_dashboard": second}).status_code == 401
+    os.environ[env] = key
+
+
+def test_session_store_expires_and_revokes(tmp_path: Any) -> None:
+    from spendgate.server.sessions import SessionStore
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    store, replica = SessionStore(url), SessionStore(url)
+    live = store.create("k")
+    assert replica.check(live.token, "k") is not None, "replicas share sessions"
+    assert replica.check(live.token, "other-key") is None
+    assert replica.revoke(live.token) and store.check(live.token, "k") is None
+    expired = SessionStore(url, lifetime=0).create("k")
+    assert store.check(expired.token, "k") is None
+    assert store.check("x" * 10_000, "k") is None and store.check(None, "k") is None
+    store.close()
+    replica.close()
+
+
+def test_cross_site_writes_are_refused(make_gateway: Any, admin_env: tuple[str, str]) -> None:
+    """The probe: a logged-in browser, a foreign page, `text/plain` → a $0.000001/day global
+    hard budget. Now: no cookie opens admin writes, and writes take JSON only."""
+    env, key = admin_env
+    h = make_gateway(server={"admin_key_env": env}, budgets={})
+    with httpx2.Client(base_url=h.url, follow_redirects=False) as browser:
+        assert browser.post("/dashboard/login", data={"key": key}).status_code == 303
+        rule = (
+            '{"name": "dos", "scope": {}, "period": "day", "limit_usd": "0.000001", "mode": "hard"}'
+        )
+        forged = browser.post(
+            "/admin/budgets/",
+            content=rule,
+            headers={"content-type": "text/plain", "origin": "https://evil.example"},
+        )
+        assert forged.status_code == 401
+        # A foreign page can't log a browser in (or out) either.
+        cross = browser.post(
+            "/dashboard/login", data={"key": key}, headers={"origin": "https://evil.example"}
+        )
+        assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_site_request"
+    auth = {"authorization": f"Bearer {key}"}
+    as_text = httpx2.post(
+        h.url + "/admin/budgets/", content=rule, headers={**auth, "content-type": "text/plain"}
+    )
+    assert as_text.status_code == 415
+    listed = httpx2.get(h.url + "/admin/budgets/", headers=auth).json()["data"]
+    assert [r for r in listed if r["name"] == "dos"] == []
+    as_json = httpx2.post(
+        h.url + "/admin/budgets/",
+        content=rule,
+        headers={**auth, "content-type": "application/json"},
+    )
+    assert as_json.status_code == 201, "the admin key with JSON still writes"
 
 
 def test_no_admin_key_is_403_saying_how(make_gateway: Any) -> None:
@@ -430,3 +512,35 @@ def test_mounted_budgets_and_dashboard_are_behind_the_key(
             # The dashboard decides about its own public paths (login page, its own auth);
             # this app's refusals ("The admin API …") never answer them.
             assert "The admin API" not in r.text, (path, r.text)
+
+
+def test_csv_export_escapes_formulas(make_gateway: Any, admin_env: tuple[str, str]) -> None:
+    """Tags are client-supplied: `=1+2` must reach a spreadsheet as text, not a formula."""
+    env, key = admin_env
+    h = make_gateway(server={"admin_key_env": env})
+    hostile = ["=1+2", "+1", "-2+3", "@SUM"]
+    for feature in hostile:
+        r = httpx2.post(
+            h.v1 + "/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"x-spendgate-feature": feature},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+    h.flush()
+    text = get(h, key, "/admin/spend?by=feature&format=csv").text
+    cells = {row["feature"] for row in csv.DictReader(io.StringIO(text))}
+    assert cells == {"'" + f for f in hostile}
+    for line in text.splitlines()[1:]:
+        assert line[0] not in "=+-@", line
+    from spendgate.ledger import render_report
+
+    rows = h.reader().spend(["feature"])
+    cli = render_report(rows, ["feature"], "csv")
+    assert {r["feature"] for r in csv.DictReader(io.StringIO(cli))} == cells
+    # Money stays numeric, negative savings included.
+    from spendgate.ledger.report import csv_text
+
+    assert (
+        csv_text([{"saved": "-0.25", "tag": "-x"}], ["saved", "tag"]).splitlines()[1] == "-0.25,'-x"
+    )

@@ -189,7 +189,7 @@ def test_browser_login_by_query_key_sets_a_cookie(dash: tuple[Harness, str]) -> 
         assert r.headers["location"] == "/dashboard?since=24h"  # the key leaves the URL
         cookie = r.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie
-        assert secret not in cookie  # an HMAC, not the key itself
+        assert secret not in cookie  # a random session token, not the key itself
         page = client.get("/dashboard")
         assert page.status_code == 200
         assert "chart.umd.min.js" in page.text

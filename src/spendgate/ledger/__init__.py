@@ -6,7 +6,7 @@ on the hot path (no I/O), and on shutdown `writer.close()` (writes everything qu
 """
 
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent, utc_day
-from spendgate.ledger.report import FORMATS, parse_when, render_report, report_command
+from spendgate.ledger.report import FORMATS, csv_text, parse_when, render_report, report_command
 from spendgate.ledger.spend import DIMENSIONS, NONE_LABEL, SpendRow, check_dimensions, total
 from spendgate.ledger.sqlite import SCHEMA_VERSION, SQLiteLedger
 from spendgate.ledger.store import LedgerStore, open_ledger
@@ -25,6 +25,7 @@ __all__ = [
     "SpendRow",
     "UsageEvent",
     "check_dimensions",
+    "csv_text",
     "open_ledger",
     "parse_when",
     "render_report",

@@ -24,7 +24,29 @@ from spendgate.call import from_nanos
 from spendgate.ledger.spend import SpendRow, check_dimensions, total
 from spendgate.ledger.store import open_ledger
 
-__all__ = ["FORMATS", "parse_when", "render_report", "report_command"]
+__all__ = ["FORMATS", "csv_text", "parse_when", "render_report", "report_command"]
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _safe_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text, never runs: tags are client-supplied, and a tag
+    like `=HYPERLINK(…)` would otherwise be a formula in whoever opens the export (OWASP's
+    CSV-injection advice: prefix a quote). Numbers, negative ones included, stay numbers."""
+    formula = isinstance(value, str) and value.startswith(_FORMULA_START)
+    return "'" + value if formula and not _NUMBER.fullmatch(value) else value
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> str:
+    """Rows as CSV, every cell escaped against formula injection."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _safe_cell(v) for k, v in row.items()})
+    return buf.getvalue()
+
 
 FORMATS = ("table", "json", "csv")
 
@@ -101,7 +123,6 @@ def render_report(rows: Sequence[SpendRow], by: Sequence[str], fmt: str) -> str:
         }
         return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n"
     if fmt == "csv":
-        buf = io.StringIO()
         fields = [
             *by,
             *[a for a, _ in _NUMBERS],
@@ -110,11 +131,7 @@ def render_report(rows: Sequence[SpendRow], by: Sequence[str], fmt: str) -> str:
             "baseline_usd",
             "savings_usd",
         ]
-        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow(_record(r, by))
-        return buf.getvalue()
+        return csv_text([_record(r, by) for r in rows], fields)
     if fmt == "table":
         return _table(rows, by)
     raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")

@@ -9,7 +9,9 @@ optional `public_paths`) at the root.
 Auth, decided once here:
 - the admin key is the value of the environment variable named by
   `server.admin_key_env` (default `SPENDGATE_ADMIN_KEY`); send it as
-  `Authorization: Bearer KEY` (or in a `spendgate_admin` cookie, for the dashboard page).
+  `Authorization: Bearer KEY`. Only as a header: no cookie opens the admin API, so a page on
+  another site can't make a logged-in browser change budgets (CSRF). The dashboard's
+  session cookie is scoped to `/dashboard` and opens only that.
   A missing or wrong key is a 401, OpenAI-style.
 - no admin key configured → 403 on every admin path, saying how to set one — unless
   `server.auth` is `off`, the explicit "no auth anywhere" development mode, where the admin
@@ -22,7 +24,6 @@ Queries run in a worker thread so a long report never stalls the gateway's event
 
 from __future__ import annotations
 
-import csv
 import hmac
 import importlib
 import io
@@ -43,17 +44,14 @@ from starlette.routing import BaseRoute, Mount, Route
 from spendgate.analytics import reports
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.errors import GatewayError
-from spendgate.ledger import DIMENSIONS, parse_when
+from spendgate.ledger import DIMENSIONS, csv_text, parse_when
 
 if TYPE_CHECKING:
     from spendgate.server.app import Gateway
 
-__all__ = ["ADMIN_COOKIE", "FORMATS", "build_admin"]
+__all__ = ["FORMATS", "build_admin"]
 
 FORMATS = ("json", "csv", "parquet")
-ADMIN_COOKIE = "spendgate_admin"
-DASHBOARD_COOKIE = "spendgate_dashboard"
-"""The dashboard's login cookie (`spendgate.server.dashboard.auth`), accepted here too."""
 
 _COMMON = {"since", "until", "format"}
 
@@ -136,12 +134,8 @@ def _columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _csv(rows: Sequence[dict[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=_columns(rows), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(v) for k, v in row.items()})
-    return buf.getvalue().encode()
+    cells = [{k: _csv_value(v) for k, v in row.items()} for row in rows]
+    return csv_text(cells, _columns(rows)).encode()
 
 
 def _parquet(rows: Sequence[dict[str, Any]]) -> bytes:
@@ -324,16 +318,10 @@ class _AdminAuth:
         else:
             await _error(refusal)(scope, receive, send)
 
-    def _dashboard_session(self, session: bytes) -> bool:
-        """The dashboard's page calls these endpoints with its login cookie."""
-        assert self.key is not None
-        expected = _session_value(self.key)
-        return expected is not None and hmac.compare_digest(session, expected)
-
     def _check(self, scope: Any) -> GatewayError | None:
         if self.key is None:
             if self.open:
-                return None
+                return _writes_are_json(scope)
             return GatewayError(
                 403,
                 f"The admin API is disabled: no admin key is configured. Set the environment "
@@ -343,41 +331,46 @@ class _AdminAuth:
                 code="admin_key_not_configured",
             )
         token = b""
-        cookie = b""
-        session = b""
         for name, value in scope.get("headers", ()):
             if name == b"authorization" and value[:7].lower() == b"bearer ":
                 token = value[7:].strip()
-            elif name == b"cookie":
-                for part in value.split(b";"):
-                    k, _, v = part.strip().partition(b"=")
-                    if k == ADMIN_COOKIE.encode():
-                        cookie = v
-                    elif k == DASHBOARD_COOKIE.encode():
-                        session = v
-        for candidate in (token, cookie):
-            if candidate and hmac.compare_digest(candidate, self.key):
-                return None
-        if session and self._dashboard_session(session):
-            return None
+            elif name == b"x-api-key" and not token:
+                token = value.strip()
+        if token and hmac.compare_digest(token, self.key):
+            return _writes_are_json(scope)
         return GatewayError(
             401,
             "The admin API needs the admin key: send `Authorization: Bearer KEY` with the "
             f"value of {self.env}."
-            if not (token or cookie)
+            if not token
             else "Incorrect admin key.",
             type="authentication_error",
-            code="missing_admin_key" if not (token or cookie) else "invalid_admin_key",
+            code="missing_admin_key" if not token else "invalid_admin_key",
             headers={"www-authenticate": "Bearer"},
         )
 
 
-def _session_value(key: bytes) -> bytes | None:
-    """The dashboard's login cookie for this key (an HMAC, never the key itself)."""
-    auth = _optional("spendgate.server.dashboard.auth")
-    if auth is None or not hasattr(auth, "cookie_value"):
+def _writes_are_json(scope: Any) -> GatewayError | None:
+    """A body sent to the admin API must be JSON: a cross-site form can't send
+    `application/json` without a CORS preflight, which this API never grants."""
+    if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
         return None
-    return str(auth.cookie_value(key.decode())).encode()
+    media = None
+    has_body = False
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media = value.split(b";")[0].strip().lower()
+        elif name == b"content-length":
+            has_body = value.strip() not in (b"", b"0")
+        elif name == b"transfer-encoding":
+            has_body = True
+    if media == b"application/json" or (media is None and not has_body):
+        return None
+    return GatewayError(
+        415,
+        "Admin writes take a JSON body: send `Content-Type: application/json`.",
+        code="unsupported_media_type",
+    )
 
 
 def build_admin(gateway: Gateway) -> Any:

@@ -27,6 +27,7 @@ from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.reply import Reply
+from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
 from spendgate.stages import StageContext, build_stages
@@ -111,6 +112,7 @@ class Gateway:
             for k in settings.keys
         ]  # fmt: skip
         self.keys = KeyStore(settings.storage.keys, declared)
+        self.sessions = SessionStore(settings.storage.keys)
         self.auth_required = settings.server.auth == "required" or (
             settings.server.auth == "auto" and self.keys.any()
         )
@@ -138,6 +140,7 @@ class Gateway:
         if self._owns_store:
             self.store.close()
         self.keys.close()
+        self.sessions.close()
 
     # ---------------------------------------------------------------- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -13,6 +13,7 @@ or the login form).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import time
 from datetime import UTC, datetime
@@ -87,7 +88,7 @@ def _access(request: Request) -> GatewayError | None:
     key = _key(request)
     if key is None:
         return None if _open(request) else _disabled(request)
-    if auth.is_authorized(key, request.headers, request.cookies):
+    if auth.is_authorized(key, request.headers, request.cookies, _gateway(request).sessions):
         return None
     return GatewayError(
         401,
@@ -102,15 +103,30 @@ def _error(exc: GatewayError) -> JSONResponse:
     return JSONResponse(exc.to_openai(), status_code=exc.status, headers=exc.headers or None)
 
 
-def _set_cookie(response: Response, key: str, request: Request) -> None:
+def _start_session(response: Response, key: str, request: Request) -> None:
+    session = _gateway(request).sessions.create(key)
     response.set_cookie(
         auth.COOKIE,
-        auth.cookie_value(key),
-        max_age=12 * 3600,
+        session.token,
+        max_age=int(session.expires_at - time.time()),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
-        path="/",
+        path=auth.COOKIE_PATH,
+    )
+
+
+def _cross_site(request: Request) -> Response | None:
+    """Login and logout change state: refuse them from another site's page."""
+    if auth.same_origin(request.headers):
+        return None
+    return _error(
+        GatewayError(
+            403,
+            "Cross-site request refused: log in from this gateway's own /dashboard page.",
+            type="permission_error",
+            code="cross_site_request",
+        )
     )
 
 
@@ -132,7 +148,7 @@ def _login(error: str = "", status: int = 401) -> HTMLResponse:
 
 
 def _offered_ok(key: str, offered: str) -> bool:
-    return auth.is_authorized(key, {"authorization": f"Bearer {offered}"}, {})
+    return hmac.compare_digest(offered.encode(), key.encode())
 
 
 async def page(request: Request) -> Response:
@@ -145,7 +161,7 @@ async def page(request: Request) -> Response:
         rest = {k: v for k, v in request.query_params.items() if k != "key"}
         target = request.url.path + (("?" + urlencode(rest)) if rest else "")
         response = RedirectResponse(target, status_code=303)
-        _set_cookie(response, key, request)
+        _start_session(response, key, request)
         return response
     refusal = _access(request)
     if refusal is not None:
@@ -164,6 +180,9 @@ async def page(request: Request) -> Response:
 
 
 async def login(request: Request) -> Response:
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     key = _key(request)
     if key is None:
         return RedirectResponse("/dashboard", status_code=303)
@@ -173,13 +192,19 @@ async def login(request: Request) -> Response:
     if not _offered_ok(key, offered):
         return _login("That is not the admin key.")
     response = RedirectResponse("/dashboard", status_code=303)
-    _set_cookie(response, key, request)
+    _start_session(response, key, request)
     return response
 
 
 async def logout(request: Request) -> Response:
+    """Ends the session on the server (every replica sharing the key store), not only in
+    this browser."""
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
+    _gateway(request).sessions.revoke(request.cookies.get(auth.COOKIE))
     response = RedirectResponse("/dashboard", status_code=303)
-    response.delete_cookie(auth.COOKIE, path="/")
+    response.delete_cookie(auth.COOKIE, path=auth.COOKIE_PATH)
     return response
 
 

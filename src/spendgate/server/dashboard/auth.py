@@ -2,47 +2,36 @@
 
 An API client sends the admin key as `Authorization: Bearer KEY` (or `x-api-key`), like every
 admin endpoint. A browser can't set headers on a page load, so it presents the key once —
-`/dashboard?key=KEY` or the login form — and gets an HttpOnly, SameSite=Strict cookie. The
-cookie holds an HMAC of a fixed label under the admin key, not the key itself: it can't be
-replayed as an API key, and rotating the admin key logs every browser out.
+`/dashboard?key=KEY` or the login form — and gets a session (`spendgate.server.sessions`): a
+random token in an HttpOnly, SameSite=Strict cookie scoped to `/dashboard`, stored hashed on
+the server, expiring, revoked by logout and by rotating the admin key. The session opens
+the dashboard only; the admin API takes the key as a header and nothing else.
 
-The admin app's `spendgate_admin` cookie (the raw key) is accepted too. With no admin key
-configured (the `server.admin_key_env` variable unset) the dashboard follows the admin API:
-closed (403, saying how to set one) unless `server.auth: off`, the explicit no-auth
-development mode, where it is open and says so in a banner.
+With no admin key configured (the `server.admin_key_env` variable unset) the dashboard
+follows the admin API: closed (403, saying how to set one) unless `server.auth: off`, the
+explicit no-auth development mode, where it is open and says so in a banner.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
-__all__ = [
-    "ADMIN_COOKIE",
-    "COOKIE",
-    "admin_key",
-    "cookie_value",
-    "is_authorized",
-    "presented_key",
-]
+from spendgate.server.sessions import SessionStore
+
+__all__ = ["COOKIE", "COOKIE_PATH", "admin_key", "is_authorized", "presented_key", "same_origin"]
 
 COOKIE = "spendgate_dashboard"
-ADMIN_COOKIE = "spendgate_admin"
-"""The admin app's cookie, which holds the key itself."""
-_LABEL = b"spendgate-dashboard-session-v1"
+COOKIE_PATH = "/dashboard"
 
 
 def admin_key(env_name: str | None) -> str | None:
-    """The configured admin key, or None when there is none (dashboard open)."""
+    """The configured admin key, or None when there is none."""
     if not env_name:
         return None
     return os.environ.get(env_name) or None
-
-
-def cookie_value(key: str) -> str:
-    return hmac.new(key.encode(), _LABEL, hashlib.sha256).hexdigest()
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -53,10 +42,23 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or None
 
 
-def is_authorized(key: str, headers: Mapping[str, str], cookies: Mapping[str, str]) -> bool:
-    """True when the request carries the admin key (header, our cookie or the admin's)."""
-    for sent in (presented_key(headers), cookies.get(ADMIN_COOKIE)):
-        if sent is not None and hmac.compare_digest(sent.encode(), key.encode()):
-            return True
-    token = cookies.get(COOKIE)
-    return token is not None and hmac.compare_digest(token.encode(), cookie_value(key).encode())
+def is_authorized(
+    key: str, headers: Mapping[str, str], cookies: Mapping[str, str], sessions: SessionStore
+) -> bool:
+    """True when the request carries the admin key in a header or a live session cookie."""
+    sent = presented_key(headers)
+    if sent is not None and hmac.compare_digest(sent.encode(), key.encode()):
+        return True
+    return sessions.check(cookies.get(COOKIE), key) is not None
+
+
+def same_origin(headers: Mapping[str, str]) -> bool:
+    """A state-changing browser request (login, logout) must come from our own pages.
+
+    Browsers send `Origin` on every cross-site POST; when it is there it must name this host.
+    Without it (old browsers, curl) `Sec-Fetch-Site`, when sent, must not say cross-site."""
+    host = headers.get("host", "")
+    origin = headers.get("origin")
+    if origin is not None:
+        return origin != "null" and urlsplit(origin).netloc == host
+    return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
