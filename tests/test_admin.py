@@ -155,6 +155,8 @@ def test_cross_site_writes_are_refused(make_gateway: Any, admin_env: tuple[str, 
             "/dashboard/login", data={"key": key}, headers={"origin": "https://evil.example"}
         )
         assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_site_request"
+        fetch = browser.post("/dashboard/logout", headers={"sec-fetch-site": "cross-site"})
+        assert fetch.status_code == 403
     auth = {"authorization": f"Bearer {key}"}
     as_text = httpx2.post(
         h.url + "/admin/budgets/", content=rule, headers={**auth, "content-type": "text/plain"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GatewayError", "anthropic_error_body", "openai_error_body"]
+__all__ = ["GatewayError", "anthropic_error_body", "internal_error", "openai_error_body"]
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -65,3 +65,14 @@ def openai_error_body(
 def anthropic_error_body(status: int, message: str) -> dict[str, Any]:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+def internal_error(request_id: str) -> GatewayError:
+    """The 500 for a bug of ours: it names the request id so a user can report it and an
+    operator can find the logged traceback."""
+    return GatewayError(
+        500,
+        f"spendgate hit an internal error; request id {request_id}",
+        type="server_error",
+        code="internal_error",
+    )

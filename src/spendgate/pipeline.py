@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from spendgate.accounting import Accountant
 from spendgate.call import Call
-from spendgate.errors import GatewayError
+from spendgate.errors import GatewayError, internal_error
 from spendgate.providers.base import Deployment, UpstreamError, UpstreamHTTP
 from spendgate.providers.registry import adapter_for
 from spendgate.providers.translate import TranslationError
@@ -308,14 +308,7 @@ class Pipeline:
             )
         except Exception:
             log.exception("internal error serving %s", call.request_id)
-            reply = Reply.failed(
-                GatewayError(
-                    500,
-                    f"spendgate hit an internal error; request id {call.request_id}",
-                    type="server_error",
-                    code="internal_error",
-                )
-            )
+            reply = Reply.failed(internal_error(call.request_id))
         reply.on_done(lambda r: self.accountant.record(call, r))
         if not reply.is_stream:
             reply.finish()

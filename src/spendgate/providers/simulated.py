@@ -577,6 +577,9 @@ class SimApp:
             await handler(body, model, headers, send, fault)
         except _Cut:
             return  # uvicorn closes the connection: the client sees a truncated response
+        except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+            # A body of a shape the simulator can't read is the client's error, as upstream.
+            await self._error(send, api, 400, f"Invalid request body ({type(exc).__name__}).")
 
     def _take_fault(
         self, path: str, model: str, headers: dict[bytes, bytes]
@@ -1211,7 +1214,11 @@ class SimApp:
             items: list[Any] = [raw_input]
         else:
             items = list(raw_input)
-        dims = int(body.get("dimensions") or (3072 if model.endswith("-large") else 1536))
+        dims = body.get("dimensions") or (3072 if model.endswith("-large") else 1536)
+        if not isinstance(dims, int) or not 1 <= dims <= 3072:
+            # OpenAI's widest model has 3,072; an unbounded value would allocate without limit.
+            await self._error(send, "openai", 400, "'dimensions' must be between 1 and 3072.")
+            return
         as_b64 = body.get("encoding_format") == "base64"
         data = []
         for index, item in enumerate(items):

@@ -32,10 +32,12 @@ Decisions on mappings that have no exact equivalent (also in the function docstr
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 __all__ = [
     "AnthropicToOpenAIStream",
@@ -65,6 +67,33 @@ class TranslationError(ValueError):
         super().__init__(message)
         self.message = message
         self.param = param
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _shape_errors_are_400(target: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """A request translator meets client input: the edge checks the shapes stages rely on,
+    and anything it let through that a translator can't read is still the client's error
+    (a 400 naming the target format), never a crash."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except TranslationError:
+                raise
+            except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
+                raise TranslationError(
+                    f"this request can't be translated to the {target} format: a field has "
+                    f"an unexpected shape ({type(exc).__name__}: {str(exc)[:120]})"
+                ) from None
+
+        return guarded
+
+    return wrap
 
 
 # --------------------------------------------------------------------------- stop reasons
@@ -471,6 +500,7 @@ def _json_instruction(fmt: Any) -> str | None:
     )
 
 
+@_shape_errors_are_400("Anthropic Messages")
 def openai_to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
     """A Chat Completions request as an Anthropic Messages request.
 
@@ -781,6 +811,7 @@ def _openai_tool_choice(choice: Any) -> Any:
     raise TranslationError("unsupported tool_choice", param="tool_choice")
 
 
+@_shape_errors_are_400("OpenAI Chat Completions")
 def anthropic_to_openai_request(body: JSON) -> JSON:
     """An Anthropic Messages request as a Chat Completions request.
 

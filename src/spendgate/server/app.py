@@ -13,13 +13,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
 from spendgate.accounting import Accountant, cost_header
 from spendgate.call import API, Call, Endpoint, Tags
 from spendgate.config import Settings
-from spendgate.errors import GatewayError
+from spendgate.errors import GatewayError, internal_error
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
 from spendgate.metrics import Metrics
@@ -219,16 +220,25 @@ class Gateway:
                 tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
                 call.tags = self.tag_guard.admit(tags)
             except GatewayError as exc:
-                call.requested_model = call.requested_model or "(invalid)"
-                call.model = call.model or call.requested_model
-                reply = Reply.failed(exc)
-                reply.on_done(lambda r: self.accountant.record(call, r))
-                reply.finish()
+                reply = self._refused(call, exc)
+            except Exception:
+                # A bug at the edge is still a call: a JSON 500 and its one ledger row.
+                log.exception("internal error reading %s", call.request_id)
+                reply = self._refused(call, internal_error(call.request_id))
             else:
                 reply = await self.pipeline.run(call)
             await self._respond(send, receive, call, reply)
         finally:
             self.metrics.in_flight.dec()
+
+    def _refused(self, call: Call, error: GatewayError) -> Reply:
+        """A call that never reached the pipeline: its reply, with its one ledger row."""
+        call.requested_model = call.requested_model or "(invalid)"
+        call.model = call.model or call.requested_model
+        reply = Reply.failed(error)
+        reply.on_done(lambda r: self.accountant.record(call, r))
+        reply.finish()
+        return reply
 
     def _authenticate(self, headers: dict[str, str]) -> KeyRecord | None:
         """The caller's key record; None when auth is off and no known key was sent."""
@@ -318,13 +328,14 @@ class Gateway:
                 f"The request body must be a JSON object, got a JSON {type(body).__name__}.",
                 code="invalid_json",
             )
+        _check_depth(raw, body)
         return body
 
     async def _respond(self, send: Send, receive: Receive, call: Call, reply: Reply) -> None:
         extra = [(b"x-spendgate-request-id", call.request_id.encode())]
         model = reply.served_model or call.model
         if model:
-            extra.append((b"x-spendgate-model", model.encode()))
+            extra.append((b"x-spendgate-model", header_value(model)))
         if call.cache_outcome:
             extra.append((b"x-spendgate-cache", call.cache_outcome.encode()))
         if reply.is_stream:
@@ -341,7 +352,7 @@ class Gateway:
                 )
             )
             assert body is not None
-            extra += [(k.encode(), v.encode()) for k, v in err.headers.items()]
+            extra += [(k.encode(), header_value(v)) for k, v in err.headers.items()]
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
             await _send(send, err.status, body, _JSON + extra)
             return
@@ -395,6 +406,41 @@ def _extensions(gateway: Gateway) -> list[Any]:
 
 
 # -------------------------------------------------------------------- plumbing
+
+MAX_JSON_DEPTH = 64
+"""Deeper bodies are refused. Real requests nest a dozen levels (a tool's JSON schema the
+most); orjson parses 1,024 but serializes only 254, so a body between the two would parse
+and then fail when re-encoded for the upstream, the cache key or the ledger."""
+_DEPTH_PROBE_WRAPS = 254 - MAX_JSON_DEPTH
+
+
+def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
+    """Refuse a body nested deeper than `MAX_JSON_DEPTH`, at C speed: fewer brackets than
+    the limit can't nest that deep (the common case costs two `bytes.count`); otherwise
+    serialize the body wrapped in enough lists that orjson's own limit fires exactly when
+    the body is too deep."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
+    probe: Any = body
+    for _ in range(_DEPTH_PROBE_WRAPS):
+        probe = [probe]
+    try:
+        orjson.dumps(probe)
+    except orjson.JSONEncodeError:
+        raise GatewayError(
+            400,
+            f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.",
+            code="invalid_json",
+        ) from None
+
+
+def header_value(text: str) -> bytes:
+    """A response header value that can't break the HTTP framing: text we echo (a model
+    name, an upstream's) may hold control or non-ASCII characters, which the server would
+    refuse by dropping the connection. Those are percent-encoded."""
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return quote(text, safe=" !#$&'()*+,/:;=?@[]~").encode()
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -36,6 +36,9 @@ MESSAGES_PARAMS = frozenset(
 )  # fmt: skip
 
 EMBEDDING_PARAMS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+MAX_EMBEDDING_DIMENSIONS = 4096
+"""The widest embedding any provider serves is 3,072 (text-embedding-3-large); the bound keeps
+a request from asking a provider, or the simulated upstream, for a billion floats."""
 
 
 def _bad(message: str, param: str | None, code: str | None = None) -> GatewayError:
@@ -54,6 +57,12 @@ def _model(body: dict[str, Any]) -> str:
         raise _bad("you must provide a model parameter", "model", "missing_required_parameter")
     if not isinstance(model, str) or not model.strip():
         raise _bad("'model' must be a non-empty string", "model", "invalid_type")
+    if len(model) > 256 or not model.isprintable():
+        raise _bad(
+            "'model' must be at most 256 printable characters (no control characters)",
+            "model",
+            "invalid_value",
+        )
     return model
 
 
@@ -78,10 +87,107 @@ def _num(body: dict[str, Any], key: str, lo: float, hi: float) -> None:
         raise _bad(f"'{key}' must be between {lo:g} and {hi:g}, got {v}", key, "invalid_value")
 
 
-def _type(body: dict[str, Any], key: str, kinds: tuple[type, ...], name: str) -> None:
+def _type(
+    body: dict[str, Any], key: str, kinds: tuple[type, ...], name: str, *, prefix: str = ""
+) -> None:
     v = body.get(key)
     if v is not None and ((isinstance(v, bool) and bool not in kinds) or not isinstance(v, kinds)):
-        raise _bad(f"'{key}' must be {name}, got {type(v).__name__}", key, "invalid_type")
+        where = f"{prefix}.{key}" if prefix else key
+        raise _bad(f"'{where}' must be {name}, got {type(v).__name__}", where, "invalid_type")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+CHAT_PART_FIELDS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "text": ("text", (str,)),
+    "image_url": ("image_url", (dict, str)),
+    "input_audio": ("input_audio", (dict,)),
+    "file": ("file", (dict,)),
+    "refusal": ("refusal", (str,)),
+}
+"""Chat content part type → the field it must carry, and that field's type."""
+
+
+def _chat_parts(parts: list[Any], param: str) -> None:
+    """Every part is an object of a known type carrying its field: stages read text parts,
+    and a translator must never meet a shape it can't express (a 400, not a 500)."""
+    for j, part in enumerate(parts):
+        where = f"{param}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(kind, str) or kind not in CHAT_PART_FIELDS:
+            raise _bad(
+                f"'{where}' must be an object whose 'type' is one of {', '.join(CHAT_PART_FIELDS)}",
+                where,
+                "invalid_type",
+            )
+        field, kinds = CHAT_PART_FIELDS[kind]
+        value = part.get(field)
+        if not isinstance(value, kinds):
+            raise _bad(f"'{where}.{field}' is required for a {kind} part", f"{where}.{field}")
+        if (
+            kind == "image_url"
+            and isinstance(value, dict)
+            and not isinstance(value.get("url"), str)
+        ):
+            raise _bad(f"'{where}.image_url.url' must be a string", f"{where}.image_url.url")
+
+
+def _tool_calls(msg: dict[str, Any], param: str) -> None:
+    calls = msg.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise _bad(f"'{param}.tool_calls' must be an array", f"{param}.tool_calls", "invalid_type")
+    for k, call in enumerate(calls):
+        where = f"{param}.tool_calls[{k}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if (
+            not isinstance(function, dict)
+            or not isinstance(function.get("name"), str)
+            or not isinstance(function.get("arguments", ""), str)
+            or not isinstance(call.get("id", ""), str)
+        ):
+            raise _bad(
+                f"'{where}' must be an object with a string 'id' and a 'function' with string "
+                "'name' and 'arguments'",
+                where,
+                "invalid_type",
+            )
+
+
+ANTHROPIC_BLOCK_FIELDS: dict[str, tuple[tuple[str, tuple[type, ...]], ...]] = {
+    "text": (("text", (str,)),),
+    "image": (("source", (dict,)),),
+    "document": (("source", (dict,)),),
+    "tool_use": (("id", (str,)), ("name", (str,)), ("input", (dict,))),
+    "tool_result": (("tool_use_id", (str,)),),
+    "thinking": (("thinking", (str,)),),
+    "redacted_thinking": (("data", (str,)),),
+}
+"""The blocks spendgate reads or translates, and the fields each must carry. Other block
+types (Anthropic adds server-tool blocks often) pass through to Anthropic untouched; a
+translator refuses them with a 400."""
+
+
+def _anthropic_blocks(blocks: list[Any], param: str, only: tuple[str, ...] | None = None) -> None:
+    for j, block in enumerate(blocks):
+        where = f"{param}.{j}"
+        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(kind, str) or (only is not None and kind not in only):
+            allowed = f"one of {', '.join(only)}" if only else "a string"
+            raise _bad(f"{where}: each block must be an object whose type is {allowed}", where)
+        for field, kinds in ANTHROPIC_BLOCK_FIELDS.get(kind, ()):
+            if not isinstance(block.get(field), kinds) or isinstance(block.get(field), bool):
+                raise _bad(f"{where}.{field}: required for a {kind} block", f"{where}.{field}")
+        if kind == "tool_result":
+            inner = block.get("content")
+            if inner is not None and not isinstance(inner, str | list):
+                raise _bad(f"{where}.content: must be a string or an array", f"{where}.content")
+            if isinstance(inner, list):
+                _anthropic_blocks(inner, f"{where}.content", only=("text", "image", "document"))
 
 
 def _tools(body: dict[str, Any]) -> None:
@@ -93,6 +199,19 @@ def _tools(body: dict[str, Any]) -> None:
     for i, tool in enumerate(tools):
         if not isinstance(tool, dict):
             raise _bad(f"'tools[{i}]' must be an object", f"tools[{i}]", "invalid_type")
+        function = tool.get("function")
+        if function is not None:
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise _bad(
+                    f"'tools[{i}].function' must be an object with a string 'name'",
+                    f"tools[{i}].function",
+                    "invalid_type",
+                )
+            _type(function, "parameters", (dict,), "an object", prefix=f"tools[{i}].function")
+            _type(function, "description", (str,), "a string", prefix=f"tools[{i}].function")
+        for key in ("name", "type", "description"):
+            _type(tool, key, (str,), "a string", prefix=f"tools[{i}]")
+        _type(tool, "input_schema", (dict,), "an object", prefix=f"tools[{i}]")
 
 
 def validate_chat(body: dict[str, Any]) -> str:
@@ -115,9 +234,9 @@ def validate_chat(body: dict[str, Any]) -> str:
         if not isinstance(msg, dict):
             raise _bad(f"'{p}' must be an object", p, "invalid_type")
         role = msg.get("role")
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise _bad(
-                f"'{p}.role' must be one of {sorted(CHAT_ROLES)}, got {role!r}",
+                f"'{p}.role' must be one of {sorted(CHAT_ROLES)}, got {_show(role)}",
                 f"{p}.role",
                 "invalid_value",
             )
@@ -130,8 +249,13 @@ def validate_chat(body: dict[str, Any]) -> str:
             )
         if content is None and role not in ("assistant", "function") and "tool_calls" not in msg:
             raise _bad(f"'{p}.content' is required for role {role}", f"{p}.content", None)
+        if isinstance(content, list):
+            _chat_parts(content, f"{p}.content")
         if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
             raise _bad(f"'{p}.tool_call_id' is required for tool messages", f"{p}.tool_call_id")
+        for key in ("name", "refusal", "tool_call_id"):
+            _type(msg, key, (str,), "a string", prefix=p)
+        _tool_calls(msg, p)
     _type(body, "stream", (bool,), "a boolean")
     _type(body, "stream_options", (dict,), "an object")
     _int(body, "max_tokens", 1)
@@ -176,11 +300,22 @@ def validate_messages(body: dict[str, Any]) -> str:
         p = f"messages.{i}"
         if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
             raise _bad(f"{p}: each message needs role 'user' or 'assistant'", p)
-        if not isinstance(msg.get("content"), str | list):
+        content = msg.get("content")
+        if not isinstance(content, str | list):
             raise _bad(f"{p}.content: must be a string or an array of blocks", f"{p}.content")
+        if isinstance(content, list):
+            _anthropic_blocks(content, f"{p}.content")
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         raise _bad("system: must be a string or an array of text blocks", "system")
+    if isinstance(system, list):
+        _anthropic_blocks(system, "system", only=("text",))
+    stop = body.get("stop_sequences")
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
+        raise _bad("stop_sequences: must be an array of strings", "stop_sequences")
+    _type(body, "thinking", (dict,), "an object")
+    _type(body, "tool_choice", (dict,), "an object")
+    _type(body, "service_tier", (str,), "a string")
     _type(body, "stream", (bool,), "a boolean")
     _num(body, "temperature", 0, 1)
     _num(body, "top_p", 0, 1)
@@ -207,7 +342,7 @@ def validate_embeddings(body: dict[str, Any]) -> str:
         raise _bad(
             "'input' must be a non-empty string or array of strings or token arrays", "input"
         )
-    _int(body, "dimensions", 1)
+    _int(body, "dimensions", 1, MAX_EMBEDDING_DIMENSIONS)
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in ("float", "base64"):
         raise _bad("'encoding_format' must be 'float' or 'base64'", "encoding_format")
