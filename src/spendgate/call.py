@@ -161,7 +161,9 @@ class Cost:
         }
 
 
-Endpoint = Literal["chat", "messages", "embeddings"]
+Endpoint = Literal["chat", "messages", "embeddings", "other"]
+"""`other`: a request refused before it named an endpoint (an unknown route, a header block
+over the limit); it still gets its ledger row."""
 
 
 @dataclass(slots=True)

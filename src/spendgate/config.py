@@ -178,6 +178,8 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8787, ge=0, le=65535)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+    """Request line plus headers; past it the request is a 431 and the connection closes."""
     auth: Literal["auto", "required", "off"] = "auto"
     """`auto`: keys are required as soon as one exists (YAML or key store)."""
     admin_key_env: str | None = "SPENDGATE_ADMIN_KEY"

@@ -14,6 +14,7 @@ import uvicorn
 
 from spendgate.config import Settings
 from spendgate.server.app import Gateway
+from spendgate.server.protocol import bounded_protocol
 
 __all__ = ["GatewayServer", "free_port", "redact", "run_server"]
 
@@ -39,13 +40,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(gateway: Gateway, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
-        app,
+        gateway,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(gateway.settings.server.max_header_bytes, gateway.refuse_unrouted),
         lifespan="on",
         access_log=False,
         log_level="warning",

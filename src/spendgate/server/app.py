@@ -174,9 +174,10 @@ class Gateway:
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
             await self.admin(scope, receive, send)
         else:
-            await _send_json(
-                send, 404, _err(404, f"no route for {method} {path}", code="unknown_url")
-            )
+            error = GatewayError(404, f"no route for {method} {path}", code="unknown_url")
+            request_id = self.refuse_unrouted(error, _headers(scope), path)
+            headers = [*_JSON, (b"x-spendgate-request-id", request_id.encode())]
+            await _send(send, 404, orjson.dumps(error.to_openai()), headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -230,6 +231,23 @@ class Gateway:
             await self._respond(send, receive, call, reply)
         finally:
             self.metrics.in_flight.dec()
+
+    def refuse_unrouted(
+        self, error: GatewayError, headers: dict[str, str] | None = None, path: str = ""
+    ) -> str:
+        """Record a request refused before it reached an endpoint (an unknown route, a header
+        block over the limit): every request gets one ledger row. Returns its request id."""
+        api: API = "anthropic" if path.startswith("/v1/messages") else "openai"
+        call = Call(endpoint="other", api=api, body={}, requested_model="", headers={})
+        if headers:
+            try:
+                key = self._authenticate(headers)
+            except GatewayError:
+                key = None
+            if key is not None:
+                call.tags = key.tags
+        self._refused(call, error)
+        return call.request_id
 
     def _refused(self, call: Call, error: GatewayError) -> Reply:
         """A call that never reached the pipeline: its reply, with its one ledger row."""
@@ -445,10 +463,6 @@ def header_value(text: str) -> bytes:
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _err(status: int, message: str, code: str | None = None) -> dict[str, Any]:
-    return GatewayError(status, message, code=code).to_openai()
 
 
 def _too_large(limit: int) -> GatewayError:
