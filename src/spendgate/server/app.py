@@ -28,6 +28,7 @@ from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.reply import Reply
+from spendgate.server.openapi import openapi_document
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
@@ -169,6 +170,8 @@ class Gateway:
             await _send_json(send, 200, self._models())
         elif method == "GET" and path == "/healthz":
             await _send_json(send, 200, {"status": "ok", "ledger": self.writer.stats()})
+        elif method == "GET" and path == "/openapi.json":
+            await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
