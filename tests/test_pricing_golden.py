@@ -210,10 +210,12 @@ def test_override_beats_catalog_for_a_known_model(catalog: PriceCatalog) -> None
 def test_dated_and_prefixed_names(
     catalog: PriceCatalog, name: str, provider: str | None, input_per_m: str, output_per_m: str
 ) -> None:
-    u = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    # 100k tokens each: under every long-context tier (Sonnet 4 doubles its input price above
+    # 200k), so these are the base list prices, a tenth of the per-million figure.
+    u = Usage(input_tokens=100_000, output_tokens=100_000)
     cost = catalog.cost(name, u, provider=provider)
     assert cost is not None
-    assert (cost.input, cost.output) == (D(input_per_m), D(output_per_m))
+    assert (cost.input * 10, cost.output * 10) == (D(input_per_m), D(output_per_m))
 
 
 def test_long_context_tier_applies_to_all_tokens(catalog: PriceCatalog) -> None:

@@ -334,6 +334,8 @@ def test_anthropic_text_response_to_openai() -> None:
         "completion_tokens": 5,
         "total_tokens": 135,
         "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 20},
+        # the TTL split, so a client can reproduce the cost (no split reported: all 5-minute)
+        "cache_creation": {"ephemeral_5m_input_tokens": 20, "ephemeral_1h_input_tokens": 0},
     }
 
 

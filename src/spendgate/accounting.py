@@ -1,8 +1,9 @@
 """Turning a finished call into money and one ledger event.
 
 Rules (the same everywhere, written once here):
-- Actual cost = usage × the serving deployment's price (its override, else the catalog).
-  Unknown price → cost unknown (None), never 0.
+- Actual cost = usage × the serving deployment's price at the call's service tier (the
+  `Pricer` decides which name, provider, override and tier variant). Unknown price → cost
+  unknown (None), never 0.
 - A failed call the provider did not bill (an error status, no usage) costs a known 0.
 - A call whose usage the provider did not report (client left, stream cut) is priced on
   tokenizer counts and marked estimated.
@@ -22,8 +23,7 @@ from spendgate.analytics.system_prompt import input_split
 from spendgate.call import Call, Cost, Usage, to_nanos
 from spendgate.ledger import BatchingWriter, UsageEvent
 from spendgate.metrics import Metrics
-from spendgate.pricing import PriceCatalog
-from spendgate.providers.base import Deployment
+from spendgate.pricing import Pricer, billed_tier
 from spendgate.reply import Reply
 
 __all__ = ["Accountant", "prompt_fingerprint"]
@@ -40,16 +40,11 @@ def prompt_fingerprint(call: Call) -> str:
 
 class Accountant:
     def __init__(
-        self,
-        catalog: PriceCatalog,
-        writer: BatchingWriter,
-        metrics: Metrics | None = None,
-        deployments: dict[str, Deployment] | None = None,
+        self, pricer: Pricer, writer: BatchingWriter, metrics: Metrics | None = None
     ) -> None:
-        self.catalog = catalog
+        self.pricer = pricer
         self.writer = writer
         self.metrics = metrics
-        self.deployments = deployments or {}
 
     def price(self, call: Call, reply: Reply) -> Cost | None:
         """Price a completed reply once; later calls return the same answer."""
@@ -60,19 +55,15 @@ class Accountant:
         if usage is None:
             # Nothing was produced: either the call never reached a provider or the provider
             # refused it. Neither is billed.
-            reply.cost = Cost(price_version=self.catalog.version) if reply.status >= 400 else None
+            reply.cost = Cost(price_version=self.pricer.version) if reply.status >= 400 else None
             return reply.cost
-        dep = self.deployments.get(reply.deployment or "")
-        model = reply.served_model or call.model
-        provider = dep.price_provider(call.model) if dep else None
-        override = dep.price if dep else None
-        reply.cost = self.catalog.cost(model, usage, provider=provider, override=override)
-        if reply.cost is None and model != call.model and dep is not None:
-            # The upstream may answer with a snapshot name the catalog lacks; the configured
-            # upstream name is the next best key.
-            reply.cost = self.catalog.cost(
-                dep.upstream_model(call.model), usage, provider=provider, override=override
-            )
+        reply.cost = self.pricer.cost(
+            call.model,
+            usage,
+            deployment=reply.deployment,
+            served_as=reply.served_model,
+            service_tier=billed_tier(call, reply),
+        )
         return reply.cost
 
     def record(self, call: Call, reply: Reply) -> UsageEvent:
@@ -80,7 +71,7 @@ class Accountant:
         cost = self.price(call, reply)
         usage = reply.usage
         if cost is not None and usage is not None and call.model != call.requested_model:
-            self._credit_routing(call, usage, cost)
+            self._credit_routing(call, usage, cost, billed_tier(call, reply))
         savings = {k: to_nanos(v) for k, v in call.savings.items() if v}
         # Shadow decisions ("would have saved") are recorded, never counted as savings.
         cost_nanos = cost.total_nanos if cost is not None else None
@@ -112,7 +103,7 @@ class Accountant:
             baseline_nanos=baseline,
             savings=savings,
             cost_estimated=bool(cost and cost.estimated),
-            price_version=cost.price_version if cost else self.catalog.version,
+            price_version=cost.price_version if cost else self.pricer.version,
             cache=call.cache_outcome,
             route=call.decisions.get("route"),
             attempts=[a.as_dict() for a in reply.attempts],
@@ -130,31 +121,18 @@ class Accountant:
             self._observe(call, reply, cost, event)
         return event
 
-    def price_as(self, model: str, usage: Usage) -> Cost | None:
-        """What `usage` would cost on `model` as its first deployment would serve it (the
-        counterfactual behind routing and cache savings)."""
-        dep = next((d for d in self.deployments.values() if model in d.models), None)
-        if dep is None:
-            return self.catalog.cost(model, usage)
-        return self.catalog.cost(
-            dep.upstream_model(model),
-            usage,
-            provider=dep.price_provider(model),
-            override=dep.price,
-        )
-
-    def _credit_routing(self, call: Call, usage: Usage, cost: Cost) -> None:
-        """Routing saved what the requested model would have cost on the same usage, minus
-        what the served model cost (negative when routing up)."""
+    def _credit_routing(self, call: Call, usage: Usage, cost: Cost, tier: str | None) -> None:
+        """Routing saved what the requested model would have cost on the same usage and tier,
+        minus what the served model cost (negative when routing up)."""
         if "routing" in call.savings:
             return
-        requested = self.price_as(call.requested_model, usage)
+        requested = self.pricer.total(call.requested_model, usage, service_tier=tier)
         if requested is not None:
-            call.savings["routing"] = requested.total - cost.total
+            call.savings["routing"] = requested - cost.total
 
     def _provider_name(self, reply: Reply) -> str | None:
-        dep = self.deployments.get(reply.deployment or "")
-        return dep.provider if dep else reply.provider
+        dep = self.pricer.deployment(reply.deployment)
+        return getattr(dep, "provider", None) if dep else reply.provider
 
     def _observe(self, call: Call, reply: Reply, cost: Cost | None, event: UsageEvent) -> None:
         m = self.metrics
@@ -184,6 +162,16 @@ def _extra(call: Call, reply: Reply) -> dict[str, object] | None:
     extra: dict[str, object] = {}
     if reply.finish_reason:
         extra["finish_reason"] = reply.finish_reason
+    tier = billed_tier(call, reply)
+    if tier is not None:
+        extra["service_tier"] = tier
+    usage = reply.usage
+    if usage is not None and usage.audio_tokens:
+        extra["audio_tokens"] = {
+            "input": usage.input_audio_tokens,
+            "cache_read": usage.cache_audio_read_tokens,
+            "output": usage.output_audio_tokens,
+        }
     if reply.extra:
         extra.update(reply.extra)
     if call.decisions:

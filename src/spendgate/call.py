@@ -83,6 +83,12 @@ class Usage:
     it (so uncached input = input − cache_read − cache_write − cache_write_1h). Likewise
     `output_tokens` includes `reasoning_tokens`. Provider-native shapes differ (Anthropic
     reports `input_tokens` *excluding* cache reads and writes); `pricing.usage` converts.
+
+    Audio is a part too, priced apart wherever a provider bills it apart (gpt-4o audio input
+    costs 16× its text input): `input_audio_tokens` is the uncached audio inside the input,
+    `cache_audio_read_tokens` the audio inside `cache_read_tokens`, `output_audio_tokens` the
+    audio inside `output_tokens`. A price sheet without an audio price makes such a call's
+    cost unknown, never billed at the text rate.
     """
 
     input_tokens: int = 0
@@ -92,6 +98,9 @@ class Usage:
     """Cache writes at the default (5-minute) TTL."""
     cache_write_1h_tokens: int = 0
     reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    cache_audio_read_tokens: int = 0
+    output_audio_tokens: int = 0
     estimated: bool = False
     """True when the provider reported no usage and these counts came from our tokenizer."""
 
@@ -106,6 +115,10 @@ class Usage:
         )
 
     @property
+    def audio_tokens(self) -> int:
+        return self.input_audio_tokens + self.cache_audio_read_tokens + self.output_audio_tokens
+
+    @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
@@ -117,6 +130,9 @@ class Usage:
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
             cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            input_audio_tokens=self.input_audio_tokens + other.input_audio_tokens,
+            cache_audio_read_tokens=self.cache_audio_read_tokens + other.cache_audio_read_tokens,
+            output_audio_tokens=self.output_audio_tokens + other.output_audio_tokens,
             estimated=self.estimated or other.estimated,
         )
 

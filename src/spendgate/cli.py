@@ -158,15 +158,75 @@ def _savings_report(url: str, by: str, since: str | None, until: str | None, as_
 @click.argument("model")
 @click.option("--usage", "usage_json", required=True, help="Provider-native usage JSON.")
 @click.option("--provider", default=None, help="openai, anthropic, … (guessed when absent).")
+@click.option(
+    "--service-tier",
+    "service_tier",
+    default=None,
+    help="default, flex, priority or batch (else the tier the usage JSON names).",
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Use this config's pricing.overrides file too.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
-def price(model: str, usage_json: str, provider: str | None, as_json: bool) -> None:
+def price(
+    model: str,
+    usage_json: str,
+    provider: str | None,
+    service_tier: str | None,
+    config_path: str | None,
+    as_json: bool,
+) -> None:
     """Price one provider-native usage block and show the breakdown."""
     from spendgate.pricing import price_command
 
     try:
-        click.echo(price_command(model, usage_json, provider=provider, as_json=as_json))
+        catalog = _settings(config_path).price_catalog() if config_path else None
+        click.echo(
+            price_command(
+                model,
+                usage_json,
+                provider=provider,
+                as_json=as_json,
+                service_tier=service_tier,
+                catalog=catalog,
+            )
+        )
     except ValueError as exc:
         _fail(str(exc))
+
+
+@main.group()
+def prices() -> None:
+    """Price data: freshness of the sources and the names that moved."""
+
+
+@prices.command("check")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Also check the models this config serves and its pricing.overrides.",
+)
+@click.option("--max-age-days", type=int, default=90, show_default=True)
+@click.option("--strict", is_flag=True, help="Exit 1 when anything is flagged (for CI).")
+@click.option("--json", "as_json", is_flag=True)
+def prices_check(config_path: str | None, max_age_days: int, strict: bool, as_json: bool) -> None:
+    """List stale price entries, moved aliases and unpriced served models."""
+    from datetime import UTC, datetime
+
+    from spendgate.pricing.freshness import freshness_report, render_freshness
+
+    settings = _settings(config_path)
+    try:
+        catalog = settings.price_catalog()
+    except ConfigError as exc:
+        _fail(str(exc))
+    models = [m if isinstance(m, str) else m.name for d in settings.deployments for m in d.models]
+    report = freshness_report(
+        catalog, today=datetime.now(UTC).date(), max_age_days=max_age_days, models=models
+    )
+    click.echo(json.dumps(report, indent=2) if as_json else render_freshness(report))
+    if strict and report["flagged"]:
+        sys.exit(1)
 
 
 @main.group()

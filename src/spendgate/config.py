@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from spendgate.pricing import PriceOverride
+from spendgate.pricing import PriceCatalog, PriceFileError, PriceOverride, load_price_file
 from spendgate.providers.base import Deployment
 
 __all__ = [
@@ -248,8 +248,16 @@ def _section_model(name: str) -> type[BaseModel] | None:
     return model
 
 
+class PricingConfig(_Strict):
+    overrides: str | None = None
+    """A price file (path or https URL, YAML or JSON; the shipped supplement's format) read
+    at start-up: it corrects a price without a release and wins over the supplement and
+    genai-prices. Each ledger event names the price source it used in `price_version`."""
+
+
 class Settings(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     tags: TagsConfig = Field(default_factory=TagsConfig)
@@ -263,6 +271,7 @@ class Settings(_Strict):
     alerts: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
     _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _catalog: PriceCatalog | None = PrivateAttr(default=None)
 
     def section(self, name: str) -> Any:
         """The validated model of a capability section (its defaults when absent), or None
@@ -299,6 +308,19 @@ class Settings(_Strict):
 
     def build_deployments(self) -> list[Deployment]:
         return [d.build() for d in self.deployments]
+
+    def price_catalog(self) -> PriceCatalog:
+        """The catalog these settings price with: the default one, or one with the
+        operator's `pricing.overrides` file on top (read once per Settings object)."""
+        if self.pricing.overrides is None:
+            return PriceCatalog.default()
+        if self._catalog is None:
+            try:
+                overrides = load_price_file(self.pricing.overrides)
+            except PriceFileError as exc:
+                raise ConfigError(f"pricing.overrides: {exc}") from None
+            self._catalog = PriceCatalog(overrides=overrides)
+        return self._catalog
 
 
 def _error_lines(exc: ValidationError, prefix: tuple[str, ...] = ()) -> list[str]:
@@ -351,6 +373,9 @@ SIMULATED_OPENAI_MODELS: dict[str, str] = {
     "gpt-4o-mini": "gpt-4o-mini",
     "gpt-4.1-mini": "gpt-4.1-mini",
     "o3-mini": "o3-mini",
+    "o3": "o3",
+    "gpt-5": "gpt-5",
+    "gpt-4o-audio-preview": "gpt-4o-audio-preview",
     "text-embedding-3-small": "text-embedding-3-small",
 }
 SIMULATED_ANTHROPIC_MODELS: dict[str, str] = {

@@ -58,6 +58,9 @@ class Reply:
     provider: str | None = None
     deployment: str | None = None
     finish_reason: str | None = None
+    service_tier: str | None = None
+    """The tier the provider says served the call (OpenAI's `service_tier`, Anthropic's
+    `usage.service_tier`); None when it didn't say."""
     error: GatewayError | None = None
     attempts: list[Attempt] = field(default_factory=list)
     ttfb_ms: float | None = None

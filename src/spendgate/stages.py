@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from spendgate.ledger import LedgerStore
     from spendgate.metrics import Metrics
     from spendgate.pipeline import ModelTable, Stage
-    from spendgate.pricing import PriceCatalog
+    from spendgate.pricing import PriceCatalog, Pricer
 
 __all__ = ["STAGE_ORDER", "StageContext", "build_stages"]
 
@@ -43,6 +43,8 @@ class StageContext:
 
     settings: Settings
     catalog: PriceCatalog
+    pricer: Pricer
+    """Prices usage as a deployment bills it: every saving a stage credits goes through it."""
     table: ModelTable
     metrics: Metrics
     store: LedgerStore

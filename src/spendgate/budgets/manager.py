@@ -27,6 +27,7 @@ from spendgate.budgets.periods import Period, human_delay, period_at
 from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUnavailable
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
+from spendgate.pricing import Pricer, normalize_tier
 from spendgate.reply import Reply
 from spendgate.tokens import count_anthropic_request, count_embedding_input, count_openai_request
 
@@ -135,12 +136,14 @@ class BudgetManager:
         *,
         catalog: PriceCatalog,
         table: ModelTable | None,
+        pricer: Pricer | None = None,
         counters: CounterStore,
         definitions: DefinitionStore | None = None,
         ledger: LedgerStore | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
+        self.pricer = pricer or Pricer(catalog, table.deployments.values() if table else ())
         self.table = table
         self.counters = counters
         self.definitions = definitions
@@ -291,20 +294,18 @@ class BudgetManager:
         deps = self.table.serving(model) if self.table is not None else []
         if self.table is not None and not deps:
             return Decimal(0)  # not served: the dispatcher answers 404, which costs nothing
-        dep = deps[0] if deps else None
-        name = dep.upstream_model(model) if dep else model
-        kwargs: dict[str, Any] = (
-            {"provider": dep.price_provider(model), "override": dep.price} if dep else {}
+        tier = normalize_tier(call.body.get("service_tier"))
+        base = self.pricer.cost(
+            model, Usage(input_tokens=n_in, output_tokens=n_out), service_tier=tier
         )
-        base = self.catalog.cost(name, Usage(input_tokens=n_in, output_tokens=n_out), **kwargs)
         if base is None:
             return None
         worst = base.total
         if call.endpoint != "embeddings" and n_in:
-            written = self.catalog.cost(
-                name,
+            written = self.pricer.cost(
+                model,
                 Usage(input_tokens=n_in, output_tokens=n_out, cache_write_tokens=n_in),
-                **kwargs,
+                service_tier=tier,
             )
             if written is not None:
                 worst = max(worst, written.total)

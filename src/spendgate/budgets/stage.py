@@ -97,6 +97,7 @@ def build(ctx: StageContext) -> BudgetStage | None:
         config,
         catalog=ctx.catalog,
         table=ctx.table,
+        pricer=ctx.pricer,
         counters=open_counters(config),
         definitions=open_rule_store(config, ctx.settings),
         ledger=ctx.store,

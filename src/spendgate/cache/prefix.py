@@ -43,8 +43,7 @@ import orjson
 from spendgate.cache.config import PrefixConfig
 from spendgate.call import Call, Usage
 from spendgate.pipeline import Next
-from spendgate.pricing import PriceCatalog
-from spendgate.providers.base import Deployment
+from spendgate.pricing import Pricer, billed_tier
 from spendgate.providers.translate import TranslationError, openai_to_anthropic_request
 from spendgate.reply import Reply
 from spendgate.stages import StageContext
@@ -277,18 +276,19 @@ def _plain(usage: Usage) -> Usage:
     return replace(usage, cache_read_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
 
 
-def prompt_cache_saving(
-    catalog: PriceCatalog, dep: Deployment | None, model: str, usage: Usage
-) -> Decimal | None:
+def prompt_cache_saving(pricer: Pricer, call: Call, reply: Reply, usage: Usage) -> Decimal | None:
     """USD the provider's prompt cache saved on `usage`: the same tokens all billed as
     uncached input, minus what they cost. None when the price is unknown."""
-    provider = dep.price_provider(model) if dep else None
-    override = dep.price if dep else None
-    actual = catalog.cost(model, usage, provider=provider, override=override)
-    plain = catalog.cost(model, _plain(usage), provider=provider, override=override)
+    kwargs: dict[str, Any] = {
+        "deployment": reply.deployment,
+        "served_as": reply.served_model,
+        "service_tier": billed_tier(call, reply),
+    }
+    actual = pricer.total(call.model, usage, **kwargs)
+    plain = pricer.total(call.model, _plain(usage), **kwargs)
     if actual is None or plain is None:
         return None
-    return plain.total - actual.total
+    return plain - actual
 
 
 def _prefix_fingerprint(call: Call) -> tuple[str, int]:
@@ -400,8 +400,6 @@ class PrefixStage:
         usage = reply.usage
         if usage is None:
             return
-        dep = self.ctx.table.deployments.get(reply.deployment or "")
-        model = reply.served_model or call.model
         if decision.get("shadow"):
             if predicted is not None:
                 read, write = predicted
@@ -413,14 +411,14 @@ class PrefixStage:
                     cache_write_tokens=0 if long else write,
                     cache_write_1h_tokens=write if long else 0,
                 )
-                saved = prompt_cache_saving(self.ctx.catalog, dep, model, would)
+                saved = prompt_cache_saving(self.ctx.pricer, call, reply, would)
                 if saved is not None:
                     decision["would_save_usd"] = format(saved, "f")
             return
         cached = usage.cache_read_tokens + usage.cache_write_tokens + usage.cache_write_1h_tokens
         if not cached:
             return
-        saved = prompt_cache_saving(self.ctx.catalog, dep, model, usage)
+        saved = prompt_cache_saving(self.ctx.pricer, call, reply, usage)
         if saved:
             call.savings["prompt_cache"] = saved
 

@@ -35,6 +35,7 @@ from spendgate.cache.exact import (
 from spendgate.call import Call, Usage
 from spendgate.errors import GatewayError
 from spendgate.pipeline import Next
+from spendgate.pricing import normalize_tier
 from spendgate.reply import Reply
 from spendgate.stages import StageContext
 
@@ -248,17 +249,8 @@ class CacheStage:
         """What the stored answer's usage costs on the requested model (the avoided cost)."""
         if self.ctx is None:
             return None
-        model = call.requested_model
-        deps = self.ctx.table.serving(model)
-        if deps:
-            dep = deps[0]
-            cost = self.ctx.catalog.cost(
-                dep.upstream_model(model), usage,
-                provider=dep.price_provider(model), override=dep.price,
-            )  # fmt: skip
-        else:
-            cost = self.ctx.catalog.cost(model, usage)
-        return cost.total if cost is not None else None
+        tier = normalize_tier(call.body.get("service_tier"))
+        return self.ctx.pricer.total(call.requested_model, usage, service_tier=tier)
 
     # ------------------------------------------------------------ store
     def _store(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pydantic
 
 from spendgate.pricing.sheet import PriceSheet
+from spendgate.pricing.tiers import normalize_tier
 
 __all__ = ["PriceOverride"]
 
@@ -31,15 +33,19 @@ class PriceOverride(pydantic.BaseModel):
     """5-minute (default TTL) cache writes."""
     cache_write_1h: Decimal | None = pydantic.Field(default=None, ge=0)
     output: Decimal | None = pydantic.Field(default=None, ge=0)
+    input_audio: Decimal | None = pydantic.Field(default=None, ge=0)
+    cache_audio_read: Decimal | None = pydantic.Field(default=None, ge=0)
+    output_audio: Decimal | None = pydantic.Field(default=None, ge=0)
     per_request: Decimal | None = pydantic.Field(default=None, ge=0)
+    service_tiers: dict[str, PriceOverride] = pydantic.Field(default_factory=dict)
+    """Negotiated prices per service tier (`batch`, `flex`, `priority`): a tier not listed
+    here is unpriced, so a call billed at it costs null."""
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """Short stable hash of the prices, so a ledger row says which price it was costed at
         and a config edit shows up as a new version rather than rewriting history."""
-        canon = {
-            k: format(v.normalize(), "f") for k, v in self.model_dump().items() if v is not None
-        }
+        canon = _canonical(self.model_dump(exclude_none=True))
         digest = hashlib.sha256(json.dumps(canon, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
@@ -60,6 +66,28 @@ class PriceOverride(pydantic.BaseModel):
             cache_write=tok(self.cache_write),
             cache_write_1h=tok(self.cache_write_1h),
             output=tok(self.output),
+            input_audio=tok(self.input_audio),
+            cache_audio_read=tok(self.cache_audio_read),
+            output_audio=tok(self.output_audio),
             per_request=self.per_request,
             version=self.version,
         )
+
+    def sheet_for(self, service_tier: str | None) -> PriceSheet | None:
+        """The sheet for a tier: the standard one, a listed tier's, or None (unpriced)."""
+        tier = normalize_tier(service_tier)
+        if tier is None:
+            return self.sheet
+        listed = self.service_tiers.get(tier)
+        if listed is None:
+            return None
+        return replace(listed.sheet, version=self.version)
+
+
+def _canonical(value: object) -> object:
+    """Decimals in plain normalized notation (2.50 and 2.5 are one price), empty maps dropped."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items() if v not in (None, {})}
+    return value

@@ -16,13 +16,26 @@ from typing import cast
 
 from spendgate.call import Cost, Usage
 
-__all__ = ["BUCKETS", "MTOK", "PriceSheet", "Rate", "Tiered", "cost_of", "rate_at"]
+__all__ = [
+    "AUDIO_BUCKETS",
+    "BUCKETS",
+    "MTOK",
+    "PriceSheet",
+    "Rate",
+    "Tiered",
+    "cost_of",
+    "rate_at",
+]
 
 MTOK = 1_000_000
 
 BUCKETS: tuple[str, ...] = ("input", "cache_read", "cache_write", "cache_write_1h", "output")
 """Token buckets a sheet prices, in display order (`Usage` field for each: uncached input,
 cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens)."""
+
+AUDIO_BUCKETS: tuple[str, ...] = ("input_audio", "cache_audio_read", "output_audio")
+"""Audio parts of input, cache reads and output (`Usage.input_audio_tokens`, …), priced apart;
+only sheets of audio-capable models have them."""
 
 _ZERO = Decimal(0)
 
@@ -68,6 +81,9 @@ class PriceSheet:
     reasoning: Rate | None = None
     """Only when a sheet prices reasoning apart from output (a few Perplexity models); otherwise
     reasoning tokens are output tokens and bill at the output rate."""
+    input_audio: Rate | None = None
+    cache_audio_read: Rate | None = None
+    output_audio: Rate | None = None
     per_request: Decimal | None = None
     """USD per call, billed whatever the tokens (Perplexity's request fees, overrides)."""
     version: str = ""
@@ -77,7 +93,7 @@ class PriceSheet:
         """USD per million tokens per bucket (plus `per_request` in USD per call), as people
         read prices; tiered prices at the tier `total_input_tokens` selects (0 = base)."""
         out: dict[str, Decimal | None] = {}
-        for name in (*BUCKETS, "reasoning"):
+        for name in (*BUCKETS, "reasoning", *AUDIO_BUCKETS):
             r = rate_at(getattr(self, name), total_input_tokens)
             out[name] = None if r is None else _plain(r.scaleb(6))
         out["per_request"] = self.per_request
@@ -88,6 +104,13 @@ def _plain(d: Decimal) -> Decimal:
     """Drop trailing zeros without turning 30 into 3E+1."""
     n = d.normalize()
     return n.quantize(Decimal(1)) if n.as_tuple().exponent > 0 else n  # type: ignore[operator]
+
+
+def _part(rate: Decimal | None, tokens: int) -> Decimal | None:
+    """`rate × tokens`, zero for no tokens, None (unknown) for tokens without a rate."""
+    if not tokens:
+        return _ZERO
+    return None if rate is None else rate * tokens
 
 
 def cost_of(sheet: PriceSheet, usage: Usage) -> Cost | None:
@@ -125,6 +148,9 @@ def cost_of(sheet: PriceSheet, usage: Usage) -> Cost | None:
     plain_out = out_tokens - reasoning
     if plain_out < 0:
         plain_out = 0
+    audio = usage.input_audio_tokens or usage.cache_audio_read_tokens or usage.output_audio_tokens
+    if audio:
+        return _with_audio(sheet, usage, total_in, uncached, cr, cw, cw1h, plain_out, reasoning)
 
     if uncached:
         if r_in is None:
@@ -161,6 +187,49 @@ def cost_of(sheet: PriceSheet, usage: Usage) -> Cost | None:
         cache_read=c_cr,
         cache_write=c_cw,
         output=c_out,
+        other=sheet.per_request if sheet.per_request is not None else _ZERO,
+        estimated=usage.estimated,
+        price_version=sheet.version,
+    )
+
+
+def _with_audio(
+    sheet: PriceSheet,
+    usage: Usage,
+    total_in: int,
+    uncached: int,
+    cr: int,
+    cw: int,
+    cw1h: int,
+    plain_out: int,
+    reasoning: int,
+) -> Cost | None:
+    """The same arithmetic with the audio parts split out of input, cache reads and output,
+    each at its own rate (the slow path: only audio calls take it)."""
+
+    def at(name: str) -> Decimal | None:
+        return rate_at(getattr(sheet, name), total_in)
+
+    a_in = min(usage.input_audio_tokens, uncached)
+    a_cr = min(usage.cache_audio_read_tokens, cr)
+    a_out = min(usage.output_audio_tokens, plain_out)
+    parts = {
+        "input": (_part(at("input"), uncached - a_in), _part(at("input_audio"), a_in)),
+        "cache_read": (_part(at("cache_read"), cr - a_cr), _part(at("cache_audio_read"), a_cr)),
+        "cache_write": (_part(at("cache_write"), cw), _part(at("cache_write_1h"), cw1h)),
+        "output": (
+            _part(at("output"), plain_out - a_out),
+            _part(at("output_audio"), a_out),
+            _part(at("reasoning"), reasoning),
+        ),
+    }
+    sums: dict[str, Decimal] = {}
+    for name, values in parts.items():
+        if any(v is None for v in values):
+            return None
+        sums[name] = sum((v for v in values if v is not None), _ZERO)
+    return Cost(
+        **sums,
         other=sheet.per_request if sheet.per_request is not None else _ZERO,
         estimated=usage.estimated,
         price_version=sheet.version,

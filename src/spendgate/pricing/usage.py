@@ -17,6 +17,7 @@ from spendgate.call import Usage
 __all__ = [
     "merge_anthropic_stream_usage",
     "usage_from_anthropic",
+    "usage_from_gemini",
     "usage_from_native",
     "usage_from_openai",
 ]
@@ -90,12 +91,10 @@ def usage_from_openai(u: dict[str, Any]) -> Usage:
     elif "input_tokens" in u or "output_tokens" in u:
         total_in = _count(u, "input_tokens")
         output = _count(u, "output_tokens")
-        cached = _count(
-            _details(u, "input_tokens_details"), "cached_tokens", "input_tokens_details."
-        )
-        reasoning = _count(
-            _details(u, "output_tokens_details"), "reasoning_tokens", "output_tokens_details."
-        )
+        in_det = _details(u, "input_tokens_details") or _details(u, "input_token_details")
+        out_det = _details(u, "output_tokens_details") or _details(u, "output_token_details")
+        cached = _count(in_det, "cached_tokens", "input_tokens_details.")
+        reasoning = _count(out_det, "reasoning_tokens", "output_tokens_details.")
         in_where, out_where = "input_tokens", "output_tokens"
     else:
         raise ValueError(
@@ -106,11 +105,21 @@ def usage_from_openai(u: dict[str, Any]) -> Usage:
         raise ValueError(f"usage cached_tokens ({cached}) exceeds {in_where} ({total_in})")
     if reasoning > output:
         raise ValueError(f"usage reasoning_tokens ({reasoning}) exceeds {out_where} ({output})")
+    # Audio is counted inside the totals: `audio_tokens` is all the prompt's audio, cached or
+    # not (the Realtime API splits the cached part out in `cached_tokens_details`).
+    audio_in = _count(in_det, "audio_tokens", "prompt_tokens_details.")
+    audio_cached = _count(_details(in_det, "cached_tokens_details"), "audio_tokens")
+    audio_out = _count(out_det, "audio_tokens", "completion_tokens_details.")
+    if audio_in > total_in or audio_cached > min(cached, audio_in) or audio_out > output:
+        raise ValueError("usage audio_tokens exceed the tokens they are part of")
     return Usage(
         input_tokens=total_in,
         output_tokens=output,
         cache_read_tokens=cached,
         reasoning_tokens=reasoning,
+        input_audio_tokens=audio_in - audio_cached,
+        cache_audio_read_tokens=audio_cached,
+        output_audio_tokens=audio_out,
     )
 
 
@@ -152,12 +161,77 @@ def merge_anthropic_stream_usage(
     return usage_from_anthropic(merged)
 
 
-def usage_from_native(u: dict[str, Any]) -> tuple[Literal["openai", "anthropic"], Usage]:
+_GEMINI_KEYS = {
+    "prompt": ("promptTokenCount", "prompt_token_count"),
+    "candidates": ("candidatesTokenCount", "candidates_token_count"),
+    "cached": ("cachedContentTokenCount", "cached_content_token_count"),
+    "thoughts": ("thoughtsTokenCount", "thoughts_token_count"),
+    "tool_prompt": ("toolUsePromptTokenCount", "tool_use_prompt_token_count"),
+    "prompt_details": ("promptTokensDetails", "prompt_tokens_details"),
+    "cache_details": ("cacheTokensDetails", "cache_tokens_details"),
+    "candidates_details": ("candidatesTokensDetails", "candidates_tokens_details"),
+}
+
+
+def _gemini(u: Mapping[str, Any], key: str) -> Any:
+    camel, snake = _GEMINI_KEYS[key]
+    return u.get(camel, u.get(snake))
+
+
+def _gemini_count(u: Mapping[str, Any], key: str) -> int:
+    camel, snake = _GEMINI_KEYS[key]
+    return _count(u, camel if camel in u else snake)
+
+
+def _modality(details: Any, name: str) -> int:
+    """Gemini's per-modality counts: `[{"modality": "AUDIO", "tokenCount": n}, …]`."""
+    if details is None:
+        return 0
+    if not isinstance(details, list):
+        raise ValueError(f"usage modality details must be a list, got {details!r}")
+    total = 0
+    for item in details:
+        if isinstance(item, Mapping) and str(item.get("modality", "")).upper() == name:
+            total += _count(item, "tokenCount" if "tokenCount" in item else "token_count")
+    return total
+
+
+def usage_from_gemini(u: dict[str, Any]) -> Usage:
+    """Gemini's `usageMetadata` (camelCase, or the Python SDK's snake_case). Thinking tokens
+    bill as output; audio is priced apart (gemini-2.0-flash audio input is 7× its text),
+    images and video at the text rate, as Google publishes."""
+    u = dict(_require_mapping(u))
+    prompt = _count({"n": _gemini(u, "prompt")}, "n") + _count(
+        {"n": _gemini(u, "tool_prompt")}, "n"
+    )
+    cached = _count({"n": _gemini(u, "cached")}, "n")
+    thoughts = _count({"n": _gemini(u, "thoughts")}, "n")
+    candidates = _count({"n": _gemini(u, "candidates")}, "n")
+    audio_prompt = _modality(_gemini(u, "prompt_details"), "AUDIO")
+    audio_cached = _modality(_gemini(u, "cache_details"), "AUDIO")
+    if cached > prompt or audio_prompt > prompt or audio_cached > min(cached, audio_prompt):
+        raise ValueError("usage cached or audio counts exceed promptTokenCount")
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=candidates + thoughts,
+        cache_read_tokens=cached,
+        reasoning_tokens=thoughts,
+        input_audio_tokens=audio_prompt - audio_cached,
+        cache_audio_read_tokens=audio_cached,
+        output_audio_tokens=_modality(_gemini(u, "candidates_details"), "AUDIO"),
+    )
+
+
+def usage_from_native(
+    u: dict[str, Any],
+) -> tuple[Literal["openai", "anthropic", "gemini"], Usage]:
     """Detect the shape by its key names and convert. A bare `{input_tokens, output_tokens}`
     means the same under both conventions (no cache tokens to include or exclude), so it is
     read as Anthropic's, which is where such bare blocks come from (message_delta)."""
     u = dict(_require_mapping(u))
     keys = u.keys()
+    if keys & {"promptTokenCount", "prompt_token_count", "candidatesTokenCount"}:
+        return "gemini", usage_from_gemini(u)
     if "prompt_tokens" in keys or "completion_tokens" in keys:
         return "openai", usage_from_openai(u)
     if keys & _ANTHROPIC_ONLY:

@@ -86,7 +86,8 @@ class AnthropicAdapter:
             raise
         finally:
             attempt.ms = (time.perf_counter() - started) * 1000
-        usage = usage_from_anthropic(data["usage"]) if isinstance(data.get("usage"), dict) else None
+        raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        usage = usage_from_anthropic(raw_usage) if raw_usage is not None else None
         out = data if call.api == "anthropic" else anthropic_response_to_openai(data, model=model)
         return Reply(
             body=out,
@@ -94,6 +95,7 @@ class AnthropicAdapter:
             served_model=str(data.get("model") or model),
             deployment=dep.name,
             finish_reason=data.get("stop_reason"),
+            service_tier=_tier(raw_usage),
             attempts=[attempt],
         )
 
@@ -129,6 +131,7 @@ class AnthropicAdapter:
                     if kind == "message_start":
                         message = data.get("message") or {}
                         start_usage = message.get("usage") or {}
+                        reply.service_tier = _tier(start_usage)
                         if message.get("model"):
                             reply.served_model = str(message["model"])
                     elif kind == "message_delta":
@@ -167,3 +170,10 @@ class AnthropicAdapter:
                     usage.output_tokens = max(usage.output_tokens, tally.output_tokens())
                     usage.estimated = True
                     reply.usage = usage
+
+
+def _tier(usage: dict[str, Any] | None) -> str | None:
+    """Anthropic says which tier served a call in `usage.service_tier` (standard, priority,
+    batch)."""
+    tier = (usage or {}).get("service_tier")
+    return tier if isinstance(tier, str) else None

@@ -84,12 +84,14 @@ class OpenAIAdapter:
         if isinstance(choices, list) and choices and isinstance(choices[0], dict):
             finish = choices[0].get("finish_reason")
         out = data if call.api == "openai" else openai_response_to_anthropic(data, model=model)
+        tier = data.get("service_tier")
         return Reply(
             body=out,
             usage=usage,
             served_model=str(data.get("model") or model),
             deployment=dep.name,
             finish_reason=finish,
+            service_tier=tier if isinstance(tier, str) else None,
             attempts=[attempt],
         )
 
@@ -147,6 +149,8 @@ class OpenAIAdapter:
             reply.usage = usage_from_openai(usage)
         if chunk.get("model"):
             reply.served_model = str(chunk["model"])
+        if isinstance(chunk.get("service_tier"), str):
+            reply.service_tier = chunk["service_tier"]
         for choice in chunk.get("choices") or ():
             delta = choice.get("delta") or {}
             tally.add(delta.get("content"))

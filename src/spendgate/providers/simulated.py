@@ -419,6 +419,22 @@ def _pick_tool(
     return mentioned
 
 
+def _usage_override(fault: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A queued `{"kind": "usage", "usage": {…}}`: report exactly this usage block (in the
+    endpoint's own format), so a test can drive a golden cost case end to end through the
+    gateway; the answer itself is unchanged."""
+    if fault is None or fault.get("kind") != "usage":
+        return None
+    value = fault.get("usage")
+    return value if isinstance(value, dict) else None
+
+
+def _openai_tier(requested: Any) -> str:
+    """The tier OpenAI reports as having served a request: flex and priority when asked,
+    `default` otherwise (including `auto` on a project without scale capacity)."""
+    return requested if requested in ("flex", "priority") else "default"
+
+
 def _header_fault(value: str) -> dict[str, Any] | None:
     """`x-sim-fault: status=429;retry_after=2` / `timeout=5` / `cut=3` / `garbage`."""
     fault: dict[str, Any] = {}
@@ -936,7 +952,7 @@ class SimApp:
             body.get("reasoning_effort"),
         )
         cached = self._openai_cached(model, body, prompt_tokens)
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": out.completion,
             "total_tokens": prompt_tokens + out.completion,
@@ -948,6 +964,8 @@ class SimApp:
                 "rejected_prediction_tokens": 0,
             },
         }
+        usage = _usage_override(fault) or usage
+        tier = _openai_tier(body.get("service_tier"))
         finish = "tool_calls" if out.tool else ("length" if out.truncated else "stop")
         cid = "chatcmpl-" + self._next_id()
         created = int(time.time())
@@ -979,7 +997,7 @@ class SimApp:
                     {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
                 ],
                 "usage": usage,
-                "service_tier": "default",
+                "service_tier": tier,
                 "system_fingerprint": "fp_spendgate_sim",
             }
             await self._respond(send, payload, ttft + per_token * out.visible, fault)
@@ -992,7 +1010,9 @@ class SimApp:
             + str(created).encode()
             + b',"model":'
             + orjson.dumps(model)
-            + b',"service_tier":"default","system_fingerprint":"fp_spendgate_sim","choices":'
+            + b',"service_tier":'
+            + orjson.dumps(tier)
+            + b',"system_fingerprint":"fp_spendgate_sim","choices":'
         )
         tail = b',"usage":null}\n\n' if include_usage else b"}\n\n"
 
@@ -1097,6 +1117,7 @@ class SimApp:
             },
             "service_tier": "standard",
         }
+        usage = _usage_override(fault) or usage
         mid = "msg_" + self._next_id()
         tool_id = "toolu_" + hashlib.blake2b(prompt_key, digest_size=12).hexdigest()
         rng = random.Random(prompt_key)
@@ -1187,7 +1208,7 @@ class SimApp:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": {"output_tokens": out.completion},
+                    "usage": {"output_tokens": usage.get("output_tokens", out.completion)},
                 },
             )
         )

@@ -131,7 +131,13 @@ def openai_finish_to_anthropic(finish_reason: str | None) -> str:
 
 
 def anthropic_usage_to_openai(usage: JSON | None) -> JSON:
-    """Anthropic's ``input_tokens`` excludes cache reads/writes; OpenAI's prompt includes them."""
+    """Anthropic's ``input_tokens`` excludes cache reads/writes; OpenAI's prompt includes them.
+
+    OpenAI's usage has no cache writes, which Anthropic bills above input (and a 1-hour write
+    at twice the 5-minute one), so the converted usage carries them in extension fields the
+    SDKs keep: ``prompt_tokens_details.cache_write_tokens`` and, mirroring Anthropic's names,
+    ``cache_creation: {ephemeral_5m_input_tokens, ephemeral_1h_input_tokens}`` — enough for a
+    client to reproduce the billed cost from the published prices."""
     usage = usage or {}
     fresh = int(usage.get("input_tokens") or 0)
     read = int(usage.get("cache_read_input_tokens") or 0)
@@ -139,14 +145,23 @@ def anthropic_usage_to_openai(usage: JSON | None) -> JSON:
     output = int(usage.get("output_tokens") or 0)
     prompt = fresh + read + written
     details: JSON = {"cached_tokens": read}
-    if written:
-        details["cache_write_tokens"] = written
-    return {
+    out: JSON = {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
         "prompt_tokens_details": details,
     }
+    if written:
+        details["cache_write_tokens"] = written
+        split = usage.get("cache_creation")
+        one_hour = (
+            int(split.get("ephemeral_1h_input_tokens") or 0) if isinstance(split, dict) else 0
+        )
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": max(written - one_hour, 0),
+            "ephemeral_1h_input_tokens": one_hour,
+        }
+    return out
 
 
 def openai_usage_to_anthropic(usage: JSON | None) -> JSON:

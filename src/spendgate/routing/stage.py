@@ -26,6 +26,7 @@ from spendgate.call import Call, Usage
 from spendgate.config import ConfigError
 from spendgate.errors import GatewayError
 from spendgate.pipeline import Next
+from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
 from spendgate.routing.config import Override, RoutingConfig
 from spendgate.routing.features import call_text
@@ -272,23 +273,12 @@ class RouteStage:
     def _would_save(self, decision: dict[str, Any], call: Call, target: str, r: Reply) -> None:
         if r.usage is None or r.cost is None:
             return
-        alt = self._price(target, r.usage)
+        alt = self._price(target, r.usage, billed_tier(call, r))
         if alt is not None:
             decision["would_save_usd"] = format(r.cost.total - alt, "f")
 
-    def _price(self, model: str, usage: Usage) -> Decimal | None:
-        deps = self.ctx.table.serving(model)
-        if not deps:
-            cost = self.ctx.catalog.cost(model, usage)
-        else:
-            dep = deps[0]
-            cost = self.ctx.catalog.cost(
-                dep.upstream_model(model),
-                usage,
-                provider=dep.price_provider(model),
-                override=dep.price,
-            )
-        return cost.total if cost is not None else None
+    def _price(self, model: str, usage: Usage, tier: str | None = None) -> Decimal | None:
+        return self.ctx.pricer.total(model, usage, service_tier=tier)
 
     async def _with_sample(self, call: Call, call_next: Next, decision: dict[str, Any]) -> Reply:
         """Quality sampling: the same request also goes to the strong model, as an internal

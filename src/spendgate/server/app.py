@@ -25,7 +25,7 @@ from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
 from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
-from spendgate.pricing import PriceCatalog
+from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.reply import Reply
 from spendgate.server.openapi import openapi_document
@@ -86,15 +86,15 @@ class Gateway:
         )
         self.metrics = Metrics()
         self.metrics.watch("spendgate_ledger", self.writer.stats)
-        self.catalog = catalog or PriceCatalog.default()
+        self.catalog = catalog or settings.price_catalog()
         self.table = ModelTable(settings.build_deployments())
         self.http = UpstreamHTTP()
-        self.accountant = Accountant(
-            self.catalog, self.writer, self.metrics, self.table.deployments
-        )
+        self.pricer = Pricer(self.catalog, self.table.deployments.values())
+        self.accountant = Accountant(self.pricer, self.writer, self.metrics)
         self.stage_context = StageContext(
             settings=settings,
             catalog=self.catalog,
+            pricer=self.pricer,
             table=self.table,
             metrics=self.metrics,
             store=self.store,
@@ -506,9 +506,8 @@ async def _stream(
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        cost = reply.cost
-        if cost is not None:
-            trailer = b": x-spendgate-cost-usd=" + cost_header(cost).encode() + b"\n\n"
+        if reply.priced:  # `unknown` when the price is, as the header says for a whole reply
+            trailer = b": x-spendgate-cost-usd=" + cost_header(reply.cost).encode() + b"\n\n"
             await send({"type": "http.response.body", "body": trailer, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from spendgate.call import Call, Cost, Usage
 from spendgate.pipeline import Next
+from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
 from spendgate.stages import StageContext
 from spendgate.tokens import family
@@ -214,20 +215,13 @@ class TrimStage:
         return None if cost is None else cost.input
 
     def _usd(self, call: Call, reply: Reply, usage: Usage) -> Cost | None:
-        dep = self.ctx.table.deployments.get(reply.deployment or "")
-        if dep is None:
-            deps = self.ctx.table.serving(call.model)
-            dep = deps[0] if deps else None
-        if dep is None:
-            cost = self.ctx.catalog.cost(reply.served_model or call.model, usage)
-        else:
-            cost = self.ctx.catalog.cost(
-                dep.upstream_model(call.model),
-                usage,
-                provider=dep.price_provider(call.model),
-                override=dep.price,
-            )
-        return cost
+        return self.ctx.pricer.cost(
+            call.model,
+            usage,
+            deployment=reply.deployment,
+            served_as=reply.served_model,
+            service_tier=billed_tier(call, reply),
+        )
 
 
 def _prompt_tokens(call: Call, body: dict[str, Any]) -> int:
