@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import httpx2
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -140,17 +142,107 @@ def test_report_by_feature_and_model(
         assert Decimal(row["cost_usd"]) == Decimal(hand) / 1_000_000_000
 
 
-def test_demo_json() -> None:
+def test_demo_json_shows_savings_by_technique(tmp_path: Path) -> None:
+    """Two passes over the same traffic: the second, under the recommended policy, costs less,
+    with savings from at least four techniques; nothing is left in the temp dir."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [str(SPENDGATE), "demo", "--limit", "40", "--json"],
+        [str(SPENDGATE), "demo", "--limit", "300", "--json"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["prompts"] == 40
-    assert summary["ledger_events"] == 40
-    assert summary["statuses"] == {"200": 40}
-    assert Decimal(summary["total_cost_usd"]) > 0
+    assert summary["prompts"] == 300 and summary["calls"] >= 300
+    for statuses in summary["statuses"].values():
+        assert statuses == {"200": summary["calls"]}
+    assert summary["ledger_events"] >= summary["calls"]  # + the history summaries
+    baseline = Decimal(summary["baseline_cost_usd"])
+    optimized = Decimal(summary["total_cost_usd"])
+    assert Decimal(summary["savings_usd"]) == baseline - optimized > 0
+    techniques = {t for t, usd in summary["savings_by_technique"].items() if Decimal(usd) > 0}
+    assert len(techniques) >= 4, summary["savings_by_technique"]
+    semantic = summary["comparison"]["guard_rails"]["semantic_hits"]
+    assert semantic["other_question"] == 0, semantic
+    assert list(tmp_path.iterdir()) == [], "the demo left files behind"
+
+
+def _serve(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(SPENDGATE), "serve", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_serve_on_a_taken_port_says_so_before_listening(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve("--simulated", "--latency", "none", "--port", str(port), cwd=tmp_path,
+                      env={"SPENDGATE_STATE_DIR": str(tmp_path / "state")})  # fmt: skip
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "listening" not in out
+    assert f"cannot listen on 127.0.0.1:{port}: address already in use" in err
+    assert "Traceback" not in err
+
+
+def test_serve_with_a_missing_provider_key_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "spendgate.yaml"
+    config.write_text(
+        "storage: {ledger: 'sqlite:///l.db', keys: 'sqlite:///k.db'}\n"
+        "deployments:\n"
+        "  - {name: openai, provider: openai, api_key_env: SG_TEST_NO_SUCH_KEY, models: [gpt-4o]}\n"
+    )
+    proc = _serve("--config", str(config), "--port", "0", cwd=tmp_path)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "spendgate: deployments.openai.api_key_env: environment variable SG_TEST_NO_SUCH_KEY "
+        "is not set"
+    ]
+
+
+def test_serve_simulated_keeps_its_state_out_of_the_working_directory(tmp_path: Path) -> None:
+    work, state = tmp_path / "work", tmp_path / "state"
+    work.mkdir()
+    proc = _serve("--simulated", "--latency", "none", "--port", "0", cwd=work,
+                  env={"SPENDGATE_STATE_DIR": str(state)})  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        banner = proc.stdout.readline()  # printed once the socket is bound and serving
+        assert banner.startswith("spendgate listening on http://127.0.0.1:")
+        assert not banner.startswith("spendgate listening on http://127.0.0.1:0/")
+        assert str(state / "simulated") in banner
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    assert list(work.iterdir()) == []
+    assert (state / "simulated" / "ledger.db").exists()
+
+
+def test_config_errors_are_reported_all_at_once() -> None:
+    from spendgate.config import ConfigError, parse_settings
+
+    bad = {
+        "server": {"prot": 1},
+        "deployments": [{"name": "x", "provider": "nope", "models": ["a"]}],
+        "cache": {"enabeld": True},
+        "trim": {"history": {"keep_last_turns": 0}},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_settings(bad)
+    text = str(err.value)
+    for key in ("server.prot", "deployments.0.provider", "cache.enabeld",
+                "trim.history.keep_last_turns"):  # fmt: skip
+        assert key in text, text

@@ -45,13 +45,13 @@ def dash(
         server={"admin_key_env": env},
         features={
             "support-chat": {"revenue_usd_per_month": 1000},
-            "search-answers": {"value_usd_per_month": "0.000001"},
+            "faq-answers": {"value_usd_per_month": "0.000001"},
         },
     )
     harness = start_harness(settings)
     write_history(harness.gateway.store, days=14, per_day=30)
-    statuses = replay_demo(harness.url, 120)
-    assert statuses == {"200": 120}
+    statuses = replay_demo(harness.url, 120)  # 120 prompts (or the bundled 40): ~150+ calls
+    assert set(statuses) == {"200"} and sum(statuses.values()) >= 40
     harness.flush()
     yield harness, secret
     harness.close()
@@ -161,7 +161,7 @@ def test_feature_economics_uses_the_features_section(dash: tuple[Harness, str]) 
     econ = _get(h, secret)["economics"]
     rows = {r["feature"]: r for r in econ["rows"]}
     assert rows["support-chat"]["verdict"] == "profitable"
-    assert rows["search-answers"]["verdict"] == "needs optimization or repricing"
+    assert rows["faq-answers"]["verdict"] == "needs optimization or repricing"
     assert rows["support-chat"]["worth_usd_per_month"].startswith("1000")
 
 
@@ -313,7 +313,8 @@ def test_metrics_carry_route_outcomes_by_feature(dash: tuple[Harness, str]) -> N
     text = httpx2.get(h.url + "/metrics").text
     lines = [ln for ln in text.splitlines() if ln.startswith("spendgate_route_outcomes_total{")]
     kept = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if 'outcome="kept"' in ln)
-    assert kept == 120  # every demo call was answered by the model it asked for
+    sent = [e for e in h.events() if not e.request_id.startswith("hist-")]
+    assert kept == len(sent)  # every demo call was answered by the model it asked for
     assert any('feature="support-chat"' in ln for ln in lines)
     assert "spendgate_cache_outcomes_total" in text or "spendgate_cache_outcomes" in text
 
@@ -492,16 +493,23 @@ def _check_system_panel(view: dict[str, Any], events: list[UsageEvent]) -> dict[
 
 
 def test_system_prompt_panel_matches_the_ledger(dash: tuple[Harness, str]) -> None:
-    """The demo's features send short system prompts (measured by accounting on the replayed
+    """The demo's features send their system prompts (measured by accounting on the replayed
     calls; the synthetic history carries no measurement): tokens, share and spend per
-    feature are the events' own, and too short to cache means no caching saving."""
+    feature are the events' own. Support and code carry ~1.3k-token prompts, long enough to
+    cache; the other three are too short, so no caching saving."""
     h, secret = dash
     before = datetime.now(UTC)
     view = _get(h, secret, since="7d")
     events = _in_range(h.events(), before - timedelta(days=7))
     panel = _check_system_panel(view, events)
-    assert len(panel["rows"]) == 5 and all(r["too_short_to_cache"] for r in panel["rows"])
-    assert all(Decimal(r["caching_saving_usd"]) == 0 for r in panel["rows"])
+    assert len(panel["rows"]) == 5
+    long_prompts = {"support-chat", "code-assistant"}
+    for r in panel["rows"]:
+        long = r["feature"] in long_prompts
+        assert (r["avg_system_tokens"] > 1024) == long, r
+        assert r["too_short_to_cache"] == (not long), r
+        if not long:
+            assert Decimal(r["caching_saving_usd"]) == 0
     assert all(0 < r["system_input_cost_share"] < 1 for r in panel["rows"])
     # Most costly system prompt first, as /admin/system-prompt orders them.
     spends = [Decimal(r["system_input_cost_usd"]) for r in panel["rows"]]

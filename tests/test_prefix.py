@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import anthropic
@@ -216,7 +217,7 @@ def test_shadow_mode_changes_nothing_and_predicts_the_saving(
     assert float(_decision(second)["would_save_usd"]) > 0
 
 
-def test_openai_automatic_caching_is_credited_and_prefix_changes_flagged(
+def test_openai_automatic_caching_is_recorded_not_credited_and_prefix_changes_flagged(
     pgw: Harness,
 ) -> None:
     system = long_text(uuid.uuid4().hex)
@@ -235,7 +236,12 @@ def test_openai_automatic_caching_is_credited_and_prefix_changes_flagged(
     first, second, third = (pgw.one(i) for i in ids)
     assert first.cache_read_tokens == 0 and "prompt_cache" not in first.savings
     assert second.cache_read_tokens > 1000
-    assert second.savings["prompt_cache"] == _prompt_cache_nanos(second, GPT4O)
+    # OpenAI caches on its own: the saving is the provider's, not spendgate's, so it is
+    # recorded on the decision and left out of the savings (the baseline is the call as it
+    # would have been billed without spendgate, cached reads included).
+    assert "prompt_cache" not in second.savings
+    provider_saved = Decimal(_decision(second)["provider_saved_usd"]) * 10**9
+    assert provider_saved == _prompt_cache_nanos(second, GPT4O)
     assert second.cost_nanos == expected_cost_nanos(second)
     assert _decision(second)["source"] == "automatic"
     assert "prefix_changed" not in _decision(second)

@@ -24,6 +24,7 @@ __all__ = [
     "Endpoint",
     "Tags",
     "Usage",
+    "format_usd",
     "from_nanos",
     "new_request_id",
     "to_nanos",
@@ -44,6 +45,23 @@ def to_nanos(usd: Decimal) -> int:
 
 def from_nanos(nanos: int) -> Decimal:
     return Decimal(nanos) / NANOS_PER_USD
+
+
+def format_usd(amount: Decimal) -> str:
+    """Money as people read it, without ever showing a non-zero amount as zero: whole cents
+    from $1 (with thousands separators), four decimals from a cent, and below a cent three
+    significant digits (a gpt-4o-mini call is about $0.0000315, not $0.000000)."""
+    if amount == 0:
+        return "0"
+    sign = "-" if amount < 0 else ""
+    size = abs(amount)
+    if size >= 1:
+        return f"{sign}{size.quantize(Decimal('0.01'), rounding=ROUND_HALF_EVEN):,}"
+    if size >= Decimal("0.01"):
+        return sign + format(size.quantize(Decimal("0.0001"), rounding=ROUND_HALF_EVEN), "f")
+    exponent = size.adjusted()  # 0.000123 → -4
+    quantum = Decimal(1).scaleb(exponent - 2)
+    return sign + format(size.quantize(quantum, rounding=ROUND_HALF_EVEN).normalize(), "f")
 
 
 def new_request_id() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -51,13 +52,21 @@ def serve(
     config_path: str | None, host: str | None, port: int | None, simulated: bool, latency: str
 ) -> None:
     """Run the gateway (OpenAI- and Anthropic-compatible) on HTTP."""
-    from spendgate.serve import run_server
+    from spendgate.serve import ServeError, run_server
 
     try:
         if simulated:
             from spendgate.providers.simulated import SimulatedUpstream
 
-            base = load_settings(config_path).model_dump() if config_path else {}
+            if config_path:
+                base = load_settings(config_path).model_dump()
+            else:
+                # No config: keep the ledger and keys out of the current directory.
+                state = state_dir() / "simulated"
+                state.mkdir(parents=True, exist_ok=True)
+                base = {"storage": {"ledger": f"sqlite:///{state / 'ledger.db'}",
+                                    "keys": f"sqlite:///{state / 'keys.db'}"}}  # fmt: skip
+                click.echo(f"state (ledger, keys): {state}", err=True)
             sim = SimulatedUpstream(latency=latency)
             sim.start()
             base.pop("deployments", None)
@@ -67,11 +76,9 @@ def serve(
             settings = load_settings(config_path)
         else:
             _fail("give --config spendgate.yaml, or --simulated to try it with no keys")
-            return
-    except ConfigError as exc:
+        run_server(settings, host=host, port=port)
+    except (ConfigError, ServeError) as exc:
         _fail(str(exc))
-        return
-    run_server(settings, host=host, port=port)
 
 
 @main.command()
@@ -79,11 +86,21 @@ def serve(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--limit", type=int, default=None, help="Replay at most this many prompts.")
 @click.option("--concurrency", type=int, default=16, show_default=True)
-def demo(keep_serving: bool, as_json: bool, limit: int | None, concurrency: int) -> None:
-    """Replay real prompts through the gateway and the simulated upstream, then report."""
+@click.option("--keep", is_flag=True, help="Keep the two ledgers (a temp dir) afterwards.")
+def demo(
+    keep_serving: bool, as_json: bool, limit: int | None, concurrency: int, keep: bool
+) -> None:
+    """Replay real prompts through the gateway twice, as written and with the recommended
+    policy, and show what each technique saved."""
     from spendgate.demo import run_demo
 
-    run_demo(keep_serving=keep_serving, as_json=as_json, limit=limit, concurrency=concurrency)
+    run_demo(
+        keep_serving=keep_serving,
+        as_json=as_json,
+        limit=limit,
+        concurrency=concurrency,
+        keep=keep,
+    )
 
 
 @main.command()
@@ -370,6 +387,16 @@ def _register_contributed() -> None:
             raise
         for command in getattr(module, attr, ()):
             group.add_command(command)
+
+
+def state_dir() -> Path:
+    """Where spendgate keeps state it creates on its own: `$SPENDGATE_STATE_DIR`, else
+    `$XDG_STATE_HOME/spendgate` (default `~/.local/state/spendgate`)."""
+    explicit = os.environ.get("SPENDGATE_STATE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "spendgate"
 
 
 def _settings(config_path: str | None) -> Settings:

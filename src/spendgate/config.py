@@ -336,21 +336,31 @@ def _format_errors(exc: ValidationError) -> str:
 
 
 def parse_settings(data: Any) -> Settings:
+    """Validated settings, or one ConfigError listing every problem at once: the core keys
+    and each capability's section are checked independently, so a typo in `cache:` is
+    reported together with one in `deployments:`, not after it is fixed."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("invalid configuration: the top level must be a mapping of keys")
+    problems: list[str] = []
+    settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
-    problems: list[str] = []
+        problems += _error_lines(exc)
     for name in SECTIONS:
+        raw = data.get(name)
+        if not isinstance(raw, dict):
+            continue  # absent, or the core check above already named its type
+        model = _section_model(name)
+        if model is None:
+            continue
         try:
-            settings.section(name)
+            model.model_validate(raw)
         except ValidationError as exc:
             problems += _error_lines(exc, (name,))
-    if problems:
+    if problems or settings is None:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
     return settings
 

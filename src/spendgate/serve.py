@@ -4,6 +4,7 @@ the benchmarks and the tests (a real server on a real socket, started and stoppe
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import socket
@@ -16,7 +17,7 @@ from spendgate.config import Settings
 from spendgate.server.app import Gateway
 from spendgate.server.protocol import bounded_protocol
 
-__all__ = ["GatewayServer", "free_port", "redact", "run_server"]
+__all__ = ["GatewayServer", "ServeError", "bind", "free_port", "redact", "run_server"]
 
 log = logging.getLogger("spendgate.serve")
 
@@ -54,11 +55,41 @@ def _uvicorn_config(gateway: Gateway, host: str, port: int) -> uvicorn.Config:
     )
 
 
+class ServeError(Exception):
+    """The gateway can't start (port taken, bad address): a one-line message for the CLI."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything says "listening" (an address in use is
+    a clear error, not a traceback after the banner)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 def run_server(settings: Settings, *, host: str | None = None, port: int | None = None) -> None:
-    """Serve until interrupted; on SIGINT/SIGTERM the lifespan shutdown flushes the ledger."""
-    gateway = Gateway(settings)
+    """Serve until interrupted; on SIGINT/SIGTERM the lifespan shutdown flushes the ledger.
+
+    Raises `ServeError` (port taken) or `ConfigError` (e.g. a provider key's environment
+    variable unset) before anything is printed or opened."""
     host = host or settings.server.host
     port = settings.server.port if port is None else port
+    sock = bind(host, port)
+    port = sock.getsockname()[1]  # the one the OS picked, for --port 0
+    try:
+        gateway = Gateway(settings)
+    except BaseException:
+        sock.close()
+        raise
     auth = "on" if gateway.auth_required else "OFF (no virtual keys configured)"
     print(
         f"spendgate listening on http://{host}:{port}/v1  "
@@ -66,7 +97,7 @@ def run_server(settings: Settings, *, host: str | None = None, port: int | None 
         f"ledger: {redact(settings.storage.ledger)}",
         flush=True,
     )
-    uvicorn.Server(_uvicorn_config(gateway, host, port)).run()
+    uvicorn.Server(_uvicorn_config(gateway, host, port)).run(sockets=[sock])
 
 
 class GatewayServer:

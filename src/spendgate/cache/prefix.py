@@ -20,7 +20,9 @@ Rules:
 - Token positions are estimated with the fast o200k tokenizer scaled to Claude's measured
   ratio: a breakpoint only has to clear the minimum, and exact Claude counts cost ~25 ms
   per 1,000 new tokens on this hardware — too much for every call.
-- Savings (`call.savings["prompt_cache"]`), from the usage the provider reported: the cost
+- Savings (`call.savings["prompt_cache"]`, only for breakpoints this stage placed; caching
+  the provider or the client did on its own is recorded as `provider_saved_usd`, since it
+  would have happened without spendgate), from the usage the provider reported: the cost
   of the same usage with nothing cached, minus the actual cost — i.e. cache reads ×
   (input − read price) − cache writes × (write price − input). Negative when a write was
   never read back: that premium is the technique's own cost, and is shown as such.
@@ -419,8 +421,15 @@ class PrefixStage:
         if not cached:
             return
         saved = prompt_cache_saving(self.ctx.pricer, call, reply, usage)
-        if saved:
+        if not saved:
+            return
+        if decision.get("source") == "injected":
             call.savings["prompt_cache"] = saved
+        else:
+            # The provider cached on its own (OpenAI's automatic caching) or on the client's
+            # own breakpoints: that saving would have happened without spendgate, so it is
+            # recorded, never credited (the baseline is the call without spendgate).
+            decision["provider_saved_usd"] = format(saved, "f")
 
 
 def build(ctx: StageContext) -> PrefixStage | None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from spendgate.call import from_nanos
+from spendgate.call import format_usd, from_nanos
 from spendgate.ledger.spend import SpendRow, check_dimensions, total
 from spendgate.ledger.store import open_ledger
 
@@ -53,7 +53,6 @@ FORMATS = ("table", "json", "csv")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([mhdw])\s*$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _EXACT = Decimal("0.000000001")
-_SHOWN = Decimal("0.000001")
 
 _NUMBERS: tuple[tuple[str, str], ...] = (
     ("calls", "calls"),
@@ -145,20 +144,20 @@ def _table(rows: Sequence[SpendRow], by: list[str]) -> str:
         table.add_column(dim, footer="TOTAL" if i == 0 else "", no_wrap=True)
     for attr, header in _NUMBERS:
         table.add_column(header, footer=f"{getattr(t, attr):,}", justify="right")
-    table.add_column("cost $", footer=_money(t.cost_nanos, _SHOWN), justify="right")
+    table.add_column("cost $", footer=format_usd(from_nanos(t.cost_nanos)), justify="right")
     table.add_column("unpriced calls", footer=f"{t.unknown_cost_calls:,}", justify="right")
-    table.add_column("baseline $", footer=_money(t.baseline_nanos, _SHOWN), justify="right")
-    table.add_column("saved $", footer=_money(t.savings_nanos, _SHOWN), justify="right")
+    table.add_column("baseline $", footer=format_usd(from_nanos(t.baseline_nanos)), justify="right")
+    table.add_column("saved $", footer=format_usd(from_nanos(t.savings_nanos)), justify="right")
     for r in rows:
         # Text(), not str: tag values are user data and must not be read as rich markup.
         keys = [Text(r.keys.get(d, "")) for d in by] or [Text("all")]
         table.add_row(
             *keys,
             *[f"{getattr(r, attr):,}" for attr, _ in _NUMBERS],
-            _money(r.cost_nanos, _SHOWN),
+            format_usd(from_nanos(r.cost_nanos)),
             f"{r.unknown_cost_calls:,}",
-            _money(r.baseline_nanos, _SHOWN),
-            _money(r.savings_nanos, _SHOWN),
+            format_usd(from_nanos(r.baseline_nanos)),
+            format_usd(from_nanos(r.savings_nanos)),
         )
     buf = io.StringIO()
     console = Console(
