@@ -147,6 +147,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "docs" / "dashboard.png"))
     ap.add_argument("--prompts", type=int, default=300)
     ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--width", type=int, default=1600, help="viewport width in CSS pixels")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -169,7 +170,7 @@ def main() -> int:
             ]},
             features={"support-chat": {"revenue_usd_per_month": 40},
                       "code-assistant": {"revenue_usd_per_month": 5},
-                      "search-answers": {"value_usd_per_month": 12}},
+                      "faq-answers": {"value_usd_per_month": 12}},
             alerts={"webhooks": [{"url": f"http://127.0.0.1:{receiver.port}/hook",
                                   "format": "slack"}],
                     "check_interval_s": 3600,
@@ -185,7 +186,7 @@ def main() -> int:
             asyncio.run_coroutine_threadsafe(alerts.check(), alerts.loop).result(60)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-                page = browser.new_page(viewport={"width": 1600, "height": 1000},
+                page = browser.new_page(viewport={"width": args.width, "height": 1000},
                                         device_scale_factor=1)  # fmt: skip
                 page.goto(f"{server.url}/dashboard?key={key}&since=30d")
                 page.wait_for_function("() => document.body.dataset.state === 'ready'")

@@ -218,7 +218,10 @@ def test_no_admin_key_means_closed_unless_auth_is_off(
     try:
         r = httpx2.get(closed.url + "/dashboard/api/summary")
         assert r.status_code == 403 and missing in r.json()["error"]["message"]
-        assert httpx2.get(closed.url + "/dashboard").status_code == 403
+        page = httpx2.get(closed.url + "/dashboard")
+        # No login form asking for a key that doesn't exist: how to set one instead.
+        assert page.status_code == 403 and "<form" not in page.text
+        assert f"export {missing}=" in page.text and "restart" in page.text
     finally:
         closed.close()
     server = {"admin_key_env": missing, "auth": "off"}
@@ -610,3 +613,38 @@ def test_parallel_reads_draw_the_same_view(dash: tuple[Harness, str]) -> None:
         in_turn = data.summary(InTurn(), tiers, q, now=until)  # type: ignore[arg-type]
         assert parallel == in_turn
         assert parallel["totals"]["calls"] > 0
+
+
+def test_filters_narrow_budgets_economics_and_feature_savings(
+    sim: SimulatedUpstream, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A team or feature filter shows only the budgets that cover that traffic and only the
+    filtered feature's economics (the probe saw other features listed under a filter)."""
+    env, secret = _env_key()
+    budgets = {"budgets": [
+        {"name": "support-day", "scope": {"team": "support"}, "limit_usd": "5", "period": "day"},
+        {"name": "growth-day", "scope": {"team": "growth"}, "limit_usd": "5", "period": "day"},
+        {"name": "everything", "scope": {}, "limit_usd": "50", "period": "month"},
+    ]}  # fmt: skip
+    h = start_harness(gateway_settings(
+        sim, tmp_path_factory.mktemp("filters"), server={"admin_key_env": env}, budgets=budgets,
+        features={"support-chat": {"revenue_usd_per_month": 10},
+                  "faq-answers": {"value_usd_per_month": 10}},
+    ))  # fmt: skip
+    try:
+        statuses = replay_demo(h.url, 60)
+        assert set(statuses) == {"200"}
+        h.flush()
+        whole = _get(h, secret, since="24h")
+        assert {b["name"] for b in whole["budgets"]} == {"support-day", "growth-day", "everything"}
+        assert {r["feature"] for r in whole["economics"]["rows"]} >= {"support-chat", "faq-answers"}
+        team = _get(h, secret, since="24h", team="support")
+        assert {b["name"] for b in team["budgets"]} == {"support-day", "everything"}
+        feature = _get(h, secret, since="24h", feature="faq-answers")
+        assert [r["feature"] for r in feature["economics"]["rows"]] == ["faq-answers"]
+        assert [r["name"] for r in feature["savings_by_feature"]] == ["faq-answers"]
+        spent = sum(Decimal(e.cost_nanos or 0) for e in h.events() if e.feature == "faq-answers")
+        assert Decimal(feature["savings_by_feature"][0]["cost_usd"]) == spent / 10**9
+    finally:
+        h.close()
+        os.environ.pop(env, None)

@@ -236,3 +236,42 @@ def test_unauthenticated_browser_gets_the_login_form(site: tuple[Harness, str],
         assert page.locator("#chart-time").count() == 1
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 1440])
+def test_nothing_overflows_at_laptop_widths(
+    site: tuple[Harness, str], browser: Any, width: int, tmp_path: Any
+) -> None:
+    """The probe saw the Models, Budgets and Feature-economics tables clipped at 1440 px and
+    the cost/request tile cut. Every table must fit its panel, every tile its number, and the
+    page must not scroll sideways."""
+    h, secret = site
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    try:
+        page.goto(f"{h.url}/dashboard?key={secret}&since=30d")
+        _wait_loaded(page, 0)
+        page.screenshot(path=str(tmp_path / f"dashboard-{width}.png"), full_page=True)
+        overflow = page.evaluate(
+            """() => {
+              const bad = [];
+              for (const t of document.querySelectorAll("table")) {
+                const card = t.closest(".card");
+                const a = t.getBoundingClientRect(), b = card.getBoundingClientRect();
+                if (a.right > b.right + 0.5 || a.left < b.left - 0.5)
+                  bad.push(`${card.id}: table ${a.width}px in ${b.width}px`);
+              }
+              for (const k of document.querySelectorAll(".kpi b")) {
+                if (k.scrollWidth > k.clientWidth + 0.5 ||
+                    k.getBoundingClientRect().right > k.parentElement.getBoundingClientRect().right)
+                  bad.push(`tile ${k.parentElement.id}: ${k.textContent}`);
+              }
+              if (document.documentElement.scrollWidth > window.innerWidth)
+                bad.push(`page ${document.documentElement.scrollWidth}px wide`);
+              return bad;
+            }"""
+        )
+        assert overflow == [], overflow
+        assert page.locator("#t-feature-savings tbody tr").count() > 0
+    finally:
+        context.close()

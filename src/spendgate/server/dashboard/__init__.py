@@ -31,7 +31,7 @@ from spendgate.errors import GatewayError
 from spendgate.ledger import parse_when
 from spendgate.server.dashboard import auth
 from spendgate.server.dashboard.data import FILTER_DIMENSIONS, Query, summary
-from spendgate.server.dashboard.sources import budget_rows
+from spendgate.server.dashboard.sources import budget_rows, budgets_for
 
 __all__ = ["build_dashboard", "parse_query", "public_paths", "routes"]
 
@@ -147,6 +147,13 @@ def _login(error: str = "", status: int = 401) -> HTMLResponse:
                         headers=_SECURITY_HEADERS)  # fmt: skip
 
 
+def _setup(request: Request) -> HTMLResponse:
+    """No admin key is configured: a login form would ask for a key that doesn't exist, so
+    say how to set one instead."""
+    env = html.escape(_env(request))
+    return HTMLResponse(_page("setup.html", env=env), status_code=403, headers=_SECURITY_HEADERS)
+
+
 def _offered_ok(key: str, offered: str) -> bool:
     return hmac.compare_digest(offered.encode(), key.encode())
 
@@ -165,6 +172,8 @@ async def page(request: Request) -> Response:
         return response
     refusal = _access(request)
     if refusal is not None:
+        if refusal.code == "admin_key_not_configured":
+            return _setup(request)
         if refusal.status == 401:
             return _login(status=401)
         return _login(refusal.message, status=refusal.status)
@@ -269,7 +278,7 @@ async def api_summary(request: Request) -> Response:
         q = parse_query(request.query_params, datetime.now(UTC))
         try:
             # Ledger reads are blocking SQL; keep them off the event loop serving calls.
-            budgets = await budget_rows(gateway)
+            budgets = budgets_for(await budget_rows(gateway), q.filters)
             result = await asyncio.to_thread(_compute, gateway, q, budgets)
         except ValueError as exc:
             raise GatewayError(400, str(exc), code="invalid_filter") from None

@@ -102,6 +102,10 @@ def _row(row: SpendRow, dim: str) -> dict[str, Any]:
         "errors": row.errors,
         "cost_per_call_usd": _ratio_usd(row.cost_nanos, row.calls),
         "savings_usd": _usd(row.savings_nanos),
+        "baseline_usd": _usd(row.baseline_nanos),
+        "savings_share": round(row.savings_nanos / row.baseline_nanos, 4)
+        if row.baseline_nanos
+        else None,
         "unknown_cost_calls": row.unknown_cost_calls,
     }
 
@@ -348,9 +352,13 @@ def _system_prompts(
     for r in report["rows"]:
         if r["feature"] in caching:
             caching[r["feature"]] = min(caching[r["feature"]], Decimal(r["system_input_cost_usd"]))
+    # A feature whose measured calls carried no system prompt has nothing to show: listing
+    # it would fill the panel with zeros.
     rows = [row(r["feature"], r) for r in report["rows"]
-            if r["system_tokens"] or measured.get(r["feature"], [0])[0]]  # fmt: skip
+            if r["system_tokens"] or measured.get(r["feature"], [0, 0])[1]]  # fmt: skip
+    measured_calls = sum(v[0] for v in measured.values())
     return {
+        "measured_calls": measured_calls,
         "rows": rows[:TOP_N],
         "more": max(0, len(rows) - TOP_N),
         "totals": row(None, report["totals"]),
@@ -447,6 +455,9 @@ def summary(
         )
 
     econ = got.get("economics")
+    if econ is not None and "feature" in q.filters:
+        # The month's economics per feature; a feature filter shows only that feature.
+        econ = {**econ, "rows": [r for r in econ["rows"] if r["feature"] == q.filters["feature"]]}
     days = _observed_days(q, unit, series)
     system = _system_prompts(got["system"], scan, catalog or PriceCatalog.default(), days)
 
@@ -484,6 +495,9 @@ def summary(
             _row(r, "model") | {"tier": tiers.get(r.keys["model"], "unknown")} for r in by_model
         ],
         "top": top,
+        "savings_by_feature": [
+            _row(r, "feature") for r in grouped["feature"] if r.savings_nanos or r.baseline_nanos
+        ][:TOP_N],
         "savings": _techniques(savings),
         "cache_outcomes": dict(sorted(cache.items())),
         "scan": {"events": scan.events, "partial": scan.capped},

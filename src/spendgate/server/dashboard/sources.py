@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["MAX_BUDGET_ROWS", "budget_rows"]
+__all__ = ["MAX_BUDGET_ROWS", "budget_rows", "budgets_for"]
 
 log = logging.getLogger("spendgate.dashboard")
 
@@ -42,6 +42,7 @@ async def budget_rows(gateway: Any) -> list[dict[str, Any]] | None:
                     {
                         "name": rule.name,
                         "scope": _scope_text(u.get("scope") or {}),
+                        "scope_keys": dict(u.get("scope") or rule.scope),
                         "period": rule.period,
                         "hard": rule.mode == "hard",
                         "limit_usd": format(rule.limit_usd.normalize(), "f"),
@@ -55,3 +56,16 @@ async def budget_rows(gateway: Any) -> list[dict[str, Any]] | None:
         return None
     rows.sort(key=lambda r: -r["used"])
     return rows[:MAX_BUDGET_ROWS]
+
+
+def budgets_for(rows: list[dict[str, Any]] | None, filters: dict[str, str]) -> Any:
+    """The budgets that cover the filtered traffic: a budget scoped to another team (or
+    feature, tenant…) than the filter names is left out; a global one stays."""
+    if rows is None or not filters:
+        return rows
+    kept = []
+    for row in rows:
+        scope = row.get("scope_keys") or {}
+        if all(scope.get(k) in (None, "*", v) for k, v in filters.items()):
+            kept.append(row)
+    return kept

@@ -177,6 +177,26 @@ function drawModels(rows) {
     el("td", { class: "n", text: usd(r.cost_per_call_usd) }))));
 }
 
+function drawFeatureSavings(rows) {
+  const box = document.getElementById("feature-savings");
+  if (!rows || !rows.length) { box.replaceChildren(el("p", { class: "empty", text: "no spend in this range" })); return; }
+  const anySaved = rows.some(r => num(r.savings_usd) > 0);
+  const table = el("table", { id: "t-feature-savings" },
+    el("thead", {}, el("tr", {}, el("th", { text: "feature" }), el("th", { class: "n", text: "spend" }),
+      el("th", { class: "n", text: "unoptimized" }), el("th", { class: "n", text: "saved" }), el("th", { text: "" }))),
+    el("tbody", {}, ...rows.map(r => {
+      const fill = el("i");
+      fill.style.width = Math.min(100, 100 * (r.savings_share || 0)).toFixed(1) + "%";
+      return el("tr", {},
+        el("td", { text: r.name }), el("td", { class: "n", text: usd(r.cost_usd) }),
+        el("td", { class: "n", text: usd(r.baseline_usd) }),
+        el("td", { class: "n good", text: usd(r.savings_usd) }),
+        el("td", { class: "share" }, el("div", { class: "bar system" }, fill), el("span", { class: "note", text: pct(r.savings_share) })));
+    })));
+  box.replaceChildren(table);
+  if (!anySaved) box.append(el("p", { class: "note", text: "Nothing saved yet: turn on caching, routing, trimming or prompt caching for a feature (spendgate recommend says where)." }));
+}
+
 function drawBudgets(rows) {
   const box = document.getElementById("budgets");
   if (!rows || !rows.length) { box.replaceChildren(el("p", { class: "empty", text: "no budgets" })); return; }
@@ -224,7 +244,10 @@ function drawSystemPrompts(sp) {
   const box = document.getElementById("system-prompts");
   const note = document.getElementById("system-note");
   if (!sp || !sp.rows.length) {
-    box.replaceChildren(el("p", { class: "empty", text: "no measured system prompts in this range" }));
+    const why = sp && sp.measured_calls
+      ? `none of the ${int(sp.measured_calls)} calls measured in this range sent a system prompt`
+      : "no call in this range was measured (accounting measures the system prompt of every call it prices; older ledger rows carry no measurement)";
+    box.replaceChildren(el("p", { class: "empty", text: "No system prompts to show: " + why + "." }));
     note.textContent = "";
     return;
   }
@@ -305,6 +328,7 @@ async function load() {
   for (const dim of ["feature", "team", "tenant", "user"]) drawTop(dim, data.top[dim]);
   drawSavings(data);
   drawModels(data.models);
+  drawFeatureSavings(data.savings_by_feature);
   drawBudgets(data.budgets);
   drawEconomics(data.economics);
   drawSystemPrompts(data.system_prompts);
