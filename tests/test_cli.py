@@ -147,7 +147,7 @@ def test_demo_json_shows_savings_by_technique(tmp_path: Path) -> None:
     with savings from at least four techniques; nothing is left in the temp dir."""
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(
-        [str(SPENDGATE), "demo", "--limit", "300", "--json"],
+        [str(SPENDGATE), "demo", "--limit", "240", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -156,7 +156,8 @@ def test_demo_json_shows_savings_by_technique(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["prompts"] == 300 and summary["calls"] >= 300
+    # 240: the bundled sample's size, so a clone without ../shared runs the same test
+    assert summary["prompts"] == 240 and summary["calls"] >= 240
     for statuses in summary["statuses"].values():
         assert statuses == {"200": summary["calls"]}
     assert summary["ledger_events"] >= summary["calls"]  # + the history summaries
