@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from spendgate.errors import SpendgateError
 from spendgate.pricing import PriceCatalog, PriceFileError, PriceOverride, load_price_file
 from spendgate.providers.base import Deployment
 
@@ -42,7 +43,7 @@ DEFAULT_BASE_URLS = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(SpendgateError, ValueError):
     """A configuration problem, worded for the person editing the YAML."""
 
 

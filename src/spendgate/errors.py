@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["GatewayError", "anthropic_error_body", "internal_error", "openai_error_body"]
+__all__ = [
+    "GatewayError",
+    "SpendgateError",
+    "anthropic_error_body",
+    "internal_error",
+    "openai_error_body",
+]
 
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
@@ -26,7 +32,23 @@ _ANTHROPIC_TYPES = {
 }
 
 
-class GatewayError(Exception):
+class SpendgateError(Exception):
+    """The root of every error spendgate raises on purpose, so a library user can catch
+    spendgate's failures apart from their own:
+
+    - `GatewayError`: a request refused or failed, with its HTTP status and OpenAI fields;
+    - `UpstreamError`: a provider failed (carries the `GatewayError` the client sees);
+    - `ConfigError`, `PriceFileError`: settings or a price file that don't validate;
+    - `TranslationError`: a request one wire format can't express in the other;
+    - `InvalidEvent`: a ledger event that doesn't validate;
+    - `StoreUnavailable`: the budget counter store is down;
+    - `SummaryError`: a history summary could not be made;
+    - `ServeError`: the gateway can't start (its port is taken).
+
+    The ones that are bad values also derive from `ValueError`."""
+
+
+class GatewayError(SpendgateError):
     """A request the gateway cannot serve, with the status and fields the client should see."""
 
     def __init__(

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from spendgate.config import Settings
+from spendgate.errors import SpendgateError
 from spendgate.server.app import Gateway
 from spendgate.server.protocol import bounded_protocol
 
@@ -55,7 +56,7 @@ def _uvicorn_config(gateway: Gateway, host: str, port: int) -> uvicorn.Config:
     )
 
 
-class ServeError(Exception):
+class ServeError(SpendgateError):
     """The gateway can't start (port taken, bad address): a one-line message for the CLI."""
 
 

@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from spendgate.errors import SpendgateError
+
 __all__ = [
     "Counter",
     "CounterState",
@@ -30,7 +32,7 @@ __all__ = [
 ]
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(SpendgateError, RuntimeError):
     """The counter store cannot be reached (Redis down): the caller fails open or closed."""
 
 

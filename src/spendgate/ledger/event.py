@@ -14,10 +14,12 @@ from typing import Any
 
 import orjson
 
+from spendgate.errors import SpendgateError
+
 __all__ = ["COLUMNS", "InvalidEvent", "UsageEvent", "utc_day"]
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(SpendgateError, ValueError):
     """The event itself cannot be stored (wrong money type, unserialisable JSON field).
 
     A `ValueError` so the batching writer treats it as a property of the event — retrying

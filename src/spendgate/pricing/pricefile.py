@@ -26,6 +26,7 @@ import httpx2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from spendgate.errors import SpendgateError
 from spendgate.pricing.sheet import PriceSheet, Rate, Tiered
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-class PriceFileError(ValueError):
+class PriceFileError(SpendgateError, ValueError):
     """A price file that can't be read or doesn't validate; the message names the key."""
 
 

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from spendgate.call import API, Call
-from spendgate.errors import GatewayError
+from spendgate.errors import GatewayError, SpendgateError
 from spendgate.reply import Attempt, Reply
 
 __all__ = [
@@ -87,7 +87,7 @@ class Deployment:
         return self.api_for(model)
 
 
-class UpstreamError(Exception):
+class UpstreamError(SpendgateError):
     """The upstream could not be reached or answered nonsense; carries the gateway error."""
 
     def __init__(self, error: GatewayError) -> None:

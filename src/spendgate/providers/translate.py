@@ -39,6 +39,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from spendgate.errors import SpendgateError
+
 __all__ = [
     "AnthropicToOpenAIStream",
     "OpenAIToAnthropicStream",
@@ -56,7 +58,7 @@ __all__ = [
 JSON = dict[str, Any]
 
 
-class TranslationError(ValueError):
+class TranslationError(SpendgateError, ValueError):
     """A request that cannot be expressed in the target format.
 
     ``param`` names the offending request field (OpenAI-style path such as

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from spendgate.call import Call, Tags
+from spendgate.errors import SpendgateError
 from spendgate.reply import Reply
 from spendgate.trim.config import HistoryConfig
 
@@ -32,7 +33,7 @@ __all__ = ["HistoryWindow", "SummaryError", "split_turns", "transcript"]
 INTERNAL_HEADER = "x-spendgate-trim"
 
 
-class SummaryError(Exception):
+class SummaryError(SpendgateError):
     pass
 
 
