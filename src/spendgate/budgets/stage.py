@@ -23,6 +23,7 @@ from spendgate.pipeline import Next
 from spendgate.reply import Reply
 
 if TYPE_CHECKING:
+    from spendgate.accounting import Accountant
     from spendgate.config import Settings
     from spendgate.stages import StageContext
 
@@ -40,8 +41,17 @@ def current_manager() -> BudgetManager | None:
 class BudgetStage:
     name = "budget"
 
-    def __init__(self, manager: BudgetManager) -> None:
+    def __init__(self, manager: BudgetManager, accountant: Accountant | None = None) -> None:
         self.manager = manager
+        self.accountant = accountant
+
+    def _priced(self, call: Call, reply: Reply) -> Reply:
+        """Price the reply as the ledger will (a cache hit, which never reached the
+        dispatcher, costs its zero usage; a served call its usage on the serving
+        deployment), so the settlement equals the ledger row's cost."""
+        if self.accountant is not None and not reply.priced:
+            self.accountant.price(call, reply)
+        return reply
 
     async def handle(self, call: Call, call_next: Next) -> Reply:
         admission = await self.manager.admit(call)
@@ -56,10 +66,10 @@ class BudgetStage:
             self.manager.settle_soon(admission, None)
             raise
         if reply.is_stream:
-            reply.on_done(lambda r: self.manager.settle_soon(admission, r))
+            reply.on_done(lambda r: self.manager.settle_soon(admission, self._priced(call, r)))
             return reply
         reply.finish()  # a whole reply is complete: price it now (idempotent later)
-        await self.manager.settle(admission, reply)
+        await self.manager.settle(admission, self._priced(call, reply))
         return reply
 
     async def aclose(self) -> None:
@@ -105,7 +115,7 @@ def build(ctx: StageContext) -> BudgetStage | None:
     manager.on_threshold.append(_alerts_hook(ctx.extra))
     _add_metrics(manager, ctx.metrics.registry)
     _latest = weakref.ref(manager)
-    return BudgetStage(manager)
+    return BudgetStage(manager, ctx.accountant)
 
 
 def _add_metrics(manager: BudgetManager, registry: Any) -> None:

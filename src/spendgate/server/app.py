@@ -92,6 +92,7 @@ class Gateway:
             table=self.table,
             metrics=self.metrics,
             store=self.store,
+            accountant=self.accountant,
         )
         self.pipeline = Pipeline(
             build_stages(self.stage_context) if stages is None else stages,
