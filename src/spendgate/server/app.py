@@ -22,6 +22,7 @@ from spendgate.config import Settings
 from spendgate.errors import GatewayError
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
+from spendgate.ledger.spool import open_spool
 from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog
@@ -77,6 +78,11 @@ class Gateway:
             max_batch=settings.ledger.max_batch,
             flush_interval=settings.ledger.flush_interval_s,
             max_buffer=settings.ledger.max_buffer,
+            spool=(
+                open_spool(settings.ledger.spool, settings.storage.ledger)
+                if self._owns_store
+                else None  # a store handed in is not the one the URL names
+            ),
         )
         self.metrics = Metrics()
         self.metrics.watch("spendgate_ledger", self.writer.stats)
@@ -129,7 +135,8 @@ class Gateway:
             stage_close = getattr(stage, "aclose", None)
             if stage_close is not None:
                 await stage_close()
-        await asyncio.to_thread(self.writer.close)
+        grace = self.settings.ledger.shutdown_grace_s if self.writer.spooled else None
+        await asyncio.to_thread(self.writer.close, grace)
         if self._owns_store:
             self.store.close()
         self.keys.close()
