@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from spendgate.budgets.store import Counter, CounterState, ReserveResult, StoreUnavailable
 
-__all__ = ["RESERVE_LUA", "SETTLE_LUA", "RedisStore"]
+__all__ = ["RESERVE_LUA", "SETTLE_LUA", "EpochChanged", "RedisStore"]
 
 log = logging.getLogger("spendgate.budgets.redis")
 
 RESERVE_LUA = """
--- KEYS[i]: counter hashes. ARGV: lease, now_ms, lease_expiry_ms, then 4 per key:
--- limit, hard (1/0), amount, keep_until_ms.
--- Returns {ok, spent_1, reserved_1, ..., spent_n, reserved_n, refused indexes...}.
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: lease, now_ms,
+-- lease_expiry_ms, epoch, then 4 per key: limit, hard (1/0), amount, keep_until_ms.
+-- Returns {ok, spent_1, reserved_1, ..., spent_n, reserved_n, refused indexes...}, or {-1}
+-- when the epoch is not the caller's (Redis restarted empty: the caller recovers first).
+local n = #KEYS - 1
+if redis.call('HGET', KEYS[n + 1], 'id') ~= ARGV[4] then return {-1} end
 local lease = ARGV[1]
 local now = tonumber(ARGV[2])
 local lease_exp = tonumber(ARGV[3])
-local n = #KEYS
 local out = {0}
 local refused = {}
 for i = 1, n do
@@ -46,6 +50,8 @@ for i = 1, n do
       if amt then
         back = back + tonumber(amt)
         redis.call('HDEL', k, 'l:' .. id)
+        -- a tombstone: a settlement arriving after the reclaim still counts, once
+        redis.call('HSET', k, 'x:' .. id, 1)
       end
     end
     redis.call('ZREMRANGEBYSCORE', lk, '-inf', now)
@@ -56,7 +62,7 @@ for i = 1, n do
   local reserved = tonumber(vals[2] or '0')
   out[#out + 1] = vals[1] or '0'
   out[#out + 1] = vals[2] or '0'
-  local base = 3 + (i - 1) * 4
+  local base = 4 + (i - 1) * 4
   if ARGV[base + 2] == '1' then
     local limit = tonumber(ARGV[base + 1])
     local amount = tonumber(ARGV[base + 3])
@@ -71,7 +77,7 @@ out[1] = 1
 for i = 1, n do
   local k = KEYS[i]
   local lk = k .. ':leases'
-  local base = 3 + (i - 1) * 4
+  local base = 4 + (i - 1) * 4
   local amount = ARGV[base + 3]
   redis.call('HINCRBY', k, 'reserved', amount)
   redis.call('HSET', k, 'l:' .. lease, amount)
@@ -83,23 +89,51 @@ return out
 """
 
 SETTLE_LUA = """
--- KEYS[i]: counter hashes. ARGV: lease, then 2 per key: actual, keep_until_ms.
--- Returns {before_1, after_1, ...}: spent around this settlement.
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the lease's once-marker; KEYS[n+2]: the
+-- epoch hash. ARGV: lease, epoch, mode, marker_ttl_ms, exclude field ('' or
+-- 'e:<ledger>'), then 2 per key: actual, keep_until_ms. Idempotent, so a settlement whose
+-- answer was lost may be sent again:
+--   the lease is held      -> release it and add `actual` to spent;
+--   a tombstone is left    -> (reclaimed after its TTL) add `actual`, drop the tombstone;
+--   mode 'once'            -> (admitted while Redis was away: never reserved here) add
+--                             `actual` if the once-marker was not set yet;
+--   otherwise              -> already settled (or reserved before Redis came back empty,
+--                             so counted by the ledger seed): nothing.
+-- A call received before the epoch's cutoff is also in the ledger seed's window: what it
+-- adds here is recorded under the exclude field, which the seed subtracts.
+-- Returns {code, before_1, after_1, ...}: code 1 applied, 0 not applied, -1 epoch moved.
+local n = #KEYS - 2
+if redis.call('HGET', KEYS[n + 2], 'id') ~= ARGV[2] then return {-1} end
 local lease = ARGV[1]
-local out = {}
-for i = 1, #KEYS do
+local apply = false
+local out = {0}
+for i = 1, n do
   local k = KEYS[i]
   local held = redis.call('HGET', k, 'l:' .. lease)
   if held then
     redis.call('HDEL', k, 'l:' .. lease)
     redis.call('ZREM', k .. ':leases', lease)
     redis.call('HINCRBY', k, 'reserved', -tonumber(held))
+    apply = true
+  elseif redis.call('HDEL', k, 'x:' .. lease) == 1 then
+    apply = true
   end
+end
+if ARGV[3] == 'once' then
+  if redis.call('SET', KEYS[n + 1], 1, 'NX', 'PX', ARGV[4]) then apply = true end
+end
+if apply then out[1] = 1 end
+for i = 1, n do
+  local k = KEYS[i]
   local before = redis.call('HGET', k, 'spent') or '0'
-  local after = redis.call('HINCRBY', k, 'spent', ARGV[2 * i])
-  redis.call('PEXPIREAT', k, ARGV[2 * i + 1])
+  local after = before
+  if apply then
+    after = tostring(redis.call('HINCRBY', k, 'spent', ARGV[4 + 2 * i]))
+    if ARGV[5] ~= '' then redis.call('HINCRBY', k, ARGV[5], ARGV[4 + 2 * i]) end
+    redis.call('PEXPIREAT', k, ARGV[5 + 2 * i])
+  end
   out[#out + 1] = before
-  out[#out + 1] = tostring(after)
+  out[#out + 1] = after
 end
 return out
 """
@@ -112,22 +146,125 @@ end
 return 1
 """
 
+EPOCH_LUA = """
+-- KEYS[1]: the epoch hash. ARGV: new id, adopt (1: counters already exist, so they are
+-- not re-seeded: cutoff 0). Creates the epoch when missing; returns {id, cutoff_ms}.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local cutoff = now_ms
+  if ARGV[2] == '1' then cutoff = 0 end
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'cutoff', cutoff)
+end
+return redis.call('HMGET', KEYS[1], 'id', 'cutoff')
+"""
+
+SEED_DELTA_LUA = """
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: epoch, ledger id, then 2
+-- per key: the ledger's spend before the epoch's cutoff, keep_until_ms. Idempotent: each
+-- ledger's last seed is kept in the counter (field s:<ledger>), only the change is added;
+-- what calls of that window already settled here (field e:<ledger>) is left out.
+local n = #KEYS - 1
+if redis.call('HGET', KEYS[n + 1], 'id') ~= ARGV[1] then return -1 end
+local field = 's:' .. ARGV[2]
+for i = 1, n do
+  local k = KEYS[i]
+  local settled = tonumber(redis.call('HGET', k, 'e:' .. ARGV[2]) or '0')
+  local want = tonumber(ARGV[1 + 2 * i]) - settled
+  local had = tonumber(redis.call('HGET', k, field) or '0')
+  if want ~= had then
+    redis.call('HINCRBY', k, 'spent', want - had)
+    redis.call('HSET', k, field, want)
+  end
+  redis.call('PEXPIREAT', k, ARGV[2 + 2 * i])
+end
+return 1
+"""
+
+REREGISTER_LUA = """
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: epoch, lease,
+-- lease_expiry_ms, then 2 per key: amount, keep_until_ms. Holds a reservation made before
+-- Redis restarted again, without a limit check (the call is already running).
+local n = #KEYS - 1
+if redis.call('HGET', KEYS[n + 1], 'id') ~= ARGV[1] then return -1 end
+local lease = ARGV[2]
+for i = 1, n do
+  local k = KEYS[i]
+  if not redis.call('HGET', k, 'l:' .. lease) then
+    redis.call('HINCRBY', k, 'reserved', ARGV[2 + 2 * i])
+    redis.call('HSET', k, 'l:' .. lease, ARGV[2 + 2 * i])
+    redis.call('ZADD', k .. ':leases', ARGV[3], lease)
+    redis.call('PEXPIREAT', k, ARGV[3 + 2 * i])
+    redis.call('PEXPIREAT', k .. ':leases', ARGV[3 + 2 * i])
+  end
+end
+return 1
+"""
+
+HEARTBEAT_LUA = """
+-- KEYS[1]: zset of live replicas. ARGV: replica id, stale_ms. Returns the live count.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now_ms, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+ONCE_TTL_MS = 7 * 86400 * 1000
+"""How long a fail-open call's once-marker lives: longer than any outbox backlog."""
+
 
 def _ms(t: float) -> int:
     return int(t * 1000)
 
 
+class EpochChanged(StoreUnavailable):
+    """Redis answered under another epoch twice in a row (restarting over and over)."""
+
+
+EpochHook = Callable[[str, float], Awaitable[None]]
+"""`hook(epoch, cutoff)`: run once a process meets an epoch (at its first contact and after
+Redis came back empty), before any reservation in it: seed the counters from the ledger and
+hold again the reservations of calls still running."""
+
+DOWN_FOR_S = 1.0
+"""After Redis failed to answer, reservations fail fast for this long (no 0.5 s timeout per
+call while it is away); settlements keep trying through the outbox."""
+
+
 class RedisStore:
     """Counters shared through Redis. A client is made per event loop (library mode and
-    tests may run several loops); `StoreUnavailable` is raised when Redis cannot answer."""
+    tests may run several loops); `StoreUnavailable` is raised when Redis cannot answer.
+
+    Epochs: `<prefix>epoch` holds a random id and a cutoff time, made by the first process
+    that finds it missing (a new Redis, or one restarted empty). Every script checks it, so a
+    process notices a restart at its next call, runs `on_epoch` (re-seed from the ledger
+    the spend of calls received before the cutoff), and only then reserves again. Calls
+    received before the cutoff are in the ledger seed's window: their spend reaches the
+    counter through the seed or through their settlement here, never both (the seed leaves
+    out what they settled here)."""
 
     synchronous = False
+    epochs = True
 
     def __init__(self, url: str, prefix: str = "spendgate:", timeout_s: float = 0.5) -> None:
         self.url = url
+        self.root = prefix
         self.prefix = prefix + "c:"
+        self.epoch_key = prefix + "epoch"
         self.timeout_s = timeout_s
+        self.epoch: str | None = None
+        self.cutoff = 0.0
+        """Unix seconds: calls received before it are counted from the ledger."""
+        self.on_epoch: EpochHook | None = None
+        self.ledger_id = "ledger"
+        """The ledger this process writes (set by the manager): seeds are kept per ledger."""
+        self.recoveries = 0
         self._clients: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._down_until = 0.0
 
     def _client(self) -> Any:
         return self._connection()[0]
@@ -150,9 +287,16 @@ class RedisStore:
             )
             client = aioredis.Redis(connection_pool=pool)
             scripts = {  # Script objects: EVALSHA, falling back to EVAL on NOSCRIPT
-                "reserve": client.register_script(RESERVE_LUA),
-                "settle": client.register_script(SETTLE_LUA),
-                "seed": client.register_script(SEED_LUA),
+                name: client.register_script(lua)
+                for name, lua in (
+                    ("reserve", RESERVE_LUA),
+                    ("settle", SETTLE_LUA),
+                    ("seed", SEED_LUA),
+                    ("epoch", EPOCH_LUA),
+                    ("seed_delta", SEED_DELTA_LUA),
+                    ("reregister", REREGISTER_LUA),
+                    ("heartbeat", HEARTBEAT_LUA),
+                )
             }
             found = self._clients[loop_id] = (client, scripts)
         return found
@@ -164,37 +308,160 @@ class RedisStore:
         try:
             return await scripts[script](keys=keys, args=args)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            self._down_until = time.monotonic() + DOWN_FOR_S
             raise StoreUnavailable(f"budget store {self.url} unreachable: {exc}") from exc
 
+    # ------------------------------------------------------------------ epochs
+    async def _recover(self, seen: str | None) -> None:
+        """Meet the current epoch (creating it when Redis is empty) and run `on_epoch`;
+        single-flight per event loop: concurrent callers wait for the one doing it."""
+        loop_id = id(asyncio.get_running_loop())
+        lock = self._locks.setdefault(loop_id, asyncio.Lock())
+        async with lock:
+            if self.epoch is not None and self.epoch != seen:
+                return  # another caller recovered meanwhile
+            adopt = await self._has_counters()
+            raw = await self._run("epoch", [self.epoch_key], [uuid.uuid4().hex, int(adopt)])
+            epoch, cutoff = str(raw[0]), int(raw[1]) / 1000
+            if epoch != self.epoch:
+                if self.epoch is not None:
+                    log.warning(
+                        "budget store %s came back under a new epoch (restarted empty?): "
+                        "re-seeding counters from the ledger",
+                        self.url,
+                    )
+                    self.recoveries += 1
+                before = (self.epoch, self.cutoff)
+                self.epoch, self.cutoff = epoch, cutoff
+                if self.on_epoch is not None:
+                    try:
+                        await self.on_epoch(epoch, cutoff)
+                    except StoreUnavailable:
+                        self.epoch, self.cutoff = before  # the next call recovers again
+                        raise
+                    except Exception:
+                        log.exception("re-seeding the budget counters failed")
+
+    async def _has_counters(self) -> bool:
+        """Whether counters exist without an epoch (an older spendgate made them): they are
+        adopted as they are, not re-seeded on top."""
+        import redis.exceptions
+
+        client = self._client()
+        try:
+            cursor, found = await client.scan(0, match=_glob_escape(self.prefix) + "*", count=500)
+            while not found and cursor:
+                cursor, found = await client.scan(
+                    cursor, match=_glob_escape(self.prefix) + "*", count=500
+                )
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"budget store {self.url} unreachable: {exc}") from exc
+        return bool(found) and not await client.exists(self.epoch_key)
+
+    async def _epoch_call(self, script: str, keys: list[str], args: Callable[[], list[Any]]) -> Any:
+        """Run an epoch-checked script, recovering (once) when the epoch moved."""
+        for _ in range(2):
+            if self.epoch is None:
+                await self._recover(None)
+            seen = self.epoch
+            raw = await self._run(script, [*keys, self.epoch_key], args())
+            code = raw if isinstance(raw, int) else int(raw[0])
+            if code != -1:
+                return raw
+            await self._recover(seen)
+        raise EpochChanged(f"budget store {self.url} keeps changing epoch")
+
+    # ------------------------------------------------------------------ counters
     async def reserve(
         self, lease: str, counters: Sequence[Counter], now: float, lease_ttl: float
     ) -> ReserveResult:
         if not counters:
             return ReserveResult(True, [], [])
-        args: list[Any] = [lease, _ms(now), _ms(now + lease_ttl)]
-        for c in counters:
-            args += [c.limit, 1 if c.hard else 0, c.amount, _ms(c.keep_until)]
-        raw = await self._run("reserve", [self.prefix + c.key for c in counters], args)
+        if time.monotonic() < self._down_until:
+            raise StoreUnavailable(f"budget store {self.url} unreachable (retrying shortly)")
+
+        def args() -> list[Any]:
+            out: list[Any] = [lease, _ms(now), _ms(now + lease_ttl), self.epoch]
+            for c in counters:
+                out += [c.limit, 1 if c.hard else 0, c.amount, _ms(c.keep_until)]
+            return out
+
+        raw = await self._epoch_call("reserve", [self.prefix + c.key for c in counters], args)
         n = len(counters)
         states = [CounterState(int(raw[1 + 2 * i]), int(raw[2 + 2 * i])) for i in range(n)]
         refused = [int(i) - 1 for i in raw[1 + 2 * n :]]
         return ReserveResult(bool(int(raw[0])), states, refused)
 
     async def settle(
-        self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
+        self,
+        lease: str,
+        counters: Sequence[Counter],
+        actual: Sequence[int],
+        *,
+        received_at: float | None = None,
+        once: bool = False,
     ) -> list[tuple[int, int]]:
         if not counters:
             return []
-        args: list[Any] = [lease]
-        for c, amount in zip(counters, actual, strict=True):
-            args += [amount, _ms(c.keep_until)]
-        raw = await self._run("settle", [self.prefix + c.key for c in counters], args)
-        return [(int(raw[2 * i]), int(raw[2 * i + 1])) for i in range(len(counters))]
+
+        def args() -> list[Any]:
+            early = received_at is not None and received_at < self.cutoff
+            exclude = "e:" + self.ledger_id if early else ""
+            out: list[Any] = [lease, self.epoch, "once" if once else "lease", ONCE_TTL_MS, exclude]
+            for c, amount in zip(counters, actual, strict=True):
+                out += [amount, _ms(c.keep_until)]
+            return out
+
+        keys = [self.prefix + c.key for c in counters]
+        raw = await self._epoch_call("settle", [*keys, self.root + "once:" + lease], args)
+        # the marker key sits between the counters and the epoch key
+        return [(int(raw[1 + 2 * i]), int(raw[2 + 2 * i])) for i in range(len(counters))]
 
     def settle_now(
         self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
     ) -> list[tuple[int, int]]:
         raise TypeError("the Redis store settles asynchronously; await settle()")
+
+    async def seed_delta(self, ledger_id: str, spend: dict[str, tuple[int, float]]) -> None:
+        """Set this ledger's share of each counter to `spend[key]` (idempotent)."""
+        items = sorted(spend.items())
+        for i in range(0, len(items), 200):
+            chunk = items[i : i + 200]
+
+            def args(chunk: list[tuple[str, tuple[int, float]]] = chunk) -> list[Any]:
+                out: list[Any] = [self.epoch, ledger_id]
+                for _, (nanos, keep) in chunk:
+                    out += [nanos, _ms(keep)]
+                return out
+
+            await self._run_checked("seed_delta", [self.prefix + k for k, _ in chunk], args)
+
+    async def reregister(
+        self, lease: str, counters: Sequence[Counter], now: float, lease_ttl: float
+    ) -> None:
+        """Hold again, without a limit check, a reservation of a call still running."""
+
+        def args() -> list[Any]:
+            out: list[Any] = [self.epoch, lease, _ms(now + lease_ttl)]
+            for c in counters:
+                out += [c.amount, _ms(c.keep_until)]
+            return out
+
+        await self._run_checked("reregister", [self.prefix + c.key for c in counters], args)
+
+    async def _run_checked(
+        self, script: str, keys: list[str], args: Callable[[], list[Any]]
+    ) -> None:
+        """For scripts run from inside a recovery: an epoch change here is left to the next
+        reservation, which recovers again."""
+        raw = await self._run(script, [*keys, self.epoch_key], args())
+        if int(raw) == -1:
+            raise EpochChanged(f"budget store {self.url} changed epoch during recovery")
+
+    async def heartbeat(self, replica: str, stale_s: float) -> int:
+        """Say this replica is alive; returns how many replicas are (fail-open shares)."""
+        raw = await self._run("heartbeat", [self.root + "replicas"], [replica, _ms(stale_s)])
+        return int(raw)
 
     async def read(self, keys: Sequence[str]) -> list[CounterState]:
         import redis.exceptions

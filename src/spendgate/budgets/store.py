@@ -68,6 +68,8 @@ class ReserveResult:
 
 
 class CounterStore(Protocol):
+    epochs: bool
+    """True for a shared store that may come back empty (Redis): see `RedisStore`."""
     synchronous: bool
     """True when `settle_now` may be called from a completion callback (no I/O)."""
 
@@ -76,10 +78,18 @@ class CounterStore(Protocol):
     ) -> ReserveResult: ...
 
     async def settle(
-        self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
+        self,
+        lease: str,
+        counters: Sequence[Counter],
+        actual: Sequence[int],
+        *,
+        received_at: float | None = None,
+        once: bool = False,
     ) -> list[tuple[int, int]]:
         """Replace the lease's reservation with `actual` on each counter; returns each
-        counter's spent (before, after), so threshold crossings are seen exactly once."""
+        counter's spent (before, after), so threshold crossings are seen exactly once.
+        `received_at` (when the call came in) and `once` (admitted while the store was away,
+        so never reserved there) let a shared store settle idempotently across restarts."""
         ...
 
     def settle_now(
@@ -112,6 +122,7 @@ class MemoryStore:
     """Counters in this process's memory. Exact and fast; not shared between processes."""
 
     synchronous = True
+    epochs = False
 
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
@@ -149,7 +160,13 @@ class MemoryStore:
             return ReserveResult(True, states, [])
 
     async def settle(
-        self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
+        self,
+        lease: str,
+        counters: Sequence[Counter],
+        actual: Sequence[int],
+        *,
+        received_at: float | None = None,
+        once: bool = False,
     ) -> list[tuple[int, int]]:
         return self.settle_now(lease, counters, actual)
 
