@@ -127,13 +127,16 @@ class BudgetsConfig(_Strict):
     of the headroom it last saw there (limit − spent − reserved, divided by the replicas
     alive), further capped by this amount per budget counter. A counter this replica has
     not seen yet gets this amount alone (refused when unset)."""
-    heartbeat_s: float = Field(default=2.0, ge=0)
+    heartbeat_s: float = Field(default=1.0, ge=0)
     """How often a replica tells Redis it is alive (the count splits fail-open shares)."""
     outbox: str = "auto"
     """Where settlements Redis could not take wait to be applied: `auto` (a SQLite file
     beside the ledger's spool), `memory` (lost with the process), or a directory."""
     outbox_retry_s: float = Field(default=0.2, gt=0)
     """First delay between outbox retries while Redis is away (doubling, at most 5 s)."""
+    reseed_wait_s: float = Field(default=3.0, ge=0)
+    """After Redis came back empty, how long a replica waits for the other live replicas to
+    seed their ledgers' spend before it admits again (they notice within a heartbeat)."""
     reseed_delay_s: float = Field(default=0.3, ge=0)
     """After Redis came back empty: how long after the last settlement of a call received
     before that to seed the counters from the ledger again (time for its row to land)."""

@@ -12,6 +12,7 @@ counters end up equal to the ledger's sums.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -179,8 +180,10 @@ class BudgetManager:
         self._local: dict[str, int] = {}
         """Counter key → fail-open spend of this replica the store has not seen yet."""
         self._replicas = 1
+        self._registered = False
         self._replica_id = uuid.uuid4().hex[:12]
         self._drainer: asyncio.Task[None] | None = None
+        self._store_back = asyncio.Event()
         self._heartbeat: asyncio.Task[None] | None = None
         self._reseed_handle: asyncio.TimerHandle | None = None
         self.fault_stats = {"outboxed": 0, "outbox_applied": 0, "fail_open_admitted": 0,
@@ -351,6 +354,13 @@ class BudgetManager:
         if not matched:
             return None
         self._start_background()
+        if not self._registered and getattr(self.counters, "epochs", False):
+            self._registered = True  # counted among the live replicas before reserving
+            try:
+                beat = self.counters.heartbeat  # type: ignore[attr-defined]
+                self._replicas = max(1, await beat(self._replica_id, self.config.heartbeat_s * 3))
+            except StoreUnavailable:
+                self._registered = False
         now = time.time()
         has_budget = any(isinstance(r, BudgetRule) for r, _ in matched)
         needs_tokens = has_budget or any(
@@ -450,10 +460,19 @@ class BudgetManager:
         except StoreUnavailable as exc:
             decision["store_error"] = str(exc)[:200]
             self._refused("(store)", "store")
+            release = Pending(call.request_id, call.received_at, False, counters,
+                              [0] * len(counters))  # fmt: skip
             if self.config.fail_open:
                 room = self._local_room(counters)
                 if room is None:
                     decision["fail_open"] = True
+                    decision["fail_open_share"] = {
+                        "replicas": self._replicas,
+                        "seen_nanos": {c.key: self._seen.get(c.key) for c in counters
+                                       if c.kind == "usd" and c.hard},
+                        "local_nanos": {c.key: self._local.get(c.key, 0) for c in counters
+                                        if c.kind == "usd" and c.hard},
+                    }  # fmt: skip
                     self.fault_stats["fail_open_admitted"] += 1
                     for c in counters:
                         if c.kind == "usd":
@@ -466,6 +485,8 @@ class BudgetManager:
                     return adm
                 self.fault_stats["fail_open_refused"] += 1
                 decision["fail_open_refused"] = room
+                if exc.maybe_applied:  # give back a reservation Redis may still make
+                    self._to_outbox(release, "reservation outcome unknown")
                 raise GatewayError(
                     503,
                     f"The budget store is unreachable and this gateway's local allowance for "
@@ -475,6 +496,8 @@ class BudgetManager:
                     code="budget_store_unavailable",
                     headers={"retry-after": "1"},
                 ) from None
+            if exc.maybe_applied:
+                self._to_outbox(release, "reservation outcome unknown")
             raise GatewayError(
                 503,
                 "The budget store is unreachable and this gateway is configured to fail "
@@ -483,6 +506,9 @@ class BudgetManager:
                 code="budget_store_unavailable",
                 headers={"retry-after": "1"},
             ) from None
+        self._replicas = max(1, getattr(self.counters, "replicas", 1))
+        if len(self.outbox):
+            self._store_back.set()  # the store answers again: apply the outbox now
         for c, state in zip(counters, result.states, strict=True):
             if c.kind == "usd":
                 self._seen[c.key] = state.spent + state.reserved + (c.amount if result.ok else 0)
@@ -592,11 +618,7 @@ class BudgetManager:
                 if c.kind == "usd":
                     self._local[c.key] = self._local.get(c.key, 0) + amount - c.amount
         pending = Pending(adm.lease, adm.received_at, adm.once, adm.counters, actual)
-        if len(self.outbox):  # keep order behind earlier settlements still waiting
-            self._to_outbox(pending, "settlements are queued")
-            adm.decision["settle_queued"] = True
-            return
-        try:
+        try:  # settlements commute (and are idempotent): no need to wait behind the outbox
             spent = await self.counters.settle(
                 adm.lease, adm.counters, actual, received_at=adm.received_at, once=adm.once
             )
@@ -619,11 +641,14 @@ class BudgetManager:
         if pending.once:
             for c, amount in zip(pending.counters, pending.actual, strict=True):
                 if c.kind == "usd":
+                    # now in the store: move it from "ours, unseen" to "seen there"
                     left = self._local.get(c.key, 0) - amount
                     if left > 0:
                         self._local[c.key] = left
                     else:
                         self._local.pop(c.key, None)
+                    if c.key in self._seen:
+                        self._seen[c.key] += amount
         cutoff = getattr(self.counters, "cutoff", 0.0)
         if pending.received_at < cutoff:
             self._reseed_soon()  # its spend reaches the counter through the ledger
@@ -683,18 +708,13 @@ class BudgetManager:
         delay = self.config.outbox_retry_s
         while len(self.outbox):
             try:
-                for item in self.outbox.peek(200):
-                    spent = await self.counters.settle(
-                        item.lease, item.counters, item.actual,
-                        received_at=item.received_at, once=item.once,
-                    )  # fmt: skip
-                    self.outbox.done(item)
-                    self.fault_stats["outbox_applied"] += 1
-                    self._settled_in_store(item)
-                    del spent
+                await self._drain_pass()
                 delay = self.config.outbox_retry_s
             except StoreUnavailable:
-                await asyncio.sleep(delay)
+                self._store_back.clear()
+                with contextlib.suppress(TimeoutError):  # a reservation that worked wakes us
+                    async with asyncio.timeout(delay):
+                        await self._store_back.wait()
                 delay = min(delay * 2, 5.0)
             except Exception:
                 log.exception("budget outbox: applying a settlement failed; retrying")
@@ -702,13 +722,24 @@ class BudgetManager:
                 delay = min(delay * 2, 5.0)
         log.info("budget outbox drained")
 
+    async def _drain_pass(self) -> None:
+        for item in self.outbox.peek(200):
+            await self.counters.settle(
+                item.lease, item.counters, item.actual,
+                received_at=item.received_at, once=item.once,
+            )  # fmt: skip
+            self.outbox.done(item)
+            self.fault_stats["outbox_applied"] += 1
+            self._settled_in_store(item)
+
     async def _beat(self) -> None:
         """Tell the store this replica is alive and learn how many are (fail-open shares)."""
         interval = self.config.heartbeat_s
         while True:
             try:
-                beat = self.counters.heartbeat  # type: ignore[attr-defined]
-                self._replicas = max(1, await beat(self._replica_id, interval * 3))
+                store: Any = self.counters
+                await store.check_epoch()
+                self._replicas = max(1, await store.heartbeat(self._replica_id, interval * 3))
             except StoreUnavailable:
                 pass
             except Exception:
@@ -722,10 +753,25 @@ class BudgetManager:
         store: Any = self.counters
         store.epoch, store.cutoff = epoch, cutoff  # the scripts below run in the new epoch
         now = time.time()
+        known = self._replicas  # how many replicas were alive before the restart
         for adm in list(self._live.values()):
             if not adm.once and adm.counters:
                 await store.reregister(adm.lease, adm.counters, now, self.config.lease_ttl_s)
         await self._reseed()
+        if cutoff <= 0:
+            return
+        # Each replica seeds the ledger it writes: admit again only once the others did
+        # too (they notice the restart at their next call or heartbeat), or after a wait.
+        done = await store.mark_seeded(self._replica_id)
+        deadline = time.monotonic() + self.config.reseed_wait_s
+        while done < known and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            done = await store.seeded_count()
+        if done < known:
+            log.warning(
+                "after the budget store restarted, %d of %d replicas re-seeded within %.1fs; "
+                "admitting anyway", done, known, self.config.reseed_wait_s,
+            )  # fmt: skip
 
     def _reseed_soon(self) -> None:
         """Seed again once the ledger has the rows of calls received before the cutoff
@@ -838,12 +884,24 @@ class BudgetManager:
         """Wait for settlements still in flight (so no reservation outlives the process)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
-        if self._reseed_handle is not None:
-            self._reseed_handle.cancel()
         for task in (self._drainer, self._heartbeat):
             if task is not None and not task.done():
                 task.cancel()  # what is left in the outbox is applied at the next start
                 await asyncio.gather(task, return_exceptions=True)
+        try:  # one last pass, bounded: what Redis cannot take now waits for the next start
+            async with asyncio.timeout(self.config.outbox_retry_s * 10):
+                while len(self.outbox):
+                    await self._drain_pass()
+        except (StoreUnavailable, TimeoutError):
+            pass
+        if self._reseed_handle is not None:
+            self._reseed_handle.cancel()
+            self._reseed_handle = None
+            try:
+                async with asyncio.timeout(5):
+                    await self._reseed()
+            except (StoreUnavailable, TimeoutError):
+                pass
         if len(self.outbox):
             log.warning("%d budget settlement(s) left in the outbox for the next start",
                         len(self.outbox))  # fmt: skip

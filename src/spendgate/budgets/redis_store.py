@@ -28,16 +28,17 @@ __all__ = ["RESERVE_LUA", "SETTLE_LUA", "EpochChanged", "RedisStore"]
 log = logging.getLogger("spendgate.budgets.redis")
 
 RESERVE_LUA = """
--- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: lease, now_ms,
--- lease_expiry_ms, epoch, then 4 per key: limit, hard (1/0), amount, keep_until_ms.
--- Returns {ok, spent_1, reserved_1, ..., spent_n, reserved_n, refused indexes...}, or {-1}
--- when the epoch is not the caller's (Redis restarted empty: the caller recovers first).
-local n = #KEYS - 1
-if redis.call('HGET', KEYS[n + 1], 'id') ~= ARGV[4] then return {-1} end
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the live-replica zset; KEYS[n+2]: the epoch
+-- hash. ARGV: lease, now_ms, lease_expiry_ms, epoch, then 4 per key: limit, hard (1/0),
+-- amount, keep_until_ms. Returns {ok, live replicas, spent_1, reserved_1, ..., spent_n,
+-- reserved_n, refused indexes...}, or {-1} when the epoch is not the caller's (Redis
+-- restarted empty: the caller recovers first).
+local n = #KEYS - 2
+if redis.call('HGET', KEYS[n + 2], 'id') ~= ARGV[4] then return {-1} end
 local lease = ARGV[1]
 local now = tonumber(ARGV[2])
 local lease_exp = tonumber(ARGV[3])
-local out = {0}
+local out = {0, redis.call('ZCARD', KEYS[n + 1])}
 local refused = {}
 for i = 1, n do
   local k = KEYS[i]
@@ -262,6 +263,8 @@ class RedisStore:
         self.ledger_id = "ledger"
         """The ledger this process writes (set by the manager): seeds are kept per ledger."""
         self.recoveries = 0
+        self.replicas = 0
+        """Live replicas as the last reservation saw them (heartbeats register them)."""
         self._clients: dict[int, tuple[Any, dict[str, Any]]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._down_until = 0.0
@@ -378,7 +381,9 @@ class RedisStore:
         if not counters:
             return ReserveResult(True, [], [])
         if time.monotonic() < self._down_until:
-            raise StoreUnavailable(f"budget store {self.url} unreachable (retrying shortly)")
+            raise StoreUnavailable(
+                f"budget store {self.url} unreachable (retrying shortly)", maybe_applied=False
+            )
 
         def args() -> list[Any]:
             out: list[Any] = [lease, _ms(now), _ms(now + lease_ttl), self.epoch]
@@ -386,10 +391,12 @@ class RedisStore:
                 out += [c.limit, 1 if c.hard else 0, c.amount, _ms(c.keep_until)]
             return out
 
-        raw = await self._epoch_call("reserve", [self.prefix + c.key for c in counters], args)
+        keys = [self.prefix + c.key for c in counters]
+        raw = await self._epoch_call("reserve", [*keys, self.root + "replicas"], args)
         n = len(counters)
-        states = [CounterState(int(raw[1 + 2 * i]), int(raw[2 + 2 * i])) for i in range(n)]
-        refused = [int(i) - 1 for i in raw[1 + 2 * n :]]
+        self.replicas = int(raw[1])
+        states = [CounterState(int(raw[2 + 2 * i]), int(raw[3 + 2 * i])) for i in range(n)]
+        refused = [int(i) - 1 for i in raw[2 + 2 * n :]]
         return ReserveResult(bool(int(raw[0])), states, refused)
 
     async def settle(
@@ -414,6 +421,7 @@ class RedisStore:
 
         keys = [self.prefix + c.key for c in counters]
         raw = await self._epoch_call("settle", [*keys, self.root + "once:" + lease], args)
+        self._down_until = 0.0  # it answered: reservations may try it again
         # the marker key sits between the counters and the epoch key
         return [(int(raw[1 + 2 * i]), int(raw[2 + 2 * i])) for i in range(len(counters))]
 
@@ -457,6 +465,42 @@ class RedisStore:
         raw = await self._run(script, [*keys, self.epoch_key], args())
         if int(raw) == -1:
             raise EpochChanged(f"budget store {self.url} changed epoch during recovery")
+
+    async def mark_seeded(self, replica: str) -> int:
+        """Record that this replica seeded its ledger in the current epoch; returns how many
+        replicas did so far."""
+        import redis.exceptions
+
+        key = f"{self.root}seeded:{self.epoch}"
+        client = self._client()
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.sadd(key, replica)
+                pipe.expire(key, 7 * 86400)
+                pipe.scard(key)
+                _, _, count = await pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"budget store {self.url} unreachable: {exc}") from exc
+        return int(count)
+
+    async def seeded_count(self) -> int:
+        import redis.exceptions
+
+        try:
+            return int(await self._client().scard(f"{self.root}seeded:{self.epoch}"))
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"budget store {self.url} unreachable: {exc}") from exc
+
+    async def check_epoch(self) -> None:
+        """Notice a restart without waiting for the next reservation (heartbeat)."""
+        import redis.exceptions
+
+        try:
+            current = await self._client().hget(self.epoch_key, "id")
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"budget store {self.url} unreachable: {exc}") from exc
+        if self.epoch is not None and current != self.epoch:
+            await self._recover(self.epoch)
 
     async def heartbeat(self, replica: str, stale_s: float) -> int:
         """Say this replica is alive; returns how many replicas are (fail-open shares)."""

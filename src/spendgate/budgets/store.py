@@ -31,7 +31,13 @@ __all__ = [
 
 
 class StoreUnavailable(RuntimeError):
-    """The counter store cannot be reached (Redis down): the caller fails open or closed."""
+    """The counter store cannot be reached (Redis down): the caller fails open or closed.
+    `maybe_applied`: the command may still run (sent, then timed out: a paused Redis runs
+    it when it resumes), so a reservation may exist that nobody will settle."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 @dataclass(frozen=True, slots=True)

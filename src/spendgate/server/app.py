@@ -121,6 +121,9 @@ class Gateway:
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._closed = False
+        self._warm: asyncio.Future[Any] | None = None
+        """Tokenizers loading in a worker thread after start-up; calls wait for it (off the
+        event loop) and /healthz answers 503 "starting" until it is done."""
 
     # ---------------------------------------------------------------- lifecycle
     async def aclose(self) -> None:
@@ -166,7 +169,7 @@ class Gateway:
         elif method == "GET" and path in ("/v1/models", "/models"):
             await _send_json(send, 200, self._models())
         elif method == "GET" and path == "/healthz":
-            await _send_json(send, 200, {"status": "ok", "ledger": self.writer.stats()})
+            await self._health(send)
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
@@ -176,10 +179,28 @@ class Gateway:
                 send, 404, _err(404, f"no route for {method} {path}", code="unknown_url")
             )
 
+    async def _health(self, send: Send) -> None:
+        """200 `{"status": "ok"}` once the gateway can answer without a start-up stall;
+        503 `{"status": "starting"}` (with `retry-after`) while its tokenizers load."""
+        warm = self._warm
+        if warm is not None and not warm.done():
+            body = {"status": "starting", "ledger": self.writer.stats()}
+            await _send(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
+            return
+        body = {"status": "ok", "ledger": self.writer.stats()}
+        if warm is not None and warm.exception() is not None:
+            body["tokenizers"] = f"failed to preload: {warm.exception()}"
+        await _send_json(send, 200, body)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                from spendgate.tokens import warm_up
+
+                self._warm = asyncio.get_running_loop().run_in_executor(
+                    None, warm_up, self.table.models()
+                )
                 for ext in self.extensions:
                     await ext.start()
                 await send({"type": "lifespan.startup.complete"})
@@ -203,6 +224,9 @@ class Gateway:
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
         self.metrics.in_flight.inc()
         try:
+            warm = self._warm
+            if warm is not None and not warm.done():
+                await asyncio.wait([warm])  # tokenizers still loading: wait off the loop
             try:
                 if refusal is not None:
                     raise refusal

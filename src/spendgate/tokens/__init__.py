@@ -4,7 +4,14 @@ Used when a provider reports no usage (usage is then marked estimated), for budg
 reservations before a call, and by the simulated upstream to report real-looking usage.
 """
 
-from spendgate.tokens.encoders import claude_version, count_text, encode, family, has_ctok
+from spendgate.tokens.encoders import (
+    claude_version,
+    count_text,
+    encode,
+    family,
+    has_ctok,
+    warm_up,
+)
 from spendgate.tokens.requests import (
     anthropic_cache_breakpoints,
     count_anthropic_request,
@@ -24,4 +31,5 @@ __all__ = [
     "family",
     "has_ctok",
     "iter_anthropic_prompt",
+    "warm_up",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "encode",
     "family",
     "has_ctok",
+    "warm_up",
 ]
 
 CLAUDE_RATIO_V3 = 1.104
@@ -168,3 +169,18 @@ def count_text(model: str, text: str) -> int:
     if fam == "claude":
         return _claude_count(claude_version(model), text)
     return _bpe(fam)(text)
+
+
+def warm_up(models: list[str]) -> list[str]:
+    """Load the tokenizer of every family `models` count in (o200k ≈ 1.1 s, ctok ≈ 0.8 s on
+    a loaded 2-core machine), so no request pays for it; returns the families loaded. Safe
+    to run in a worker thread: the loaders are memoised and idempotent."""
+    loaded: list[str] = []
+    for model in models:
+        fam = family(model)
+        key = f"claude-{claude_version(model)}" if fam == "claude" else fam
+        if key in loaded:
+            continue
+        count_text(model, "warm up")
+        loaded.append(key)
+    return loaded
