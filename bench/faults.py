@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -238,8 +239,15 @@ def budget_scenario(
     largest = max(reservations or [per_call])
     overshoot = admitted - limit_nanos
     bound = replicas * largest
+    decisions = [
+        e.extra["decisions"]["budget"]
+        for e in events
+        if e.extra and "budget" in e.extra.get("decisions", {})
+    ]
     return {
         "scenario": f"{fault}-{'open' if fail_open else 'closed'}",
+        "fail_open_admitted": sum(1 for d in decisions if d.get("fail_open")),
+        "store_errors": sum(1 for d in decisions if d.get("store_error")),
         "requests": len(results),
         "ok": statuses.count(200),
         "refused_429": statuses.count(429),
@@ -366,10 +374,14 @@ def pg_down_scenario(ctx: Ctx, *, requests: int = 400, grace: float = 3.0) -> di
     try:
         home = Path(tempfile.mkdtemp(prefix="sg-pgdown-", dir=ctx.home))
         feature = f"pgdown-{uuid.uuid4().hex[:8]}"
+        from spendgate.config import LedgerConfig
+
+        ledger: dict[str, Any] = {}
+        if "spool" in LedgerConfig.model_fields:  # (older code, for before/after figures)
+            ledger = {"spool": str(home / "spool"), "shutdown_grace_s": grace}
         cfg = faultkit.gateway_config(
-            home, ctx.upstream, storage={"ledger": pg.url},
-            ledger={"spool": str(home / "spool"), "shutdown_grace_s": grace},
-        )  # fmt: skip
+            home, ctx.upstream, storage={"ledger": pg.url}, ledger=ledger
+        )
         gw = faultkit.GatewayProcess(cfg)
         gw.ready()
         first = asyncio.run(_drive_tolerant(gw.url, feature, requests // 2, 8, lambda *_: 0))
@@ -377,7 +389,11 @@ def pg_down_scenario(ctx: Ctx, *, requests: int = 400, grace: float = 3.0) -> di
         second = asyncio.run(_drive_tolerant(gw.url, feature, requests // 2, 8, lambda *_: 0))
         t0 = time.monotonic()
         gw.signal(signal.SIGTERM)
-        code = gw.wait(120)
+        try:
+            code = gw.wait(120)
+        except subprocess.TimeoutExpired:
+            gw.kill()  # it would wait for PostgreSQL without limit
+            code = -9
         exit_s = time.monotonic() - t0
         pg.start()
         again = faultkit.GatewayProcess(cfg)
@@ -509,6 +525,9 @@ def cold_start_scenario(ctx: Ctx, *, seconds: float = 8.0) -> dict[str, Any]:
         budgets={"budgets": [{"name": "cold", "period": "day", "limit_usd": "1000"}]},
         cache={"enabled": True},
     )  # fmt: skip
+    from spendgate.tokens import warm_up
+
+    warm_up(["gpt-4o-mini", "claude-3-5-haiku"])  # the simulated upstream's, in this process
     gw = faultkit.GatewayProcess(cfg)
     started = time.monotonic()
     health = gw.ready()

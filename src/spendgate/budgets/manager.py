@@ -31,7 +31,12 @@ from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUna
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
 from spendgate.reply import Reply
-from spendgate.tokens import count_anthropic_request, count_embedding_input, count_openai_request
+from spendgate.tokens import (
+    claude_estimates,
+    count_anthropic_request,
+    count_embedding_input,
+    count_openai_request,
+)
 
 if TYPE_CHECKING:
     from spendgate.ledger import LedgerStore
@@ -309,10 +314,11 @@ class BudgetManager:
         model = call.requested_model
         if call.endpoint == "embeddings":
             return count_embedding_input(model, body.get("input")), 0
-        if call.api == "anthropic":
-            n_in = count_anthropic_request(model, body)
-        else:
-            n_in = count_openai_request(model, body)
+        with claude_estimates():  # a reservation needs an estimate, not ctok's tables
+            if call.api == "anthropic":
+                n_in = count_anthropic_request(model, body)
+            else:
+                n_in = count_openai_request(model, body)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
         out = cap if isinstance(cap, int) and cap > 0 else self.config.default_max_output_tokens
         n = body.get("n")
@@ -726,7 +732,7 @@ class BudgetManager:
         for item in self.outbox.peek(200):
             await self.counters.settle(
                 item.lease, item.counters, item.actual,
-                received_at=item.received_at, once=item.once,
+                received_at=item.received_at, once=item.once, finished=True,
             )  # fmt: skip
             self.outbox.done(item)
             self.fault_stats["outbox_applied"] += 1

@@ -100,6 +100,8 @@ SETTLE_LUA = """
 --                             `actual` if the once-marker was not set yet;
 --   otherwise              -> already settled (or reserved before Redis came back empty,
 --                             so counted by the ledger seed): nothing.
+-- Mode 'release' only gives the reservation back: a finished call of the seed's window
+-- whose ledger row the seed reads.
 -- A call received before the epoch's cutoff is also in the ledger seed's window: what it
 -- adds here is recorded under the exclude field, which the seed subtracts.
 -- Returns {code, before_1, after_1, ...}: code 1 applied, 0 not applied, -1 epoch moved.
@@ -123,6 +125,7 @@ end
 if ARGV[3] == 'once' then
   if redis.call('SET', KEYS[n + 1], 1, 'NX', 'PX', ARGV[4]) then apply = true end
 end
+if ARGV[3] == 'release' then apply = false end
 if apply then out[1] = 1 end
 for i = 1, n do
   local k = KEYS[i]
@@ -407,14 +410,18 @@ class RedisStore:
         *,
         received_at: float | None = None,
         once: bool = False,
+        finished: bool = False,
     ) -> list[tuple[int, int]]:
+        """`finished`: the call's ledger row is already written (an outbox entry): if the
+        call is in the seed's window, the seed counts it, so this only releases."""
         if not counters:
             return []
 
         def args() -> list[Any]:
             early = received_at is not None and received_at < self.cutoff
             exclude = "e:" + self.ledger_id if early else ""
-            out: list[Any] = [lease, self.epoch, "once" if once else "lease", ONCE_TTL_MS, exclude]
+            mode = "release" if early and finished else "once" if once else "lease"
+            out: list[Any] = [lease, self.epoch, mode, ONCE_TTL_MS, exclude]
             for c, amount in zip(counters, actual, strict=True):
                 out += [amount, _ms(c.keep_until)]
             return out

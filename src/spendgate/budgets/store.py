@@ -91,11 +91,13 @@ class CounterStore(Protocol):
         *,
         received_at: float | None = None,
         once: bool = False,
+        finished: bool = False,
     ) -> list[tuple[int, int]]:
         """Replace the lease's reservation with `actual` on each counter; returns each
         counter's spent (before, after), so threshold crossings are seen exactly once.
         `received_at` (when the call came in) and `once` (admitted while the store was away,
-        so never reserved there) let a shared store settle idempotently across restarts."""
+        so never reserved there) let a shared store settle idempotently across restarts;
+        `finished` says the call's ledger row is written (a retried settlement)."""
         ...
 
     def settle_now(
@@ -173,6 +175,7 @@ class MemoryStore:
         *,
         received_at: float | None = None,
         once: bool = False,
+        finished: bool = False,
     ) -> list[tuple[int, int]]:
         return self.settle_now(lease, counters, actual)
 

@@ -8,6 +8,7 @@ route table because it has six routes and sits on every request's critical path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import time
@@ -198,9 +199,12 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 from spendgate.tokens import warm_up
 
+                # ctok only where exact Claude counts are used (trim, prefix stages)
+                exact = {s.name for s in self.pipeline.stages} & {"trim", "prefix"}
                 self._warm = asyncio.get_running_loop().run_in_executor(
-                    None, warm_up, self.table.models()
-                )
+                    None, functools.partial(warm_up, claude_exact=bool(exact)),
+                    self.table.models(),
+                )  # fmt: skip
                 for ext in self.extensions:
                     await ext.start()
                 await send({"type": "lifespan.startup.complete"})

@@ -5,6 +5,7 @@ reservations before a call, and by the simulated upstream to report real-looking
 """
 
 from spendgate.tokens.encoders import (
+    claude_estimates,
     claude_version,
     count_text,
     encode,
@@ -22,6 +23,7 @@ from spendgate.tokens.requests import (
 
 __all__ = [
     "anthropic_cache_breakpoints",
+    "claude_estimates",
     "claude_version",
     "count_anthropic_request",
     "count_embedding_input",
