@@ -187,6 +187,9 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},
         )
+        # The child holds the listening socket now; without our copy, connections to a
+        # killed gateway are refused at once instead of waiting in the backlog.
+        self.sock.close()
 
     def ready(self, timeout: float = 60) -> dict[str, Any]:
         """Block until the gateway answers `/healthz` (the kernel held the connection until

@@ -539,9 +539,10 @@ def cold_start_scenario(ctx: Ctx, *, seconds: float = 8.0) -> dict[str, Any]:
         budgets={"budgets": [{"name": "cold", "period": "day", "limit_usd": "1000"}]},
         cache={"enabled": True},
     )  # fmt: skip
-    from spendgate.tokens import warm_up
+    from spendgate.tokens import count_text
 
-    warm_up(["gpt-4o-mini", "claude-3-5-haiku"])  # the simulated upstream's, in this process
+    for model in ("gpt-4o-mini", "claude-3-5-haiku"):  # the simulated upstream's tokenizers,
+        count_text(model, "warm up")  # in this process: not part of the gateway's start
     gw = faultkit.GatewayProcess(cfg)
     started = time.monotonic()
     health = gw.ready()
@@ -627,6 +628,8 @@ def main() -> None:
             if wanted and name not in wanted:
                 continue
             results.append(fn(ctx))
+            # each area as it finishes, on stderr: a later failure keeps these figures
+            print(json.dumps(results[-1].__dict__), file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps([r.__dict__ for r in results], indent=2))
         return
