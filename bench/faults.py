@@ -435,9 +435,11 @@ def area_shutdown(ctx: Ctx) -> AreaResult:
 # ----------------------------------------------------------------------------- soak + cold
 
 
-def _rss_kb(pid: int) -> int:
+def _rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """RSS of a process in kB; `field` RssAnon (heap) or RssFile (mapped files: SQLite's
+    mmap of the ledger, shared libraries) splits it."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -474,6 +476,7 @@ def soak_scenario(
     idle_kb = _rss_kb(gw.proc.pid)
     del started_kb
     samples: list[tuple[float, int]] = []
+    anon: list[tuple[float, int]] = []
     t0 = time.monotonic()
 
     async def run() -> int:
@@ -506,6 +509,7 @@ def soak_scenario(
             async def sampler() -> None:
                 while time.monotonic() - t0 < seconds:
                     samples.append((time.monotonic() - t0, _rss_kb(gw.proc.pid)))
+                    anon.append((time.monotonic() - t0, _rss_kb(gw.proc.pid, "RssAnon")))
                     await asyncio.sleep(5)  # a sampling period, not synchronisation
 
             await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
@@ -513,7 +517,12 @@ def soak_scenario(
 
     requests = asyncio.run(run())
     samples.append((time.monotonic() - t0, _rss_kb(gw.proc.pid)))
+    anon.append((time.monotonic() - t0, _rss_kb(gw.proc.pid, "RssAnon")))
+    file_kb = _rss_kb(gw.proc.pid, "RssFile")
     gw.stop()
+    warm_anon = [a for a in anon if a[0] >= seconds * 0.2] or anon
+    (xa, ya), (xb, yb) = warm_anon[0], warm_anon[-1]
+    anon_per_min = (yb - ya) / 1024 / max(1e-9, (xb - xa) / 60)
     warm = [s for s in samples if s[0] >= seconds * 0.2] or samples
     (ta, ra), (tb, rb) = warm[0], warm[-1]
     per_min = (rb - ra) / 1024 / max(1e-9, (tb - ta) / 60)
@@ -525,6 +534,9 @@ def soak_scenario(
         "rss_peak_mb": round(max(r for _, r in samples) / 1024, 1),
         "rss_end_mb": round(rb / 1024, 1),
         "growth_mb_per_min": round(per_min, 2),
+        "rss_end_anon_mb": round(yb / 1024, 1),
+        "rss_end_file_mb": round(file_kb / 1024, 1),
+        "anon_growth_mb_per_min": round(anon_per_min, 2),
     }
 
 
