@@ -183,6 +183,9 @@ class BudgetManager:
         self._seen: dict[str, int] = {}
         """Counter key → spent + reserved as last seen in the store (fail-open shares)."""
         self._local: dict[str, int] = {}
+        self._early: dict[str, int] = {}
+        """Counter key → what calls received before the epoch's cutoff added in the store
+        by settling (reported to the seed, which leaves it out)."""
         """Counter key → fail-open spend of this replica the store has not seen yet."""
         self._replicas = 1
         self._registered = False
@@ -195,7 +198,6 @@ class BudgetManager:
                             "fail_open_refused": 0, "reseeds": 0}  # fmt: skip
         if getattr(counters, "epochs", False):
             counters.on_epoch = self._on_epoch  # type: ignore[attr-defined]
-            counters.ledger_id = ledger_id  # type: ignore[attr-defined]
         if definitions is not None:
             try:
                 self._apply_dynamic(definitions.all())
@@ -633,7 +635,7 @@ class BudgetManager:
             adm.decision["settle_error"] = str(exc)[:200]
             adm.decision["settle_queued"] = True
             return
-        self._settled_in_store(pending)
+        self._settled_in_store(pending, spent)
         self._crossings(adm, spent)
 
     def _to_outbox(self, pending: Pending, why: str) -> None:
@@ -643,7 +645,7 @@ class BudgetManager:
             log.warning("budget settlement %s queued in the outbox: %s", pending.lease, why)
         self._start_drainer()
 
-    def _settled_in_store(self, pending: Pending) -> None:
+    def _settled_in_store(self, pending: Pending, spent: list[tuple[int, int]]) -> None:
         if pending.once:
             for c, amount in zip(pending.counters, pending.actual, strict=True):
                 if c.kind == "usd":
@@ -657,7 +659,14 @@ class BudgetManager:
                         self._seen[c.key] += amount
         cutoff = getattr(self.counters, "cutoff", 0.0)
         if pending.received_at < cutoff:
-            self._reseed_soon()  # its spend reaches the counter through the ledger
+            # In the seed's window: what it added here is reported with the next seed
+            # (its ledger row is submitted by then), which then leaves it out.
+            for c, amount, (before, after) in zip(
+                pending.counters, pending.actual, spent, strict=True
+            ):
+                if c.kind == "usd" and amount and after - before == amount:
+                    self._early[c.key] = self._early.get(c.key, 0) + amount
+            self._reseed_soon()
 
     def settle_soon(self, adm: Admission, reply: Reply | None) -> None:
         """From a completion callback (which cannot await): settle now when the store needs
@@ -730,13 +739,13 @@ class BudgetManager:
 
     async def _drain_pass(self) -> None:
         for item in self.outbox.peek(200):
-            await self.counters.settle(
+            spent = await self.counters.settle(
                 item.lease, item.counters, item.actual,
                 received_at=item.received_at, once=item.once, finished=True,
             )  # fmt: skip
             self.outbox.done(item)
             self.fault_stats["outbox_applied"] += 1
-            self._settled_in_store(item)
+            self._settled_in_store(item, spent)
 
     async def _beat(self) -> None:
         """Tell the store this replica is alive and learn how many are (fail-open shares)."""
@@ -758,6 +767,7 @@ class BudgetManager:
         with the ledger's spend before the cutoff. Runs before any reservation in it."""
         store: Any = self.counters
         store.epoch, store.cutoff = epoch, cutoff  # the scripts below run in the new epoch
+        self._early = {}
         now = time.time()
         known = self._replicas  # how many replicas were alive before the restart
         for adm in list(self._live.values()):
@@ -794,8 +804,12 @@ class BudgetManager:
         cutoff = store.cutoff
         if self.ledger is None or not self.config.seed_from_ledger or cutoff <= 0:
             return
+        # Every call counted in `_early` has had its ledger row submitted (rows follow
+        # settlements synchronously), so after a flush they are all in the ledger.
+        early = dict(self._early)
+        flushed = True
         if self.flush_ledger is not None:
-            await asyncio.to_thread(self.flush_ledger, 5.0)
+            flushed = await asyncio.to_thread(self.flush_ledger, 5.0)
         spend: dict[str, tuple[int, float]] = {}
         for rule in self.rules:
             if not isinstance(rule, BudgetRule):
@@ -805,7 +819,10 @@ class BudgetManager:
             for key, (_, nanos) in found.items():
                 spend[key] = (nanos, period.keep_until)
         try:
-            await store.seed_delta(self.ledger_id, spend)
+            await store.seed_delta(
+                self.ledger_id, spend, replica=self._replica_id,
+                reported=early if flushed else None,
+            )  # fmt: skip
         except StoreUnavailable as exc:
             log.warning("could not re-seed budget counters (store away): %s", exc)
             self._reseed_soon()

@@ -91,9 +91,8 @@ return out
 
 SETTLE_LUA = """
 -- KEYS[1..n]: counter hashes; KEYS[n+1]: the lease's once-marker; KEYS[n+2]: the
--- epoch hash. ARGV: lease, epoch, mode, marker_ttl_ms, exclude field ('' or
--- 'e:<ledger>'), then 2 per key: actual, keep_until_ms. Idempotent, so a settlement whose
--- answer was lost may be sent again:
+-- epoch hash. ARGV: lease, epoch, mode, marker_ttl_ms, then 2 per key: actual,
+-- keep_until_ms. Idempotent, so a settlement whose answer was lost may be sent again:
 --   the lease is held      -> release it and add `actual` to spent;
 --   a tombstone is left    -> (reclaimed after its TTL) add `actual`, drop the tombstone;
 --   mode 'once'            -> (admitted while Redis was away: never reserved here) add
@@ -102,8 +101,8 @@ SETTLE_LUA = """
 --                             so counted by the ledger seed): nothing.
 -- Mode 'release' only gives the reservation back: a finished call of the seed's window
 -- whose ledger row the seed reads.
--- A call received before the epoch's cutoff is also in the ledger seed's window: what it
--- adds here is recorded under the exclude field, which the seed subtracts.
+-- A call received before the epoch's cutoff that is applied here is also in the ledger
+-- seed's window: its replica reports it (SEED_DELTA's f: fields) once its row is written.
 -- Returns {code, before_1, after_1, ...}: code 1 applied, 0 not applied, -1 epoch moved.
 local n = #KEYS - 2
 if redis.call('HGET', KEYS[n + 2], 'id') ~= ARGV[2] then return {-1} end
@@ -132,9 +131,8 @@ for i = 1, n do
   local before = redis.call('HGET', k, 'spent') or '0'
   local after = before
   if apply then
-    after = tostring(redis.call('HINCRBY', k, 'spent', ARGV[4 + 2 * i]))
-    if ARGV[5] ~= '' then redis.call('HINCRBY', k, ARGV[5], ARGV[4 + 2 * i]) end
-    redis.call('PEXPIREAT', k, ARGV[5 + 2 * i])
+    after = tostring(redis.call('HINCRBY', k, 'spent', ARGV[3 + 2 * i]))
+    redis.call('PEXPIREAT', k, ARGV[4 + 2 * i])
   end
   out[#out + 1] = before
   out[#out + 1] = after
@@ -164,23 +162,34 @@ return redis.call('HMGET', KEYS[1], 'id', 'cutoff')
 """
 
 SEED_DELTA_LUA = """
--- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: epoch, ledger id, then 2
--- per key: the ledger's spend before the epoch's cutoff, keep_until_ms. Idempotent: each
--- ledger's last seed is kept in the counter (field s:<ledger>), only the change is added;
--- what calls of that window already settled here (field e:<ledger>) is left out.
+-- KEYS[1..n]: counter hashes; KEYS[n+1]: the epoch hash. ARGV: epoch, ledger id, replica
+-- id, report (1: this replica's written-early amounts below are current), then 3 per key:
+-- the ledger's spend before the epoch's cutoff, keep_until_ms, and what this replica's
+-- calls of that window added here by settling and whose ledger rows are written.
+-- The counter keeps, per ledger, the seed it last added (s:<ledger>) and each replica's
+-- report (f:<ledger>:<replica>); the seed is the ledger's spend minus the reports (those
+-- calls are already in `spent`), and only its change is added: idempotent, and a report
+-- that lags only over-counts (refuses early) until the next seed.
 local n = #KEYS - 1
 if redis.call('HGET', KEYS[n + 1], 'id') ~= ARGV[1] then return -1 end
 local field = 's:' .. ARGV[2]
+local mine = 'f:' .. ARGV[2] .. ':' .. ARGV[3]
+local prefix = 'f:' .. ARGV[2] .. ':'
 for i = 1, n do
   local k = KEYS[i]
-  local settled = tonumber(redis.call('HGET', k, 'e:' .. ARGV[2]) or '0')
-  local want = tonumber(ARGV[1 + 2 * i]) - settled
+  if ARGV[4] == '1' then redis.call('HSET', k, mine, ARGV[4 + 3 * i]) end
+  local reported = 0
+  local all = redis.call('HGETALL', k)
+  for j = 1, #all, 2 do
+    if string.sub(all[j], 1, #prefix) == prefix then reported = reported + tonumber(all[j + 1]) end
+  end
+  local want = tonumber(ARGV[2 + 3 * i]) - reported
   local had = tonumber(redis.call('HGET', k, field) or '0')
   if want ~= had then
     redis.call('HINCRBY', k, 'spent', want - had)
     redis.call('HSET', k, field, want)
   end
-  redis.call('PEXPIREAT', k, ARGV[2 + 2 * i])
+  if ARGV[3 + 3 * i] ~= '0' then redis.call('PEXPIREAT', k, ARGV[3 + 3 * i]) end
 end
 return 1
 """
@@ -247,8 +256,9 @@ class RedisStore:
     process notices a restart at its next call, runs `on_epoch` (re-seed from the ledger
     the spend of calls received before the cutoff), and only then reserves again. Calls
     received before the cutoff are in the ledger seed's window: their spend reaches the
-    counter through the seed or through their settlement here, never both (the seed leaves
-    out what they settled here)."""
+    counter through the seed or through their settlement here, never both (each replica
+    reports what such calls settled here once their rows are written, and the seed leaves
+    that out)."""
 
     synchronous = False
     epochs = True
@@ -263,8 +273,6 @@ class RedisStore:
         self.cutoff = 0.0
         """Unix seconds: calls received before it are counted from the ledger."""
         self.on_epoch: EpochHook | None = None
-        self.ledger_id = "ledger"
-        """The ledger this process writes (set by the manager): seeds are kept per ledger."""
         self.recoveries = 0
         self.replicas = 0
         """Live replicas as the last reservation saw them (heartbeats register them)."""
@@ -419,9 +427,8 @@ class RedisStore:
 
         def args() -> list[Any]:
             early = received_at is not None and received_at < self.cutoff
-            exclude = "e:" + self.ledger_id if early else ""
             mode = "release" if early and finished else "once" if once else "lease"
-            out: list[Any] = [lease, self.epoch, mode, ONCE_TTL_MS, exclude]
+            out: list[Any] = [lease, self.epoch, mode, ONCE_TTL_MS]
             for c, amount in zip(counters, actual, strict=True):
                 out += [amount, _ms(c.keep_until)]
             return out
@@ -437,19 +444,29 @@ class RedisStore:
     ) -> list[tuple[int, int]]:
         raise TypeError("the Redis store settles asynchronously; await settle()")
 
-    async def seed_delta(self, ledger_id: str, spend: dict[str, tuple[int, float]]) -> None:
-        """Set this ledger's share of each counter to `spend[key]` (idempotent)."""
-        items = sorted(spend.items())
-        for i in range(0, len(items), 200):
-            chunk = items[i : i + 200]
+    async def seed_delta(
+        self,
+        ledger_id: str,
+        spend: dict[str, tuple[int, float]],
+        *,
+        replica: str = "",
+        reported: dict[str, int] | None = None,
+    ) -> None:
+        """Seed each counter with the ledger's spend `spend[key]` (before the cutoff), less
+        what replicas reported as settled here (`reported`: this replica's, whose rows are
+        written; None keeps its last report). Idempotent."""
+        keys = sorted(set(spend) | set(reported or {}))
+        for i in range(0, len(keys), 200):
+            chunk = keys[i : i + 200]
 
-            def args(chunk: list[tuple[str, tuple[int, float]]] = chunk) -> list[Any]:
-                out: list[Any] = [self.epoch, ledger_id]
-                for _, (nanos, keep) in chunk:
-                    out += [nanos, _ms(keep)]
+            def args(chunk: list[str] = chunk) -> list[Any]:
+                out: list[Any] = [self.epoch, ledger_id, replica, 0 if reported is None else 1]
+                for key in chunk:
+                    nanos, keep = spend.get(key, (0, 0.0))  # keep 0: expiry unchanged
+                    out += [nanos, _ms(keep), (reported or {}).get(key, 0)]
                 return out
 
-            await self._run_checked("seed_delta", [self.prefix + k for k, _ in chunk], args)
+            await self._run_checked("seed_delta", [self.prefix + k for k in chunk], args)
 
     async def reregister(
         self, lease: str, counters: Sequence[Counter], now: float, lease_ttl: float
