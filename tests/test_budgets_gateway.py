@@ -320,13 +320,22 @@ def test_fail_open_and_fail_closed_when_redis_is_down(
 ) -> None:
     rule = [{"name": "b", "limit_usd": "10", "period": "day"}]
     dead = "redis://127.0.0.1:1/0"
+    # fail-open is bounded: a counter this replica never saw in Redis gets only the local
+    # allowance (refused without one)
     h_open = make_gateway(
-        budgets={"store": dead, "budgets": rule, "fail_open": True, "redis_timeout_s": 0.2}
-    )
+        budgets={"store": dead, "budgets": rule, "fail_open": True, "redis_timeout_s": 0.2,
+                 "fail_open_allowance_usd": "0.001"}
+    )  # fmt: skip
     r = _chat(h_open, {})
     assert r.status_code == 200
     row = h_open.one(r.headers["x-spendgate-request-id"])
     assert _budget_decision(row)["fail_open"] is True
+    # 2,000 output tokens of gpt-4o-mini may cost $0.0012: more than the allowance
+    assert _chat(h_open, {}, max_tokens=2000).status_code == 503
+    h_none = make_gateway(
+        budgets={"store": dead, "budgets": rule, "fail_open": True, "redis_timeout_s": 0.2}
+    )
+    assert _chat(h_none, {}).status_code == 503
     h_closed = make_gateway(
         budgets={"store": dead, "budgets": rule, "fail_open": False, "redis_timeout_s": 0.2}
     )

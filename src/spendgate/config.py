@@ -199,6 +199,13 @@ class LedgerConfig(_Strict):
     events/s in batches of 500, 21.6k in batches of 2,000, docs/reports.md)."""
     flush_interval_s: float = Field(default=0.05, gt=0)
     max_buffer: int = Field(default=200_000, gt=0)
+    spool: str = "auto"
+    """Local append-only file of events not yet stored, replayed at the next start (so a
+    killed process loses no queued event): `auto` (beside a SQLite ledger, under
+    `~/.local/state/spendgate/` for PostgreSQL), `off`, or a directory."""
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """At shutdown, how long to keep trying a store that is down before leaving what is
+    unwritten in the spool for the next start (without a spool: wait without limit)."""
 
 
 class TagsConfig(_Strict):

@@ -20,6 +20,7 @@ from spendgate.call import Call
 from spendgate.reply import Reply
 
 if TYPE_CHECKING:
+    from spendgate.accounting import Accountant
     from spendgate.config import Settings
     from spendgate.ledger import LedgerStore
     from spendgate.metrics import Metrics
@@ -52,6 +53,9 @@ class StageContext:
     """Send a call through the gateway itself (e.g. a history summary by a cheap model);
     set once the pipeline exists. Internal calls get their own ledger events."""
     extra: dict[str, Any] = field(default_factory=dict)
+    accountant: Accountant | None = None
+    """The ledger's pricer: a stage that needs a reply's actual cost (budget settlement)
+    prices it here, so it settles to exactly what the ledger row will say."""
 
 
 def build_stages(ctx: StageContext) -> list[Stage]:

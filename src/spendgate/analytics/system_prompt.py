@@ -16,11 +16,11 @@ pass, after the first call.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import hashlib
 from typing import Any
 
 from spendgate.call import Call, Cost, Usage, to_nanos
-from spendgate.tokens.encoders import count_text, family
+from spendgate.tokens.encoders import claude_estimates, count_text, family
 
 __all__ = ["input_split", "system_texts", "system_tokens"]
 
@@ -54,13 +54,29 @@ def system_texts(call: Call) -> list[str]:
     return out
 
 
-@lru_cache(maxsize=4096)
+_MEMO: dict[tuple[str, str | bytes], int] = {}
+_MEMO_MAX = 4096
+
+
 def _count(tokenizer_model: str, text: str) -> int:
-    return count_text(tokenizer_model, text)
+    """Memoised per (tokenizer, text); a text longer than 256 characters is keyed by a
+    16-byte digest, so the memo holds no prompt text (it used to keep up to 4,096 whole
+    system prompts)."""
+    key: str | bytes = text
+    if len(text) > 256:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    found = _MEMO.get((tokenizer_model, key))
+    if found is None:
+        found = count_text(tokenizer_model, text)
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        _MEMO[(tokenizer_model, key)] = found
+    return found
 
 
 def system_tokens(call: Call) -> int:
-    """Tokens of the call's system prompt for the model that served it (0 when none)."""
+    """Tokens of the call's system prompt for the model that served it (0 when none);
+    Claude's are o200k estimates (a pro-rata share needs no exact tokenizer)."""
     pieces = system_texts(call)
     if not pieces:
         return 0
@@ -68,7 +84,8 @@ def system_tokens(call: Call) -> int:
     model = call.model or call.requested_model
     fam = family(model)
     key = model if fam == "claude" else fam
-    return sum(_count(key, text) for text in pieces)
+    with claude_estimates():
+        return sum(_count(key, text) for text in pieces)
 
 
 def input_split(call: Call, cost: Cost | None, usage: Usage | None) -> dict[str, int] | None:

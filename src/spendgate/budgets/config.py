@@ -120,7 +120,26 @@ class BudgetsConfig(_Strict):
     `storage.keys` SQLite file; or an explicit `sqlite:///…` / `redis://…` URL."""
     key_prefix: str = Field(default="spendgate:", max_length=64)
     fail_open: bool = True
-    """When the Redis store is unreachable: admit (and record it) or refuse with 503."""
+    """When the Redis store is unreachable: admit (and record it) or refuse with 503. Open
+    admission is bounded per replica: see `fail_open_allowance_usd`."""
+    fail_open_allowance_usd: Decimal | None = Field(default=None, ge=0)
+    """While the store is away, each replica admits on a hard budget only within its share
+    of the headroom it last saw there (limit − spent − reserved, divided by the replicas
+    alive), further capped by this amount per budget counter. A counter this replica has
+    not seen yet gets this amount alone (refused when unset)."""
+    heartbeat_s: float = Field(default=1.0, ge=0)
+    """How often a replica tells Redis it is alive (the count splits fail-open shares)."""
+    outbox: str = "auto"
+    """Where settlements Redis could not take wait to be applied: `auto` (a SQLite file
+    beside the ledger's spool), `memory` (lost with the process), or a directory."""
+    outbox_retry_s: float = Field(default=0.2, gt=0)
+    """First delay between outbox retries while Redis is away (doubling, at most 5 s)."""
+    reseed_wait_s: float = Field(default=3.0, ge=0)
+    """After Redis came back empty, how long a replica waits for the other live replicas to
+    seed their ledgers' spend before it admits again (they notice within a heartbeat)."""
+    reseed_delay_s: float = Field(default=0.3, ge=0)
+    """After Redis came back empty: how long after the last settlement of a call received
+    before that to seed the counters from the ledger again (time for its row to land)."""
     redis_timeout_s: float = Field(default=0.5, gt=0)
     budgets: list[BudgetRule] = Field(default_factory=list)
     limits: list[RateLimitRule] = Field(default_factory=list)

@@ -12,9 +12,11 @@ counters end up equal to the ledger's sums.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,13 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 from spendgate.budgets.config import SCOPE_TAGS, BudgetRule, BudgetsConfig, RateLimitRule, Rule
 from spendgate.budgets.definitions import DefinitionStore
+from spendgate.budgets.outbox import Outbox, Pending
 from spendgate.budgets.periods import Period, human_delay, period_at
 from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUnavailable
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer, normalize_tier
 from spendgate.reply import Reply
-from spendgate.tokens import count_anthropic_request, count_embedding_input, count_openai_request
+from spendgate.tokens import (
+    claude_estimates,
+    count_anthropic_request,
+    count_embedding_input,
+    count_openai_request,
+)
 
 if TYPE_CHECKING:
     from spendgate.ledger import LedgerStore
@@ -84,18 +92,20 @@ def counter_prefix(rule: Rule) -> str:
 
 
 def ledger_spend(
-    rule: BudgetRule, ledger: LedgerStore, period: Period
+    rule: BudgetRule, ledger: LedgerStore, period: Period, *, until: float | None = None
 ) -> dict[str, tuple[dict[str, str], int]]:
-    """Counter key → (concrete scope, nano-dollars the ledger holds for it in `period`):
-    what a budget's counters should read, computed from the source of truth."""
+    """Counter key → (concrete scope, nano-dollars the ledger holds for it in `period`, or
+    in the part of it before `until`): what a budget's counters should read, computed from
+    the source of truth."""
     dims = {"key": "key_id", "model": "requested_model"}
     wild = [t for t, v in rule.scope.items() if v == "*"]
     by = [dims.get(t, t) for t in wild]
     filters = {dims.get(t, t): v for t, v in rule.scope.items() if v != "*"}
     since = datetime.fromtimestamp(period.start, UTC)
-    until = datetime.fromtimestamp(period.end, UTC)
+    end = period.end if until is None else max(period.start, min(period.end, until))
+    until_dt = datetime.fromtimestamp(end, UTC)
     out: dict[str, tuple[dict[str, str], int]] = {}
-    for row in ledger.spend(by, since=since, until=until, filters=filters or None):
+    for row in ledger.spend(by, since=since, until=until_dt, filters=filters or None):
         concrete = dict(rule.scope)
         values = [row.keys.get(dim) for dim in by]
         if any(v is None or v == "(none)" for v in values):
@@ -127,6 +137,10 @@ class Admission:
     settled: bool = False
     budgets: dict[str, ScopedBudget] = field(default_factory=dict)
     """Counter key → the concrete budget (USD counters only), for threshold hooks."""
+    received_at: float = 0.0
+    once: bool = False
+    """Admitted on this replica's local allowance while the store was away: never reserved
+    in the store, so its settlement is applied there once (outbox) when it is back."""
 
 
 class BudgetManager:
@@ -140,6 +154,9 @@ class BudgetManager:
         counters: CounterStore,
         definitions: DefinitionStore | None = None,
         ledger: LedgerStore | None = None,
+        ledger_id: str = "ledger",
+        flush_ledger: Callable[[float], bool] | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -159,6 +176,31 @@ class BudgetManager:
         self._reloading = False
         self._last_reload = 0.0
         self._thresholds = [Decimal(str(t)) for t in config.thresholds]
+        # -- faults of a shared store (see docs/budgets.md, "Redis faults") --
+        self.ledger_id = ledger_id
+        """Names the ledger this process writes: replicas sharing it seed it once."""
+        self.flush_ledger = flush_ledger
+        self.outbox = outbox or Outbox(None)
+        self._live: dict[str, Admission] = {}
+        """Admissions not settled yet (re-held in the store after it came back empty)."""
+        self._seen: dict[str, int] = {}
+        """Counter key → spent + reserved as last seen in the store (fail-open shares)."""
+        self._local: dict[str, int] = {}
+        self._early: dict[str, int] = {}
+        """Counter key → what calls received before the epoch's cutoff added in the store
+        by settling (reported to the seed, which leaves it out)."""
+        """Counter key → fail-open spend of this replica the store has not seen yet."""
+        self._replicas = 1
+        self._registered = False
+        self._replica_id = uuid.uuid4().hex[:12]
+        self._drainer: asyncio.Task[None] | None = None
+        self._store_back = asyncio.Event()
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._reseed_handle: asyncio.TimerHandle | None = None
+        self.fault_stats = {"outboxed": 0, "outbox_applied": 0, "fail_open_admitted": 0,
+                            "fail_open_refused": 0, "reseeds": 0}  # fmt: skip
+        if getattr(counters, "epochs", False):
+            counters.on_epoch = self._on_epoch  # type: ignore[attr-defined]
         if definitions is not None:
             try:
                 self._apply_dynamic(definitions.all())
@@ -277,10 +319,11 @@ class BudgetManager:
         model = call.requested_model
         if call.endpoint == "embeddings":
             return count_embedding_input(model, body.get("input")), 0
-        if call.api == "anthropic":
-            n_in = count_anthropic_request(model, body)
-        else:
-            n_in = count_openai_request(model, body)
+        with claude_estimates():  # a reservation needs an estimate, not ctok's tables
+            if call.api == "anthropic":
+                n_in = count_anthropic_request(model, body)
+            else:
+                n_in = count_openai_request(model, body)
         cap = body.get("max_completion_tokens") or body.get("max_tokens")
         out = cap if isinstance(cap, int) and cap > 0 else self.config.default_max_output_tokens
         n = body.get("n")
@@ -319,6 +362,14 @@ class BudgetManager:
         matched = self._matches(call)
         if not matched:
             return None
+        self._start_background()
+        if not self._registered and getattr(self.counters, "epochs", False):
+            self._registered = True  # counted among the live replicas before reserving
+            try:
+                beat = self.counters.heartbeat  # type: ignore[attr-defined]
+                self._replicas = max(1, await beat(self._replica_id, self.config.heartbeat_s * 3))
+            except StoreUnavailable:
+                self._registered = False
         now = time.time()
         has_budget = any(isinstance(r, BudgetRule) for r, _ in matched)
         needs_tokens = has_budget or any(
@@ -418,10 +469,44 @@ class BudgetManager:
         except StoreUnavailable as exc:
             decision["store_error"] = str(exc)[:200]
             self._refused("(store)", "store")
+            release = Pending(call.request_id, call.received_at, False, counters,
+                              [0] * len(counters))  # fmt: skip
             if self.config.fail_open:
-                log.warning("budget store unavailable, admitting (fail_open): %s", exc)
-                decision["fail_open"] = True
-                return None
+                room = self._local_room(counters)
+                if room is None:
+                    decision["fail_open"] = True
+                    decision["fail_open_share"] = {
+                        "replicas": self._replicas,
+                        "seen_nanos": {c.key: self._seen.get(c.key) for c in counters
+                                       if c.kind == "usd" and c.hard},
+                        "local_nanos": {c.key: self._local.get(c.key, 0) for c in counters
+                                        if c.kind == "usd" and c.hard},
+                    }  # fmt: skip
+                    self.fault_stats["fail_open_admitted"] += 1
+                    for c in counters:
+                        if c.kind == "usd":
+                            self._local[c.key] = self._local.get(c.key, 0) + c.amount
+                    adm = Admission(
+                        call.request_id, counters, nanos, tokens, decision, unknown,
+                        budgets=budgets, received_at=call.received_at, once=True,
+                    )  # fmt: skip
+                    self._live[adm.lease] = adm
+                    return adm
+                self.fault_stats["fail_open_refused"] += 1
+                decision["fail_open_refused"] = room
+                if exc.maybe_applied:  # give back a reservation Redis may still make
+                    self._to_outbox(release, "reservation outcome unknown")
+                raise GatewayError(
+                    503,
+                    f"The budget store is unreachable and this gateway's local allowance for "
+                    f"budget '{room}' is used up (budgets.fail_open keeps each replica within "
+                    "its share of the budget's last known headroom); try again shortly.",
+                    type="server_error",
+                    code="budget_store_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None
+            if exc.maybe_applied:
+                self._to_outbox(release, "reservation outcome unknown")
             raise GatewayError(
                 503,
                 "The budget store is unreachable and this gateway is configured to fail "
@@ -430,6 +515,12 @@ class BudgetManager:
                 code="budget_store_unavailable",
                 headers={"retry-after": "1"},
             ) from None
+        self._replicas = max(1, getattr(self.counters, "replicas", 1))
+        if len(self.outbox):
+            self._store_back.set()  # the store answers again: apply the outbox now
+        for c, state in zip(counters, result.states, strict=True):
+            if c.kind == "usd":
+                self._seen[c.key] = state.spent + state.reserved + (c.amount if result.ok else 0)
         if not result.ok:
             first = counters[result.refused[0]]
             self._refused(first.rule, first.kind)
@@ -443,9 +534,12 @@ class BudgetManager:
         )
         if soft_over:
             decision["soft_exceeded"] = soft_over
-        return Admission(
-            call.request_id, counters, nanos, tokens, decision, unknown, budgets=budgets
-        )
+        adm = Admission(
+            call.request_id, counters, nanos, tokens, decision, unknown,
+            budgets=budgets, received_at=call.received_at,
+        )  # fmt: skip
+        self._live[adm.lease] = adm
+        return adm
 
     def _refused(self, rule: str, kind: str) -> None:
         for hook in self.on_refusal:
@@ -527,13 +621,53 @@ class BudgetManager:
         await self._settle(adm, self._record_actuals(adm, reply))
 
     async def _settle(self, adm: Admission, actual: list[int]) -> None:
-        try:
-            spent = await self.counters.settle(adm.lease, adm.counters, actual)
+        self._live.pop(adm.lease, None)
+        if adm.once:
+            for c, amount in zip(adm.counters, actual, strict=True):
+                if c.kind == "usd":
+                    self._local[c.key] = self._local.get(c.key, 0) + amount - c.amount
+        pending = Pending(adm.lease, adm.received_at, adm.once, adm.counters, actual)
+        try:  # settlements commute (and are idempotent): no need to wait behind the outbox
+            spent = await self.counters.settle(
+                adm.lease, adm.counters, actual, received_at=adm.received_at, once=adm.once
+            )
         except StoreUnavailable as exc:
-            log.error("could not settle %s (its lease expires by itself): %s", adm.lease, exc)
+            self._to_outbox(pending, str(exc))
             adm.decision["settle_error"] = str(exc)[:200]
+            adm.decision["settle_queued"] = True
             return
+        self._settled_in_store(pending, spent)
         self._crossings(adm, spent)
+
+    def _to_outbox(self, pending: Pending, why: str) -> None:
+        self.outbox.put(pending)
+        self.fault_stats["outboxed"] += 1
+        if self.fault_stats["outboxed"] == 1 or len(self.outbox) == 1:
+            log.warning("budget settlement %s queued in the outbox: %s", pending.lease, why)
+        self._start_drainer()
+
+    def _settled_in_store(self, pending: Pending, spent: list[tuple[int, int]]) -> None:
+        if pending.once:
+            for c, amount in zip(pending.counters, pending.actual, strict=True):
+                if c.kind == "usd":
+                    # now in the store: move it from "ours, unseen" to "seen there"
+                    left = self._local.get(c.key, 0) - amount
+                    if left > 0:
+                        self._local[c.key] = left
+                    else:
+                        self._local.pop(c.key, None)
+                    if c.key in self._seen:
+                        self._seen[c.key] += amount
+        cutoff = getattr(self.counters, "cutoff", 0.0)
+        if pending.received_at < cutoff:
+            # In the seed's window: what it added here is reported with the next seed
+            # (its ledger row is submitted by then), which then leaves it out.
+            for c, amount, (before, after) in zip(
+                pending.counters, pending.actual, spent, strict=True
+            ):
+                if c.kind == "usd" and amount and after - before == amount:
+                    self._early[c.key] = self._early.get(c.key, 0) + amount
+            self._reseed_soon()
 
     def settle_soon(self, adm: Admission, reply: Reply | None) -> None:
         """From a completion callback (which cannot await): settle now when the store needs
@@ -545,9 +679,156 @@ class BudgetManager:
         adm.settled = True
         actual = self._record_actuals(adm, reply)
         if self.counters.synchronous:
+            self._live.pop(adm.lease, None)
             self._crossings(adm, self.counters.settle_now(adm.lease, adm.counters, actual))
             return
         self._track(asyncio.ensure_future(self._settle(adm, actual)))
+
+    # ----------------------------------------------------------------- store faults
+    def _local_room(self, counters: list[Counter]) -> str | None:
+        """While the store is away: None when this replica may admit the call on its local
+        allowance, else the name of the budget whose allowance it would pass. A hard USD
+        counter's allowance is this replica's share of the headroom last seen in the store
+        (limit − spent − reserved, split over the live replicas), capped by
+        `fail_open_allowance_usd`; a counter never seen gets the cap alone (0 when unset)."""
+        cap = self.config.fail_open_allowance_usd
+        cap_nanos = to_nanos(cap) if cap is not None else None
+        for c in counters:
+            if c.kind != "usd" or not c.hard:
+                continue
+            seen = self._seen.get(c.key)
+            share = None if seen is None else max(0, c.limit - seen) // max(1, self._replicas)
+            options = [x for x in (share, cap_nanos) if x is not None]
+            room = min(options) if options else 0
+            if self._local.get(c.key, 0) + c.amount > room:
+                return c.rule
+        return None
+
+    def _start_background(self) -> None:
+        if self._drainer is None and len(self.outbox):
+            self._start_drainer()
+        if (
+            self._heartbeat is None
+            and getattr(self.counters, "epochs", False)
+            and self.config.heartbeat_s
+        ):
+            self._heartbeat = asyncio.ensure_future(self._beat())
+
+    def _start_drainer(self) -> None:
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        """Apply queued settlements, oldest first, until the outbox is empty; back off
+        while the store is away (each try is idempotent in the store)."""
+        delay = self.config.outbox_retry_s
+        while len(self.outbox):
+            try:
+                await self._drain_pass()
+                delay = self.config.outbox_retry_s
+            except StoreUnavailable:
+                self._store_back.clear()
+                with contextlib.suppress(TimeoutError):  # a reservation that worked wakes us
+                    async with asyncio.timeout(delay):
+                        await self._store_back.wait()
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("budget outbox: applying a settlement failed; retrying")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.info("budget outbox drained")
+
+    async def _drain_pass(self) -> None:
+        for item in self.outbox.peek(200):
+            spent = await self.counters.settle(
+                item.lease, item.counters, item.actual,
+                received_at=item.received_at, once=item.once, finished=True,
+            )  # fmt: skip
+            self.outbox.done(item)
+            self.fault_stats["outbox_applied"] += 1
+            self._settled_in_store(item, spent)
+
+    async def _beat(self) -> None:
+        """Tell the store this replica is alive and learn how many are (fail-open shares)."""
+        interval = self.config.heartbeat_s
+        while True:
+            try:
+                store: Any = self.counters
+                await store.check_epoch()
+                self._replicas = max(1, await store.heartbeat(self._replica_id, interval * 3))
+            except StoreUnavailable:
+                pass
+            except Exception:
+                log.exception("budget heartbeat failed")
+            await asyncio.sleep(interval)
+
+    async def _on_epoch(self, epoch: str, cutoff: float) -> None:
+        """The store met a new epoch (first contact, or Redis came back empty): hold again
+        the reservations of calls still running, then seed every current budget counter
+        with the ledger's spend before the cutoff. Runs before any reservation in it."""
+        store: Any = self.counters
+        store.epoch, store.cutoff = epoch, cutoff  # the scripts below run in the new epoch
+        self._early = {}
+        now = time.time()
+        known = self._replicas  # how many replicas were alive before the restart
+        for adm in list(self._live.values()):
+            if not adm.once and adm.counters:
+                await store.reregister(adm.lease, adm.counters, now, self.config.lease_ttl_s)
+        await self._reseed()
+        if cutoff <= 0:
+            return
+        # Each replica seeds the ledger it writes: admit again only once the others did
+        # too (they notice the restart at their next call or heartbeat), or after a wait.
+        done = await store.mark_seeded(self._replica_id)
+        deadline = time.monotonic() + self.config.reseed_wait_s
+        while done < known and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            done = await store.seeded_count()
+        if done < known:
+            log.warning(
+                "after the budget store restarted, %d of %d replicas re-seeded within %.1fs; "
+                "admitting anyway", done, known, self.config.reseed_wait_s,
+            )  # fmt: skip
+
+    def _reseed_soon(self) -> None:
+        """Seed again once the ledger has the rows of calls received before the cutoff
+        (debounced: a burst of such settlements gives one seed)."""
+        if self._reseed_handle is not None:
+            self._reseed_handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._reseed_handle = loop.call_later(
+            self.config.reseed_delay_s, lambda: self._track(asyncio.ensure_future(self._reseed()))
+        )
+
+    async def _reseed(self) -> None:
+        store: Any = self.counters
+        cutoff = store.cutoff
+        if self.ledger is None or not self.config.seed_from_ledger or cutoff <= 0:
+            return
+        # Every call counted in `_early` has had its ledger row submitted (rows follow
+        # settlements synchronously), so after a flush they are all in the ledger.
+        early = dict(self._early)
+        flushed = True
+        if self.flush_ledger is not None:
+            flushed = await asyncio.to_thread(self.flush_ledger, 5.0)
+        spend: dict[str, tuple[int, float]] = {}
+        for rule in self.rules:
+            if not isinstance(rule, BudgetRule):
+                continue
+            period = period_at(rule.period, cutoff)
+            found = await asyncio.to_thread(ledger_spend, rule, self.ledger, period, until=cutoff)
+            for key, (_, nanos) in found.items():
+                spend[key] = (nanos, period.keep_until)
+        try:
+            await store.seed_delta(
+                self.ledger_id, spend, replica=self._replica_id,
+                reported=early if flushed else None,
+            )  # fmt: skip
+        except StoreUnavailable as exc:
+            log.warning("could not re-seed budget counters (store away): %s", exc)
+            self._reseed_soon()
+            return
+        self.fault_stats["reseeds"] += 1
 
     def _record_actuals(self, adm: Admission, reply: Reply | None) -> list[int]:
         actual = self._actuals(adm, reply)
@@ -627,6 +908,28 @@ class BudgetManager:
         """Wait for settlements still in flight (so no reservation outlives the process)."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+        for task in (self._drainer, self._heartbeat):
+            if task is not None and not task.done():
+                task.cancel()  # what is left in the outbox is applied at the next start
+                await asyncio.gather(task, return_exceptions=True)
+        try:  # one last pass, bounded: what Redis cannot take now waits for the next start
+            async with asyncio.timeout(self.config.outbox_retry_s * 10):
+                while len(self.outbox):
+                    await self._drain_pass()
+        except (StoreUnavailable, TimeoutError):
+            pass
+        if self._reseed_handle is not None:
+            self._reseed_handle.cancel()
+            self._reseed_handle = None
+            try:
+                async with asyncio.timeout(5):
+                    await self._reseed()
+            except (StoreUnavailable, TimeoutError):
+                pass
+        if len(self.outbox):
+            log.warning("%d budget settlement(s) left in the outbox for the next start",
+                        len(self.outbox))  # fmt: skip
+        self.outbox.close()
         await self.counters.aclose()
         if self.definitions is not None:
             self.definitions.close()

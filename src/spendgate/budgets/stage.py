@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from spendgate.budgets.config import BudgetsConfig
 from spendgate.budgets.definitions import DefinitionStore, open_definitions
 from spendgate.budgets.manager import BudgetManager, ScopedBudget, ThresholdHook
+from spendgate.budgets.outbox import Outbox, default_outbox_dir
 from spendgate.budgets.store import CounterStore, MemoryStore
 from spendgate.call import Call
 from spendgate.pipeline import Next
 from spendgate.reply import Reply
 
 if TYPE_CHECKING:
+    from spendgate.accounting import Accountant
     from spendgate.config import Settings
     from spendgate.stages import StageContext
 
@@ -40,8 +42,17 @@ def current_manager() -> BudgetManager | None:
 class BudgetStage:
     name = "budget"
 
-    def __init__(self, manager: BudgetManager) -> None:
+    def __init__(self, manager: BudgetManager, accountant: Accountant | None = None) -> None:
         self.manager = manager
+        self.accountant = accountant
+
+    def _priced(self, call: Call, reply: Reply) -> Reply:
+        """Price the reply as the ledger will (a cache hit, which never reached the
+        dispatcher, costs its zero usage; a served call its usage on the serving
+        deployment), so the settlement equals the ledger row's cost."""
+        if self.accountant is not None and not reply.priced:
+            self.accountant.price(call, reply)
+        return reply
 
     async def handle(self, call: Call, call_next: Next) -> Reply:
         admission = await self.manager.admit(call)
@@ -56,10 +67,10 @@ class BudgetStage:
             self.manager.settle_soon(admission, None)
             raise
         if reply.is_stream:
-            reply.on_done(lambda r: self.manager.settle_soon(admission, r))
+            reply.on_done(lambda r: self.manager.settle_soon(admission, self._priced(call, r)))
             return reply
         reply.finish()  # a whole reply is complete: price it now (idempotent later)
-        await self.manager.settle(admission, reply)
+        await self.manager.settle(admission, self._priced(call, reply))
         return reply
 
     async def aclose(self) -> None:
@@ -80,6 +91,33 @@ def open_counters(config: BudgetsConfig) -> CounterStore:
     return RedisStore(config.store, config.key_prefix, config.redis_timeout_s)
 
 
+def open_outbox(config: BudgetsConfig, settings: Settings) -> Outbox:
+    if config.outbox == "memory":
+        return Outbox(None)
+    if config.outbox == "auto":
+        return Outbox(default_outbox_dir(settings.storage.ledger))
+    return Outbox(config.outbox)
+
+
+def ledger_identity(url: str) -> str:
+    """A short name for the ledger this process writes: replicas that share one (the same
+    PostgreSQL URL, or the same SQLite file on the same host) seed it once between them."""
+    import hashlib
+    import os
+    import socket
+
+    from spendgate.ledger.spool import default_spool_dir
+
+    scheme = url.partition("://")[0].lower()
+    if scheme.startswith("postgres"):
+        name = url
+    else:
+        local = default_spool_dir(url)
+        path = os.path.realpath(str(local)) if local is not None else f"memory-{os.getpid()}"
+        name = f"{socket.gethostname()}:{path}"
+    return hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+
+
 def open_rule_store(config: BudgetsConfig, settings: Settings) -> DefinitionStore:
     return open_definitions(
         definitions_url(config, settings), config.key_prefix, config.redis_timeout_s
@@ -93,20 +131,25 @@ def build(ctx: StageContext) -> BudgetStage | None:
     if ctx.settings.budgets is None:
         return None
     config: BudgetsConfig = ctx.settings.section("budgets")
+    counters = open_counters(config)
+    writer = ctx.accountant.writer if ctx.accountant is not None else None
     manager = BudgetManager(
         config,
         catalog=ctx.catalog,
         table=ctx.table,
         pricer=ctx.pricer,
-        counters=open_counters(config),
+        counters=counters,
         definitions=open_rule_store(config, ctx.settings),
         ledger=ctx.store,
+        ledger_id=ledger_identity(ctx.settings.storage.ledger),
+        flush_ledger=writer.flush if writer is not None else None,
+        outbox=open_outbox(config, ctx.settings) if counters.epochs else None,
     )
     ctx.extra["budgets"] = manager
     manager.on_threshold.append(_alerts_hook(ctx.extra))
     _add_metrics(manager, ctx.metrics.registry)
     _latest = weakref.ref(manager)
-    return BudgetStage(manager)
+    return BudgetStage(manager, ctx.accountant)
 
 
 def _add_metrics(manager: BudgetManager, registry: Any) -> None:

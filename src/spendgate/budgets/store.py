@@ -33,7 +33,13 @@ __all__ = [
 
 
 class StoreUnavailable(SpendgateError, RuntimeError):
-    """The counter store cannot be reached (Redis down): the caller fails open or closed."""
+    """The counter store cannot be reached (Redis down): the caller fails open or closed.
+    `maybe_applied`: the command may still run (sent, then timed out: a paused Redis runs
+    it when it resumes), so a reservation may exist that nobody will settle."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ class ReserveResult:
 
 
 class CounterStore(Protocol):
+    epochs: bool
+    """True for a shared store that may come back empty (Redis): see `RedisStore`."""
     synchronous: bool
     """True when `settle_now` may be called from a completion callback (no I/O)."""
 
@@ -78,10 +86,20 @@ class CounterStore(Protocol):
     ) -> ReserveResult: ...
 
     async def settle(
-        self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
+        self,
+        lease: str,
+        counters: Sequence[Counter],
+        actual: Sequence[int],
+        *,
+        received_at: float | None = None,
+        once: bool = False,
+        finished: bool = False,
     ) -> list[tuple[int, int]]:
         """Replace the lease's reservation with `actual` on each counter; returns each
-        counter's spent (before, after), so threshold crossings are seen exactly once."""
+        counter's spent (before, after), so threshold crossings are seen exactly once.
+        `received_at` (when the call came in) and `once` (admitted while the store was away,
+        so never reserved there) let a shared store settle idempotently across restarts;
+        `finished` says the call's ledger row is written (a retried settlement)."""
         ...
 
     def settle_now(
@@ -114,6 +132,7 @@ class MemoryStore:
     """Counters in this process's memory. Exact and fast; not shared between processes."""
 
     synchronous = True
+    epochs = False
 
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
@@ -151,7 +170,14 @@ class MemoryStore:
             return ReserveResult(True, states, [])
 
     async def settle(
-        self, lease: str, counters: Sequence[Counter], actual: Sequence[int]
+        self,
+        lease: str,
+        counters: Sequence[Counter],
+        actual: Sequence[int],
+        *,
+        received_at: float | None = None,
+        once: bool = False,
+        finished: bool = False,
     ) -> list[tuple[int, int]]:
         return self.settle_now(lease, counters, actual)
 

@@ -8,6 +8,12 @@ is safe because stores are idempotent per request_id. The only ways an event is 
 are counted and logged: the buffer overflowed (`dropped`), it arrived after `close()`
 (`dropped`), or the event itself cannot be stored (`rejected`, found by bisecting the
 batch so its neighbours still get written).
+
+With a `Spool`, each accepted event is also appended to a local file before it enters the
+buffer (one `write` syscall under the lock), so a process killed with events still queued
+loses none of them: the next writer on that spool directory recovers and re-sends them
+(`recovered`). `close(timeout)` then bounds shutdown: what the store did not take within
+the timeout stays in the spool for the next start.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections import deque
 from typing import Any
 
 from spendgate.ledger.event import InvalidEvent, UsageEvent
+from spendgate.ledger.spool import Spool
 from spendgate.ledger.store import LedgerStore
 
 __all__ = ["BatchingWriter"]
@@ -53,6 +60,7 @@ class BatchingWriter:
         max_buffer: int = 100_000,
         retry_backoff: float = 0.05,
         max_backoff: float = 5.0,
+        spool: Spool | None = None,
     ) -> None:
         if max_batch < 1 or max_buffer < 1:
             raise ValueError("max_batch and max_buffer must be at least 1")
@@ -82,6 +90,23 @@ class BatchingWriter:
         self._closed = False
         self._running = True
         self._drop_logged_at = -math.inf
+        self._spool = spool
+        self._recovered = 0
+        orphans: list[Any] = []
+        if spool is not None:
+            events, orphans = spool.take_orphans()
+            for event in events:  # re-spooled into our own segment, then queued
+                self.submit(event)
+            self._recovered = len(events)
+            spool.sync_all()
+            spool.forget(orphans)  # safe now: the events are in our segment
+            if events:
+                log.warning(
+                    "ledger: recovered %d unwritten event(s) from %d spool segment(s) in %s",
+                    len(events),
+                    len(orphans),
+                    spool.dir,
+                )
 
         self._thread = threading.Thread(
             target=self._run, name="spendgate-ledger-writer", daemon=True
@@ -108,6 +133,8 @@ class BatchingWriter:
                     self._drop_logged_at = now
                     drop_reason = f"buffer full ({self._max_buffer} events pending)"
             else:
+                if self._spool is not None:
+                    self._spool.append(event)
                 self._buf.append(event)
                 self._accepted += 1
                 wake = len(self._buf) == self._max_batch
@@ -121,6 +148,11 @@ class BatchingWriter:
                 drop_reason,
                 dropped,
             )
+
+    @property
+    def spooled(self) -> bool:
+        """Whether unwritten events survive this process (a bounded shutdown is safe)."""
+        return self._spool is not None
 
     # -- control -----------------------------------------------------------------------
 
@@ -156,10 +188,20 @@ class BatchingWriter:
         if self._thread.is_alive():
             self._abort.set()
             self._wake.set()
-            self._thread.join()
+            # A store call in progress may hang (a half-open connection): with a spool the
+            # events are safe on disk, so do not wait for it beyond a moment.
+            self._thread.join(None if self._spool is None else 2.0)
         pending = self.stats()["pending"]
+        if self._spool is not None:
+            with self._lock:
+                self._spool.close(keep=pending > 0)
         if pending:
-            log.error("ledger writer closed with %d events unwritten", pending)
+            where = (
+                f"; they stay in the spool {self._spool.dir} for the next start"
+                if self._spool is not None
+                else ""
+            )
+            log.error("ledger writer closed with %d events unwritten%s", pending, where)
         return pending == 0
 
     def stats(self) -> dict[str, Any]:
@@ -173,6 +215,7 @@ class BatchingWriter:
                 "rejected": self._rejected,
                 "write_errors": self._write_errors,
                 "batches": self._batches,
+                "recovered": self._recovered,
             }
 
     def __enter__(self) -> BatchingWriter:
@@ -199,6 +242,10 @@ class BatchingWriter:
                 batch = self._take()
                 if batch:
                     self._write(batch)
+                    if self._spool is not None:
+                        with self._lock:
+                            self._spool.release(self._written + self._rejected)
+                        self._spool.sync()  # outside the lock: submit never waits on it
                 elif closing:
                     return  # closed before we looked, and nothing left: done
         except BaseException:

@@ -10,7 +10,12 @@ import orjson
 
 from spendgate.call import API, Usage
 from spendgate.errors import GatewayError
-from spendgate.tokens import count_anthropic_request, count_openai_request, count_text
+from spendgate.tokens import (
+    claude_estimates,
+    count_anthropic_request,
+    count_openai_request,
+    count_text,
+)
 
 __all__ = ["StreamTally", "error_frame", "stream_cut"]
 
@@ -29,12 +34,15 @@ class StreamTally:
             self.parts.append(text)
 
     def estimate(self) -> Usage:
-        """Input counted on the body actually sent, output on the text actually received."""
-        if self.upstream_api == "anthropic":
-            prompt = count_anthropic_request(self.model, self.sent_body)
-        else:
-            prompt = count_openai_request(self.model, self.sent_body)
-        return Usage(input_tokens=prompt, output_tokens=self.output_tokens(), estimated=True)
+        """Input counted on the body actually sent, output on the text actually received
+        (an estimate, marked so: Claude's counts come from o200k, not ctok's tables)."""
+        with claude_estimates():
+            if self.upstream_api == "anthropic":
+                prompt = count_anthropic_request(self.model, self.sent_body)
+            else:
+                prompt = count_openai_request(self.model, self.sent_body)
+            output = self.output_tokens()
+        return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
 
     def output_tokens(self) -> int:
         return count_text(self.model, "".join(self.parts)) if self.parts else 0

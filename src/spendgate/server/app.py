@@ -8,6 +8,7 @@ route table because it has six routes and sits on every request's critical path.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import time
@@ -23,6 +24,7 @@ from spendgate.config import Settings
 from spendgate.errors import GatewayError, internal_error
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
+from spendgate.ledger.spool import open_spool
 from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog, Pricer
@@ -83,6 +85,11 @@ class Gateway:
             max_batch=settings.ledger.max_batch,
             flush_interval=settings.ledger.flush_interval_s,
             max_buffer=settings.ledger.max_buffer,
+            spool=(
+                open_spool(settings.ledger.spool, settings.storage.ledger)
+                if self._owns_store
+                else None  # a store handed in is not the one the URL names
+            ),
         )
         self.metrics = Metrics()
         self.metrics.watch("spendgate_ledger", self.writer.stats)
@@ -98,6 +105,7 @@ class Gateway:
             table=self.table,
             metrics=self.metrics,
             store=self.store,
+            accountant=self.accountant,
         )
         self.pipeline = Pipeline(
             build_stages(self.stage_context) if stages is None else stages,
@@ -124,6 +132,9 @@ class Gateway:
         self._key_revision = self.keys.revision()
         self._key_revision_checked = time.monotonic()
         self._closed = False
+        self._warm: asyncio.Future[Any] | None = None
+        """Tokenizers loading in a worker thread after start-up; calls wait for it (off the
+        event loop) and /healthz answers 503 "starting" until it is done."""
 
     # ---------------------------------------------------------------- lifecycle
     async def aclose(self) -> None:
@@ -138,7 +149,8 @@ class Gateway:
             stage_close = getattr(stage, "aclose", None)
             if stage_close is not None:
                 await stage_close()
-        await asyncio.to_thread(self.writer.close)
+        grace = self.settings.ledger.shutdown_grace_s if self.writer.spooled else None
+        await asyncio.to_thread(self.writer.close, grace)
         if self._owns_store:
             self.store.close()
         self.keys.close()
@@ -169,7 +181,7 @@ class Gateway:
         elif method == "GET" and path in ("/v1/models", "/models"):
             await _send_json(send, 200, self._models())
         elif method == "GET" and path == "/healthz":
-            await _send_json(send, 200, {"status": "ok", "ledger": self.writer.stats()})
+            await self._health(send)
         elif method == "GET" and path == "/openapi.json":
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
@@ -182,10 +194,31 @@ class Gateway:
             headers = [*_JSON, (b"x-spendgate-request-id", request_id.encode())]
             await _send(send, 404, orjson.dumps(error.to_openai()), headers)
 
+    async def _health(self, send: Send) -> None:
+        """200 `{"status": "ok"}` once the gateway can answer without a start-up stall;
+        503 `{"status": "starting"}` (with `retry-after`) while its tokenizers load."""
+        warm = self._warm
+        if warm is not None and not warm.done():
+            body = {"status": "starting", "ledger": self.writer.stats()}
+            await _send(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
+            return
+        body = {"status": "ok", "ledger": self.writer.stats()}
+        if warm is not None and warm.exception() is not None:
+            body["tokenizers"] = f"failed to preload: {warm.exception()}"
+        await _send_json(send, 200, body)
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                from spendgate.tokens import warm_up
+
+                # ctok only where exact Claude counts are used (trim, prefix stages)
+                exact = {s.name for s in self.pipeline.stages} & {"trim", "prefix"}
+                self._warm = asyncio.get_running_loop().run_in_executor(
+                    None, functools.partial(warm_up, claude_exact=bool(exact)),
+                    self.table.models(),
+                )  # fmt: skip
                 for ext in self.extensions:
                     await ext.start()
                 await send({"type": "lifespan.startup.complete"})
@@ -209,6 +242,9 @@ class Gateway:
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
         self.metrics.in_flight.inc()
         try:
+            warm = self._warm
+            if warm is not None and not warm.done():
+                await asyncio.wait([warm])  # tokenizers still loading: wait off the loop
             try:
                 if refusal is not None:
                     raise refusal

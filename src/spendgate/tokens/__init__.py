@@ -4,7 +4,15 @@ Used when a provider reports no usage (usage is then marked estimated), for budg
 reservations before a call, and by the simulated upstream to report real-looking usage.
 """
 
-from spendgate.tokens.encoders import claude_version, count_text, encode, family, has_ctok
+from spendgate.tokens.encoders import (
+    claude_estimates,
+    claude_version,
+    count_text,
+    encode,
+    family,
+    has_ctok,
+    warm_up,
+)
 from spendgate.tokens.requests import (
     anthropic_cache_breakpoints,
     count_anthropic_request,
@@ -15,6 +23,7 @@ from spendgate.tokens.requests import (
 
 __all__ = [
     "anthropic_cache_breakpoints",
+    "claude_estimates",
     "claude_version",
     "count_anthropic_request",
     "count_embedding_input",
@@ -24,4 +33,5 @@ __all__ = [
     "family",
     "has_ctok",
     "iter_anthropic_prompt",
+    "warm_up",
 ]

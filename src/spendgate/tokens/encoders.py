@@ -16,20 +16,26 @@ answers over and over.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from functools import cache, lru_cache
 from typing import Any
 
 __all__ = [
     "CLAUDE_RATIO_V3",
     "CLAUDE_RATIO_V47",
+    "claude_estimates",
     "claude_frame",
     "claude_version",
     "count_text",
     "encode",
     "family",
     "has_ctok",
+    "warm_up",
 ]
 
 CLAUDE_RATIO_V3 = 1.104
@@ -37,6 +43,7 @@ CLAUDE_RATIO_V3 = 1.104
 CLAUDE_RATIO_V47 = 1.495
 """Claude Opus 4.7+ tokens per o200k token on the same prompts (ctok v4.7 vocabulary)."""
 
+_TIKTOKEN_LOCK = threading.Lock()
 _PREFIX = re.compile(r"^(?:[\w.-]+/)+")  # "openai/", "anthropic/", "azure/eu/" …
 _CL100K = ("gpt-4", "gpt-3.5", "text-embedding-", "gpt-35")
 _O200K_OVERRIDES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")
@@ -84,19 +91,68 @@ def claude_version(model: str) -> str:
     return "3.0"
 
 
-def _load_bpe(name: str) -> Callable[[str], int]:
+def _tiktoken_encoding(name: str) -> Any | None:
+    """`name` ("o200k_base", "cl100k_base") as a tiktoken Encoding built from the merge
+    table bpe-openai ships (tiktoken alone would download it), or None without tiktoken.
+
+    Why tiktoken: the same encoding (identical ids and counts) in 43 MB of RSS for o200k,
+    where bpe-openai's tables take 121 MB (measured in docs/resilience.md). The Python copy
+    of the ranks is dropped once the Rust side holds its own."""
     try:
-        from bpe_openai import _bindings
+        import tiktoken
+        from tiktoken_ext import openai_public
+    except ImportError:
+        return None
+    import base64
+    import gzip
+    from importlib.util import find_spec
+    from pathlib import Path
 
-        backend: Any = _bindings.tokenizer_for_encoding(name)
-        count: Callable[[str], int] = backend.count
-    except (ImportError, AttributeError):  # the private binding moved: the public API
-        import bpe_openai
+    # Found without importing bpe_openai: its import alone costs ~68 MB of RSS.
+    spec_ = find_spec("bpe_openai")
+    if spec_ is None or spec_.origin is None:
+        return None
+    path = Path(spec_.origin).parent / "data" / f"{name}.tiktoken.gz"
+    if not path.is_file():
+        return None
+    raw = path.read_bytes()
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in gzip.decompress(raw).splitlines() if line)
+    }
+    with _TIKTOKEN_LOCK:  # borrow tiktoken's own definition (pattern, special tokens)
+        original = openai_public.load_tiktoken_bpe
+        openai_public.load_tiktoken_bpe = lambda *_a, _r=ranks, **_k: _r
+        try:
+            spec = getattr(openai_public, name)()
+        finally:
+            openai_public.load_tiktoken_bpe = original
+    enc = tiktoken.Encoding(**spec)
+    enc._mergeable_ranks = {}  # the Rust core keeps its own table
+    del ranks, spec, raw
+    _trim_heap()
+    return enc
 
-        enc = bpe_openai.get_encoding(name)
+
+def _trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _load_bpe(name: str) -> Callable[[str], int]:
+    enc = _encoder(name)
+    if hasattr(enc, "encode_ordinary"):  # tiktoken
 
         def count(text: str) -> int:
             return len(enc.encode_ordinary(text))
+
+    else:  # bpe-openai's binding
+        count = enc.count
 
     def safe(text: str) -> int:
         try:
@@ -108,26 +164,32 @@ def _load_bpe(name: str) -> Callable[[str], int]:
 
 
 @cache
-def _bpe(name: str) -> Callable[[str], int]:
-    return _load_bpe(name + "_base")
+def _encoder(name: str) -> Any:
+    """One encoder per encoding, shared by counting and `encode`: tiktoken when installed
+    (smaller), else bpe-openai."""
+    enc = _tiktoken_encoding(name)
+    if enc is not None:
+        return enc
+    from bpe_openai import _bindings
+
+    return _bindings.tokenizer_for_encoding(name)
 
 
 @cache
-def _bpe_encoder(name: str) -> Any:
-    from bpe_openai import _bindings
-
-    return _bindings.tokenizer_for_encoding(name + "_base")
+def _bpe(name: str) -> Callable[[str], int]:
+    return _load_bpe(name + "_base")
 
 
 def encode(model: str, text: str) -> list[int]:
     """Token ids of `text` in the model's BPE family (o200k for Claude, which has no public
     ids): used to find shared prompt prefixes at token granularity."""
     fam = family(model)
-    enc = _bpe_encoder("cl100k" if fam == "cl100k" else "o200k")
+    enc = _encoder(("cl100k" if fam == "cl100k" else "o200k") + "_base")
+    call = enc.encode_ordinary if hasattr(enc, "encode_ordinary") else enc.encode
     try:
-        return list(enc.encode(text))
+        return list(call(text))
     except UnicodeEncodeError:
-        return list(enc.encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+        return list(call(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
 
 
 @lru_cache(maxsize=1)
@@ -150,14 +212,57 @@ def claude_frame(version: str) -> int:
     return {"3.0": 7, "4.7": 11}.get(version, 6)
 
 
-@lru_cache(maxsize=16384)
-def _claude_count(version: str, text: str) -> int:
-    if has_ctok():
-        import ctok
+CLAUDE_COUNTING: ContextVar[str] = ContextVar("spendgate_claude_counting", default="exact")
+"""`exact` (ctok when installed) or `estimate` (o200k × the measured ratio): set for a
+scope with `claude_estimates()` where an estimate is all that is needed (budget
+reservations, the system-prompt share, usage a provider did not report), so the gateway
+does not hold ctok's tables (~67 MB) for them."""
 
-        return max(0, ctok.token_count(text, version) - claude_frame(version))
+
+@contextmanager
+def claude_estimates() -> Iterator[None]:
+    """Within this block (this task or thread only), Claude counts are o200k estimates."""
+    token = CLAUDE_COUNTING.set("estimate")
+    try:
+        yield
+    finally:
+        CLAUDE_COUNTING.reset(token)
+
+
+_MEMO_KEY_CHARS = 256
+"""Longer texts are memoised under a digest, so the memo's size does not grow with them."""
+
+
+def _memo_key(text: str) -> str | bytes:
+    if len(text) <= _MEMO_KEY_CHARS:
+        return text
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _claude_count(version: str, text: str) -> int:
+    if has_ctok() and CLAUDE_COUNTING.get() == "exact":
+        key = _memo_key(text)
+        found = _CTOK_MEMO.get((version, key))
+        if found is not None:
+            return found
+        n = max(0, _ctok_token_count(text, version) - claude_frame(version))
+        if len(_CTOK_MEMO) >= 8192:
+            _CTOK_MEMO.clear()
+        _CTOK_MEMO[(version, key)] = n
+        return n
     ratio = CLAUDE_RATIO_V3 if version == "3.0" else CLAUDE_RATIO_V47
     return round(_bpe("o200k")(text) * ratio)
+
+
+_CTOK_MEMO: dict[tuple[str, str | bytes], int] = {}
+"""ctok is ~100× slower than the Rust BPE: counts are memoised per (version, text); texts
+longer than 256 characters by a 16-byte digest (the memo once kept whole prompts)."""
+
+
+def _ctok_token_count(text: str, version: str) -> int:
+    import ctok
+
+    return int(ctok.token_count(text, version))
 
 
 def count_text(model: str, text: str) -> int:
@@ -168,3 +273,24 @@ def count_text(model: str, text: str) -> int:
     if fam == "claude":
         return _claude_count(claude_version(model), text)
     return _bpe(fam)(text)
+
+
+def warm_up(models: list[str], *, claude_exact: bool = False) -> list[str]:
+    """Load the tokenizer of every family `models` count in (o200k ≈ 1.1 s, ctok ≈ 0.8 s on
+    a loaded 2-core machine), so no request pays for it; returns the families loaded.
+    Claude models load o200k (their estimates), and ctok too when `claude_exact`. Safe to
+    run in a worker thread: the loaders are memoised and idempotent."""
+    loaded: list[str] = []
+    for model in models:
+        fam = family(model)
+        key = fam
+        if fam == "claude":
+            key = f"claude-{claude_version(model)}" if claude_exact and has_ctok() else "o200k"
+        if key in loaded:
+            continue
+        if fam == "claude" and key == "o200k":
+            _bpe("o200k")("warm up")
+        else:
+            count_text(model, "warm up")
+        loaded.append(key)
+    return loaded
