@@ -3,13 +3,20 @@ across SIGKILL and a SIGTERM with PostgreSQL down, memory over a soak, latency o
 requests after a start. Every service is this script's own (redis-server on a free port,
 an initdb'd PostgreSQL cluster, gateway processes); the machine's are never touched.
 
-    python bench/faults.py [--json] [--only budgets,shutdown,soak,cold-start] [--quick]
+    python bench/faults.py [--json] [--only fuzz,hostile,budgets,shutdown,soak,cold-start]
+                           [--quick]
 
 It prints one table, tried / failed / lost per area (what each column counts is in the
 area's notes), and each area's figures. `AREAS` is a list of (name, function): an area is
 one function `fn(ctx) -> AreaResult`; add one by appending to it.
 
 Areas:
+- fuzz: schemathesis from `GET /openapi.json` (bench/fuzz_openapi.py), valid and invalid
+  requests. failed = 5xx not from upstream + dropped connections, lost = request ids
+  without exactly one ledger row.
+- hostile: 1,500 random bodies over both wire formats (bench/hostile_bodies.py), then 8
+  concurrent 50 MB header blocks; failed = 5xx, dropped, or a header block not refused
+  with 431; RSS before and after; lost = bodies without exactly one row.
 - budgets: 3 gateways, one hard budget ($0.50/day; `--quick`: a smaller one), traffic until
   the budget refuses, with Redis paused (SIGSTOP/SIGCONT) or killed and restarted empty in
   the middle, fail-open and fail-closed. tried = scenarios, failed = scenarios whose
@@ -612,7 +619,99 @@ def area_cold_start(ctx: Ctx) -> AreaResult:
                       notes=f"requests; p99 {r['p99_ms']} ms over {8}s from start")  # fmt: skip
 
 
+def area_fuzz(ctx: Ctx) -> AreaResult:
+    """schemathesis from the gateway's own OpenAPI document, positive and negative."""
+    from fuzz_openapi import run_against_fresh_gateway
+
+    r = run_against_fresh_gateway(examples=40 if ctx.quick else 300, seed=7)
+    failed = len(r["server_errors"]) + len(r["dropped"])
+    return AreaResult(
+        "fuzz", tried=r["tried"], failed=failed, lost=r["lost_rows"] + r["duplicate_rows"],
+        details=[{k: v for k, v in r.items() if k != "by_operation"}],
+        notes=f"requests; failed = 5xx not from upstream + dropped connections; "
+        f"lost = missing + duplicate rows; statuses {r['statuses']}",
+    )  # fmt: skip
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _raw(url: str, head: bytes) -> bytes:
+    import contextlib
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    with socket.create_connection((where.hostname, where.port), timeout=60) as s:
+        with contextlib.suppress(OSError):
+            s.sendall(head)
+        with contextlib.suppress(OSError):
+            return s.recv(200)
+    return b""
+
+
+def area_hostile(ctx: Ctx) -> AreaResult:
+    """Random bodies over both formats, and 8 concurrent 50 MB header blocks (the probe's
+    attack: RSS 238 → 618 MB)."""
+    import random
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx2
+
+    from hostile_bodies import random_body
+
+    home = Path(tempfile.mkdtemp(prefix="sg-hostile-", dir=ctx.home))
+    gw = faultkit.GatewayProcess(faultkit.gateway_config(home, ctx.upstream))
+    gw.ready()
+    rnd = random.Random(20261205)
+    statuses: Counter[int] = Counter()
+    ids: list[str] = []
+    failed = dropped = 0
+    n = 300 if ctx.quick else 1500
+    with httpx2.Client(timeout=30) as client:
+        for _ in range(n):
+            path, body = random_body(rnd)
+            try:
+                r = client.post(gw.url + path, content=json.dumps(body),
+                                headers={"content-type": "application/json"})  # fmt: skip
+            except httpx2.HTTPError:
+                dropped += 1
+                continue
+            statuses[r.status_code] += 1
+            failed += r.status_code >= 500
+            ids.append(r.headers.get("x-spendgate-request-id", ""))
+    before = _rss_mb(gw.proc.pid)
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 50_000_000
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _raw(gw.url, head), range(8)))
+    after = _rss_mb(gw.proc.pid)
+    refused = sum(a.startswith(b"HTTP/1.1 431") for a in answers)
+    gw.stop()
+    from spendgate.ledger import open_ledger
+
+    store = open_ledger(f"sqlite:///{(home / 'ledger.db').resolve()}")
+    rows = Counter(e.request_id for e in store.events())
+    store.close()
+    lost = sum(1 for i in ids if rows[i] != 1)
+    detail = {"scenario": "hostile", "bodies": n, "statuses": dict(statuses),
+              "dropped": dropped, "header_attacks": 8, "header_431": refused,
+              "rss_before_mb": round(before, 1), "rss_after_mb": round(after, 1)}  # fmt: skip
+    return AreaResult(
+        "hostile", tried=n + 8, failed=failed + dropped + (8 - refused), lost=lost,
+        details=[detail],
+        notes=f"bodies + header attacks; failed = 5xx, dropped, or a header attack not "
+        f"refused with 431; RSS {detail['rss_before_mb']} -> {detail['rss_after_mb']} MB",
+    )  # fmt: skip
+
+
 AREAS: list[tuple[str, Callable[[Ctx], AreaResult]]] = [
+    ("fuzz", area_fuzz),
+    ("hostile", area_hostile),
     ("budgets", area_budgets),
     ("shutdown", area_shutdown),
     ("soak", area_soak),

@@ -10,16 +10,20 @@ import contextlib
 import json
 import random
 import socket
-import string
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import orjson
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
 from conftest import Harness, gateway_settings, start_harness
+from hostile_bodies import random_body
 from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.server.app import header_value
 
@@ -204,62 +208,6 @@ def test_unknown_routes_get_a_404_and_a_row(edge: Harness) -> None:
 # ------------------------------------------------------------------------------ fuzz
 
 
-def _value(rnd: random.Random, depth: int = 0) -> Any:
-    scalars = [
-        None,
-        True,
-        0,
-        -1,
-        10**12,
-        0.5,
-        "",
-        "text",
-        "".join(rnd.choices(string.printable, k=5)),
-    ]
-    if depth >= 3 or rnd.random() < 0.4:
-        return rnd.choice(scalars)
-    keys = ["type", "text", "role", "content", "image_url", "source", "id", "name", "input",
-            "tool_use_id", "url", "function", "arguments"]  # fmt: skip
-    if rnd.random() < 0.5:
-        return [_value(rnd, depth + 1) for _ in range(rnd.randrange(3))]
-    block = {rnd.choice(keys): _value(rnd, depth + 1) for _ in range(rnd.randrange(4))}
-    if rnd.random() < 0.6:
-        kinds = ["text", "image_url", "image", "tool_use", "tool_result", "input_audio", "file",
-                 "document", "thinking", "refusal"]  # fmt: skip
-        block["type"] = rnd.choice(kinds)
-    return block
-
-
-def _random_body(rnd: random.Random) -> tuple[str, dict[str, Any]]:
-    model = rnd.choice(["gpt-4o-mini", "claude-sonnet-4", "claude-3-5-haiku", "gpt-4o"])
-    roles = ["user", "assistant", "system", "tool", "developer"]
-    if rnd.random() < 0.5:
-        messages = []
-        for _ in range(rnd.randrange(1, 4)):
-            content = rnd.choice(["hi", _value(rnd), [_value(rnd), _value(rnd)]])
-            m = {"role": rnd.choice([*roles, _value(rnd)]), "content": content}
-            for key in ("tool_calls", "tool_call_id", "name"):
-                if rnd.random() < 0.15:
-                    m[key] = _value(rnd)
-            messages.append(m)
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        optional = ["tools", "tool_choice", "response_format", "stop", "max_tokens", "stream",
-                    "n", "stream_options", "temperature", "metadata"]  # fmt: skip
-        path = CHAT
-    else:
-        messages = [{"role": rnd.choice(["user", "assistant"]),
-                     "content": rnd.choice(["hi", [_value(rnd), _value(rnd)], _value(rnd)])}
-                    for _ in range(rnd.randrange(1, 3))]  # fmt: skip
-        body = {"model": model, "messages": messages, "max_tokens": rnd.choice([16, _value(rnd)])}
-        optional = ["system", "tools", "tool_choice", "stop_sequences", "stream", "thinking",
-                    "metadata"]  # fmt: skip
-        path = MESSAGES
-    for key in optional:
-        if rnd.random() < 0.15:
-            body[key] = _value(rnd)
-    return path, body
-
-
 def test_random_bodies_never_500_and_each_has_one_row(edge: Harness) -> None:
     """400 seeded random bodies over both endpoints and both directions of translation
     (before the fixes: 72 of 800 were 500s and 45 had no response id)."""
@@ -267,7 +215,7 @@ def test_random_bodies_never_500_and_each_has_one_row(edge: Harness) -> None:
     statuses: Counter[int] = Counter()
     ids = []
     for _ in range(400):
-        path, body = _random_body(rnd)
+        path, body = random_body(rnd)
         r = _post(edge, path, body)
         statuses[r.status_code] += 1
         assert r.status_code < 500, (path, body, r.text)
