@@ -35,8 +35,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "compression" / "nq_open_10docs.jsonl.gz"
 

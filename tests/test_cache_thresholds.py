@@ -99,3 +99,6 @@ def test_text_answers_use_the_similarity_bar() -> None:
     assert not answers_agree("It is Paris.", "It is Lyon.", similarity=sim)
     assert not answers_agree("It is Paris.", "Paris is the capital.", mode="answer")
     assert normalise_answer("  Yes! ") == "yes"
+    # The default judge: word overlap.
+    assert answers_agree("Paris is the capital of France.", "The capital of France is Paris")
+    assert not answers_agree("Paris is the capital of France.", "Lyon is a city in France.")

@@ -76,8 +76,8 @@ class SemanticConfig(_Strict):
     equivalence: Literal["question", "answer"] = "question"
     """How outcomes are judged. `answer`: for structured answers (labels, extraction JSON),
     two answers agree when equal after normalisation. `question`: free text, equal or
-    static-model cosine of the two answers >= `answer_similarity`."""
-    answer_similarity: float = Field(default=0.9, ge=0.0, le=1.0)
+    word-overlap F1 of the two answers >= `answer_similarity`."""
+    answer_similarity: float = Field(default=0.6, ge=0.0, le=1.0)
     min_cosine: float = Field(default=0.5, ge=-1.0, le=1.0)
     """Candidates below this cosine are never sent to the verifier."""
     candidates: int = Field(default=4, ge=1, le=64)

@@ -189,7 +189,6 @@ class SemanticMatcher:
         kind = verifier_name or DEFAULT_VERIFIER
         if kind not in ("cross-encoder", "features"):
             raise ValueError(f"unknown verifier {kind!r}; use cross-encoder or features")
-        self.embedder: Embedder = get_embedder("static")
         self.accurate: MiniLMEmbedder | None = None
         self.cross: CrossEncoder | None = None
         if kind == "cross-encoder" and verifier is None:
@@ -203,6 +202,9 @@ class SemanticMatcher:
                     "back to the feature verifier (same precision target, lower recall)",
                     exc,
                 )
+        # The cross-encoder retrieves with the static model keyed to its own WordPiece
+        # vocabulary (~10 MB); the feature verifier needs the static model's own tokens.
+        self.embedder: Embedder = get_embedder("static-wp" if self.cross else "static")
         if name == "minilm" and self.cross is None:
             try:
                 from spendgate.cache.embedder import get_accurate_embedder

@@ -390,18 +390,10 @@ class CacheStage:
             if raw is None:
                 return  # the stored answer expired: nothing to compare with
             stored = orjson.loads(raw).get("body")
-            similarity = None
-            if self.semantic is not None:
-                embed = self.semantic.matcher.embedder.embed
-
-                def similarity(a: str, b: str) -> float:
-                    return float(embed(a).vector @ embed(b).vector)
-
             agreed = answers_agree(
                 answer_of(stored),
                 answer_of(body),
                 mode="answer" if policy.equivalence == "answer" else "text",
-                similarity=similarity,
                 bar=self.config.semantic.answer_similarity,
             )
             pending.entry.stats.record(pending.score, agreed)

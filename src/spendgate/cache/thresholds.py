@@ -23,13 +23,15 @@ this is the validation threshold for precision 1 - delta: the static default it 
 
 The answer judge (`answers_agree`): for features whose answers are structured
 (classification labels, extraction JSON) answers must be equal after normalisation
-(`equivalence: answer`); for free text, their static-model cosine must reach a bar.
+(`equivalence: answer`); for free text, their word-overlap F1 must reach a bar.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +44,7 @@ __all__ = [
     "ThresholdPolicy",
     "answers_agree",
     "normalise_answer",
+    "text_similarity",
 ]
 
 Decision = Literal["hit", "verify", "explore", "miss"]
@@ -145,19 +148,37 @@ def normalise_answer(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+_WORDS = re.compile(r"\w+")
+
+
+def text_similarity(a: str, b: str) -> float:
+    """Word-overlap F1 of two answers (multisets of lowercased words). Two answers of one
+    model to one question at temperature 0 are mostly the same words; mean-pooled sentence
+    vectors of long answers, by contrast, all drift towards one generic vector."""
+    wa = Counter(_WORDS.findall(a.lower()))
+    wb = Counter(_WORDS.findall(b.lower()))
+    if not wa or not wb:
+        return 1.0 if wa == wb else 0.0
+    common = sum((wa & wb).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / sum(wb.values()), common / sum(wa.values())
+    return 2 * precision * recall / (precision + recall)
+
+
 def answers_agree(
     a: Any,
     b: Any,
     *,
     mode: Literal["answer", "text"] = "text",
-    similarity: Callable[[str, str], float] | None = None,
-    bar: float = 0.9,
+    similarity: Callable[[str, str], float] = text_similarity,
+    bar: float = 0.6,
 ) -> bool:
     """Would serving answer `a` for a question answered `b` be right? `answer`: equal after
     normalisation (labels, JSON). `text`: equal, or `similarity(a, b) >= bar`."""
     na, nb = normalise_answer(a), normalise_answer(b)
     if na == nb:
         return True
-    if mode == "answer" or similarity is None:
+    if mode == "answer":
         return False
     return similarity(str(a), str(b)) >= bar
