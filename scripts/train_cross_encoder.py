@@ -531,6 +531,10 @@ def export(args: argparse.Namespace) -> int:
     sv = _decision(val, p8)
     threshold = pick_threshold(sv, yv)
     _report("validation", sv, yv, threshold)
+    if args.both_orders:  # would reading both orders (2 pairs per lookup) pay for itself?
+        rev = _ort_scores(tmp, _encode(tok, [(p.q2, p.q1) for p in val]))
+        sym = _decision(val, (p8 + rev) / 2)
+        _report("validation, both orders averaged", sym, yv, pick_threshold(sym, yv))
     info = (
         f"qqp train={len(_train)} val={len(val)} heldout={len(held)}; all-MiniLM-L6-v2 "
         f"layers {meta['layers']}, step {meta['step']}, soft={bool(meta.get('soft'))}; "

@@ -39,6 +39,15 @@ __all__ = ["cache", "eval_commands"]
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="replay: stream order.")
 @click.option(
+    "--traffic",
+    type=click.Choice(["once", "zipf"]),
+    default="once",
+    show_default=True,
+    help="replay of QQP pairs: every question once, or Zipf-popular clusters re-asked in "
+    "their several wordings (--queries draws).",
+)
+@click.option("--queries", type=int, default=0, help="replay --traffic zipf: how many draws.")
+@click.option(
     "--split",
     type=click.Choice(["auto", "heldout", "all"]),
     default="auto",
@@ -56,6 +65,8 @@ def cache(
     delta: float,
     verify_rate: float,
     seed: int,
+    traffic: str,
+    queries: int,
 ) -> None:
     """Evaluate the semantic cache on {q1, q2, duplicate} pairs, or replay a stream of
     {query, answer} rows (or QQP pairs' questions) through it."""
@@ -70,7 +81,9 @@ def cache(
 
     if mode == "replay":
         try:
-            stream = load_stream(pairs_path, split=split, seed=seed)
+            stream = load_stream(
+                pairs_path, split=split, seed=seed, traffic=traffic, queries=queries
+            )
         except (OSError, ValueError) as exc:
             click.echo(f"spendgate: {exc}", err=True)
             sys.exit(2)
@@ -121,7 +134,8 @@ def cache(
 def _print_replay(out: dict[str, Any]) -> None:
     a = out["adaptive"]
     click.echo(
-        f"{out['stream']} queries replayed (verifier {out['verifier']}, delta {out['delta']}, "
+        f"{a['queries']} queries replayed ({a['exact_repeats_skipped']} "
+        f"exact repeats left to the exact tier; verifier {out['verifier']}, delta {out['delta']}, "
         f"verify rate {out['verify_rate']})\n"
         f"  per-entry thresholds: hit rate {a['hit_rate']:.4f}  error rate {a['error_rate']:.4f} "
         f"({a['wrong_hits']}/{a['hits']})  verified {a['verified']} "

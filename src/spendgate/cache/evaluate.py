@@ -232,11 +232,19 @@ class StreamItem:
     answer: str
 
 
-def qqp_stream(pairs: list[Pair], *, seed: int = 0) -> list[StreamItem]:
-    """Every distinct question of `pairs` once, in a seeded random order, answered by its
-    duplicate cluster (questions joined by a `duplicate` label, transitively): serving the
-    answer of another cluster is a wrong answer. Two questions never compared by a label
-    count as different, so the realized error rate is an upper bound."""
+def qqp_stream(
+    pairs: list[Pair], *, seed: int = 0, traffic: str = "once", queries: int = 0
+) -> list[StreamItem]:
+    """Questions of `pairs`, answered by their duplicate cluster (questions joined by a
+    `duplicate` label, transitively): serving the answer of another cluster is a wrong
+    answer. Two questions never compared by a label count as different, so the realized
+    error rate is an upper bound.
+
+    `traffic="once"`: every distinct question once, in a seeded random order. `"zipf"`:
+    `queries` draws where a cluster's popularity follows Zipf's law (s = 1, clusters ranked
+    in a seeded random order) and each draw asks a random member question of the cluster,
+    as real traffic re-asks popular questions in several wordings. Exact repeats of a text
+    already asked are the exact tier's business: the replay skips them."""
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -256,10 +264,29 @@ def qqp_stream(pairs: list[Pair], *, seed: int = 0) -> list[StreamItem]:
     keys = sorted(original)
     rng = np.random.default_rng(seed)
     rng.shuffle(keys)
-    return [StreamItem(original[k], root(k)) for k in keys]
+    if traffic == "once":
+        return [StreamItem(original[k], root(k)) for k in keys]
+    members: dict[str, list[str]] = {}
+    for k in keys:
+        members.setdefault(root(k), []).append(k)
+    clusters = list(members)
+    weights = 1.0 / np.arange(1, len(clusters) + 1)
+    picks = rng.choice(len(clusters), size=queries or len(keys), p=weights / weights.sum())
+    out = []
+    for c in picks:
+        group = members[clusters[int(c)]]
+        out.append(StreamItem(original[group[int(rng.integers(len(group)))]], clusters[int(c)]))
+    return out
 
 
-def load_stream(path: str | Path, *, split: str = "auto", seed: int = 0) -> list[StreamItem]:
+def load_stream(
+    path: str | Path,
+    *,
+    split: str = "auto",
+    seed: int = 0,
+    traffic: str = "once",
+    queries: int = 0,
+) -> list[StreamItem]:
     """A replay stream: `{"query", "answer"}` rows (a structured feature's traffic, in file
     order), or labelled pairs (QQP: see `qqp_stream`; held-out pairs by default)."""
     p = Path(path)
@@ -286,7 +313,7 @@ def load_stream(path: str | Path, *, split: str = "auto", seed: int = 0) -> list
         split = "heldout" if any(x.source == "qqp" for x in pairs[:100]) else "all"
     if split == "heldout":
         pairs = [x for x in pairs if is_heldout(x.q1, x.q2)]
-    return qqp_stream(pairs, seed=seed)
+    return qqp_stream(pairs, seed=seed, traffic=traffic, queries=queries)
 
 
 class _Scorer:
@@ -354,8 +381,14 @@ def replay(
     texts: list[str] = []
     answers: list[str] = []
     stats: list[EntryStats] = []
-    hits = wrong = verified = verify_wrong = explored = explore_agreed = 0
+    hits = wrong = verified = verify_wrong = explored = explore_agreed = exact = 0
+    seen: set[str] = set()
     for item in stream:
+        key = normalise(item.query)
+        if key in seen:
+            exact += 1  # the exact tier answers a repeated text; not the semantic tier's
+            continue
+        seen.add(key)
         found = scorer.best(item.query, index, texts) if texts else None
         decision = "miss"
         if found is not None:
@@ -383,9 +416,10 @@ def replay(
         texts.append(item.query)
         answers.append(item.answer)
         stats.append(EntryStats())
-    n = len(stream)
+    n = len(stream) - exact
     return {
         "delta": delta,
+        "exact_repeats_skipped": exact,
         "threshold": None if delta is not None else round(cut, 6),
         "queries": n,
         "hits": hits,
