@@ -252,6 +252,13 @@ def train(args: argparse.Namespace) -> int:
         q1 += [str(s) for s in soft["mined_q1"]]
         q2 += [str(s) for s in soft["mined_q2"]]
         y = np.concatenate([y, soft["mined"].astype(np.float32)])
+    if args.augment:
+        extra = _transitive_pairs(train_pairs)
+        q1 += [a for a, _, _ in extra]
+        q2 += [b for _, b, _ in extra]
+        y = np.concatenate([y, np.asarray([d for _, _, d in extra], np.float32)])
+        print(f"transitive pairs: {sum(d for *_, d in extra)} duplicates, "
+              f"{sum(not d for *_, d in extra)} not", flush=True)  # fmt: skip
     fwd = _encode(tok, list(zip(q1, q2, strict=True)))
     rev = _encode(tok, list(zip(q2, q1, strict=True)))
     sub = random.Random(1).sample(range(len(val)), min(args.val_sample, len(val)))
@@ -323,10 +330,58 @@ def train(args: argparse.Namespace) -> int:
             )
             torch.save(model.state_dict(), work / f"step{step}.pt")
             meta = {"step": step, "layers": layers, "soft": args.soft, "lr": args.lr,
+                    "augment": args.augment,
                     "minutes": round((time.perf_counter() - started) / 60, 1)}  # fmt: skip
             (work / f"step{step}.json").write_text(json.dumps(meta))
     say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
     return 0
+
+
+def _transitive_pairs(train_pairs: list) -> list[tuple[str, str, bool]]:
+    """Pairs QQP's labels imply but do not state, inside the training split: two questions
+    each labelled a duplicate of a third are duplicates; a question is not a duplicate of
+    anything in a cluster labelled different from its own."""
+    from spendgate.cache.evaluate import normalise
+
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    text: dict[str, str] = {}
+    for p in train_pairs:
+        a, b = normalise(p.q1), normalise(p.q2)
+        text.setdefault(a, p.q1)
+        text.setdefault(b, p.q2)
+        ra, rb = root(a), root(b)
+        if p.duplicate and ra != rb:
+            parent[ra] = rb
+    members: dict[str, list[str]] = {}
+    for q in text:
+        members.setdefault(root(q), []).append(q)
+    known = {frozenset((normalise(p.q1), normalise(p.q2))) for p in train_pairs}
+    out: dict[frozenset[str], bool] = {}
+    for group in members.values():
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                out.setdefault(frozenset((a, b)), True)
+    for p in train_pairs:
+        if p.duplicate:
+            continue
+        for a in members[root(normalise(p.q1))]:
+            for b in members[root(normalise(p.q2))]:
+                out.setdefault(frozenset((a, b)), False)
+    pairs = []
+    for key, dup in out.items():
+        if key in known or len(key) < 2:
+            continue
+        a, b = sorted(key)
+        pairs.append((text[a], text[b], dup))
+    random.Random(SEED).shuffle(pairs)
+    return pairs
 
 
 def _mined_pairs(train_pairs: list, per_question: int, seed: int) -> list[tuple[str, str]]:
@@ -450,10 +505,12 @@ def label_bi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decision(pairs: list, probs: np.ndarray) -> np.ndarray:
-    from spendgate.cache.verifier import hard_veto, same_question
+def _decision(pairs: list, probs: np.ndarray, entities: bool = False) -> np.ndarray:
+    from spendgate.cache.verifier import entity_veto, hard_veto, same_question
 
-    veto = np.asarray([hard_veto(p.q1, p.q2) for p in pairs], bool)
+    veto = np.asarray(
+        [hard_veto(p.q1, p.q2) or (entities and entity_veto(p.q1, p.q2)) for p in pairs], bool
+    )
     same = np.asarray([same_question(p.q1, p.q2) for p in pairs], bool)
     return np.where(veto, 0.0, np.where(same, 1.0, probs))
 
@@ -531,6 +588,11 @@ def export(args: argparse.Namespace) -> int:
     sv = _decision(val, p8)
     threshold = pick_threshold(sv, yv)
     _report("validation", sv, yv, threshold)
+    ent = _decision(val, p8, entities=True)
+    _report("validation, with the entity veto", ent, yv, pick_threshold(ent, yv))
+    if args.entity_veto:
+        sv = ent
+        threshold = pick_threshold(sv, yv)
     if args.both_orders:  # would reading both orders (2 pairs per lookup) pay for itself?
         rev = _ort_scores(tmp, _encode(tok, [(p.q2, p.q1) for p in val]))
         sym = _decision(val, (p8 + rev) / 2)
@@ -553,6 +615,7 @@ def export(args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "calibration": calibration(sv, yv),
         "info": info,
+        "entity_veto": bool(args.entity_veto),
         "trained_minutes": meta.get("minutes"),
     }
     out.with_suffix(".json").write_text(json.dumps(sidecar, indent=1) + "\n")
@@ -563,7 +626,7 @@ def export(args: argparse.Namespace) -> int:
     yh = np.asarray([p.duplicate for p in held], np.float32)
     ph = _ort_scores(out, _encode(tok, [(p.q1, p.q2) for p in held]))
     np.savez(work / "heldout_scores.npz", p=ph, y=yh)
-    _report("HELD OUT", _decision(held, ph), yh, threshold)
+    _report("HELD OUT", _decision(held, ph, entities=args.entity_veto), yh, threshold)
     return 0
 
 
@@ -582,6 +645,7 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     ap.add_argument("--freeze-embeddings", action="store_true")
     ap.add_argument("--soft", default=None, help="train: teacher labels from `label`")
+    ap.add_argument("--augment", action="store_true", help="train: add transitive pairs")
     ap.add_argument("--gold-weight", type=float, default=0.5)
     ap.add_argument("--per-question", type=int, default=2, help="label: neighbours mined")
     ap.add_argument("--max-mined", type=int, default=20000)
@@ -589,6 +653,7 @@ def main() -> int:
     ap.add_argument("--eval-every", type=int, default=400)
     ap.add_argument("--val-sample", type=int, default=1500)
     ap.add_argument("--checkpoint", default="last", help="stepN, or the last saved")
+    ap.add_argument("--entity-veto", action="store_true", help="export: veto disjoint names")
     ap.add_argument("--no-heldout", action="store_true", help="export: skip held-out figures")
     args = ap.parse_args()
     stages = {"train": train, "label": label, "label-bi": label_bi, "export": export}

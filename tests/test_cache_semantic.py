@@ -14,7 +14,13 @@ from click.testing import CliRunner
 from conftest import expected_cost_nanos
 from spendgate.cache.embedder import get_embedder
 from spendgate.cache.index import VectorIndex
-from spendgate.cache.verifier import hard_veto, load_verifier, pair_features, same_question
+from spendgate.cache.verifier import (
+    entity_veto,
+    hard_veto,
+    load_verifier,
+    pair_features,
+    same_question,
+)
 from test_cache_exact import chat, rid, stage_of
 
 SEMANTIC = {"cache": {"enabled": True, "semantic": {"enabled": True}}}
@@ -40,6 +46,9 @@ def test_shipped_verifier_separates_paraphrase_from_negation() -> None:
                      "Is it not safe to mix bleach and vinegar?")  # fmt: skip
     assert hard_veto("What was the GDP of France in 2019?", "What was the GDP of France in 2020?")
     assert not hard_veto(ASKED, PARAPHRASE)
+    assert entity_veto("How do I learn Python fast?", "How do I learn Java fast?")
+    assert not entity_veto("Is Paris the capital of France?", "Is France's capital Paris?")
+    assert not entity_veto(ASKED, PARAPHRASE)  # no names on either side
 
 
 def test_default_cascade_reads_minilm_and_word_order() -> None:

@@ -50,6 +50,9 @@ class CrossEncoderInfo:
     calibration: tuple[tuple[float, float], ...]
     """(score, P(duplicate | score)) points, increasing in both (isotonic on validation)."""
     info: str
+    entity_veto: bool = False
+    """Veto pairs whose named things are disjoint ("learn Python" / "learn Java"): on when
+    it raised validation precision at the chosen threshold."""
 
     def prior(self, score: float) -> float:
         """P(the stored answer is right | score), interpolated on the calibration curve."""
@@ -67,6 +70,7 @@ def load_info(path: Path | None = None) -> CrossEncoderInfo:
         max_tokens=int(raw.get("max_tokens", 64)),
         calibration=tuple((float(x), float(y)) for x, y in raw.get("calibration", [])),
         info=str(raw.get("info", "")),
+        entity_veto=bool(raw.get("entity_veto", False)),
     )
 
 

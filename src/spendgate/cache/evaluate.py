@@ -326,7 +326,7 @@ class _Scorer:
         self.memo: dict[tuple[str, str], float] = {}
 
     def best(self, text: str, index: Any, texts: list[str]) -> tuple[int, float] | None:
-        from spendgate.cache.verifier import hard_veto, same_question
+        from spendgate.cache.verifier import same_question
 
         m = self.matcher
         qe = m._embedded(text)
@@ -335,7 +335,7 @@ class _Scorer:
             if cos < m.min_cosine:
                 break
             other = texts[entry_id]
-            if hard_veto(text, other):
+            if m.vetoed(text, other):
                 continue
             if same_question(text, other):
                 return entry_id, 1.0

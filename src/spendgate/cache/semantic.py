@@ -33,6 +33,7 @@ from spendgate.cache.verifier import (
     MINILM_MODEL_PATH,
     Verifier,
     accurate_features,
+    entity_veto,
     hard_veto,
     load_verifier,
     order_features,
@@ -237,6 +238,13 @@ class SemanticMatcher:
         self._static_cache: dict[str, Embedded] = {}
         self._accurate_cache: dict[str, np.ndarray] = {}
 
+    def vetoed(self, query: str, candidate: str) -> bool:
+        """The hard vetoes (negation, numbers), and with the cross-encoder, disjoint names
+        when its validation said so."""
+        if hard_veto(query, candidate):
+            return True
+        return bool(self.cross and self.cross.info.entity_veto and entity_veto(query, candidate))
+
     def prior(self, score: float) -> float:
         """P(a hit at this score is right), from the verifier's validation calibration (the
         starting point of per-entry thresholds). Without one: the score itself."""
@@ -304,7 +312,7 @@ class SemanticMatcher:
     ) -> float:
         """The decision score of one (query, stored question) pair, as `match` computes it:
         0 when vetoed, 1 for the same text, else the verifier's probability."""
-        if hard_veto(query, candidate):
+        if self.vetoed(query, candidate):
             return 0.0
         if same_question(query, candidate):
             return 1.0
@@ -334,7 +342,7 @@ class SemanticMatcher:
             if cos < self.min_cosine:
                 break
             other = text_of(entry_id)
-            if other is None or hard_veto(text, other):
+            if other is None or self.vetoed(text, other):
                 continue
             if same_question(text, other):
                 return entry_id, 1.0
