@@ -48,6 +48,15 @@ __all__ = ["cache", "eval_commands"]
 )
 @click.option("--queries", type=int, default=0, help="replay --traffic zipf: how many draws.")
 @click.option(
+    "--verifier",
+    type=click.Choice(["cross-encoder", "features"]),
+    default="cross-encoder",
+    show_default=True,
+    help="features: the older boosted-tree verifier (with --embedder minilm, its cascade).",
+)
+@click.option("--embedder", type=click.Choice(["static", "minilm"]), default="static",
+              show_default=True, help="--verifier features only.")  # fmt: skip
+@click.option(
     "--split",
     type=click.Choice(["auto", "heldout", "all"]),
     default="auto",
@@ -67,6 +76,8 @@ def cache(
     seed: int,
     traffic: str,
     queries: int,
+    verifier: str,
+    embedder: str,
 ) -> None:
     """Evaluate the semantic cache on {q1, q2, duplicate} pairs, or replay a stream of
     {query, answer} rows (or QQP pairs' questions) through it."""
@@ -92,7 +103,9 @@ def cache(
         if not stream:
             click.echo("spendgate: no queries to replay", err=True)
             sys.exit(2)
-        out = evaluate_replay(stream, delta=delta, verify_rate=verify_rate, seed=seed)
+        out = evaluate_replay(
+            stream, delta=delta, verify_rate=verify_rate, seed=seed, verifier_name=verifier
+        )
         if as_json:
             click.echo(json.dumps({"mode": mode, **out}))
             return
@@ -112,7 +125,10 @@ def cache(
     if not pairs:
         click.echo("spendgate: no pairs to evaluate", err=True)
         sys.exit(2)
-    result = evaluate_pairs(pairs) if mode == "pairs" else evaluate_retrieval(pairs)
+    if mode == "pairs":
+        result = evaluate_pairs(pairs, verifier_name=verifier, embedder_name=embedder)
+    else:
+        result = evaluate_retrieval(pairs, verifier_name=verifier, embedder_name=embedder)
     result = {"mode": mode, "split": split, **result}
     if as_json:
         click.echo(json.dumps(result))

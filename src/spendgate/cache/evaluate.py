@@ -108,13 +108,19 @@ def _latency(samples: list[float]) -> dict[str, float]:
 
 
 def evaluate_pairs(
-    pairs: list[Pair], *, embedder_name: str | None = None, threshold: float | None = None
+    pairs: list[Pair],
+    *,
+    embedder_name: str | None = None,
+    threshold: float | None = None,
+    verifier_name: str | None = None,
 ) -> dict[str, Any]:
     """Precision/recall of the shipped matcher's decision on each pair (q1 as the query,
     q2 as the stored entry), plus cosine-only curves."""
     from spendgate.cache.semantic import SemanticMatcher
 
-    matcher = SemanticMatcher(embedder_name=embedder_name, threshold=threshold)
+    matcher = SemanticMatcher(
+        embedder_name=embedder_name, threshold=threshold, verifier_name=verifier_name
+    )
     cut = matcher.threshold
     # The stored side's vectors are computed when an entry is stored, not at lookup.
     stored_acc: list[np.ndarray | None] = [None] * len(pairs)
@@ -159,12 +165,14 @@ def evaluate_pairs(
     return out
 
 
-def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str | None = None) -> dict[str, Any]:
+def evaluate_retrieval(
+    pairs: list[Pair], *, embedder_name: str | None = None, verifier_name: str | None = None
+) -> dict[str, Any]:
     """Index every distinct q2, look up every q1 through the semantic matcher."""
     from spendgate.cache.semantic import SemanticMatcher
     from spendgate.cache.verifier import same_question
 
-    matcher = SemanticMatcher(embedder_name=embedder_name)
+    matcher = SemanticMatcher(embedder_name=embedder_name, verifier_name=verifier_name)
     texts: dict[str, int] = {}
     for p in pairs:
         key = normalise(p.q2)
