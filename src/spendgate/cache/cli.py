@@ -154,7 +154,8 @@ def _print_replay(out: dict[str, Any]) -> None:
         f"exact repeats left to the exact tier; verifier {out['verifier']}, delta {out['delta']}, "
         f"verify rate {out['verify_rate']})\n"
         f"  per-entry thresholds: hit rate {a['hit_rate']:.4f}  error rate {a['error_rate']:.4f} "
-        f"({a['wrong_hits']}/{a['hits']})  verified {a['verified']} "
+        f"({a['wrong_hits']} wrong of {a['hits'] - a['unjudged_hits']} judged hits)  "
+        f"verified {a['verified']} "
         f"(disagreed {a['verified_disagreed']})  explored {a['explored']}  "
         f"upstream calls saved {a['savings_share']:.2%}"
     )
@@ -168,7 +169,8 @@ def _print_replay(out: dict[str, Any]) -> None:
             continue
         click.echo(
             f"  {name} ({row['threshold']}): hit rate {row['hit_rate']:.4f}  "
-            f"error rate {row['error_rate']:.4f} ({row['wrong_hits']}/{row['hits']})"
+            f"error rate {row['error_rate']:.4f} ({row['wrong_hits']} wrong of "
+            f"{row['hits'] - row['unjudged_hits']} judged)"
         )
     click.echo(f"  hit-rate ratio vs the best static: {out['hit_rate_ratio_vs_best_static']}")
 

@@ -238,6 +238,10 @@ def evaluate_retrieval(
 class StreamItem:
     query: str
     answer: str
+    known_different: frozenset[str] = frozenset()
+    """Answers known to differ from this one (QQP: clusters a non-duplicate label separates
+    from this question's). With it, a pair of answers neither equal nor known different is
+    *unjudged*: QQP never compared most pairs of its questions."""
 
 
 def qqp_stream(
@@ -269,11 +273,19 @@ def qqp_stream(
         ra, rb = root(a), root(b)
         if p.duplicate and ra != rb:
             parent[ra] = rb
+    different: dict[str, set[str]] = {}
+    for p in pairs:
+        if not p.duplicate:
+            ra, rb = root(normalise(p.q1)), root(normalise(p.q2))
+            different.setdefault(ra, set()).add(rb)
+            different.setdefault(rb, set()).add(ra)
     keys = sorted(original)
     rng = np.random.default_rng(seed)
     rng.shuffle(keys)
     if traffic == "once":
-        return [StreamItem(original[k], root(k)) for k in keys]
+        return [
+            StreamItem(original[k], root(k), frozenset(different.get(root(k), ()))) for k in keys
+        ]
     members: dict[str, list[str]] = {}
     for k in keys:
         members.setdefault(root(k), []).append(k)
@@ -283,7 +295,9 @@ def qqp_stream(
     out = []
     for c in picks:
         group = members[clusters[int(c)]]
-        out.append(StreamItem(original[group[int(rng.integers(len(group)))]], clusters[int(c)]))
+        cl = clusters[int(c)]
+        q = original[group[int(rng.integers(len(group)))]]
+        out.append(StreamItem(q, cl, frozenset(different.get(cl, ()))))
     return out
 
 
@@ -305,7 +319,7 @@ def load_stream(
         return []
     row = json.loads(first)
     if "query" in row and "answer" in row:
-        out = []
+        out: list[StreamItem] = []
         with opener(p, "rt", encoding="utf-8") as fh:
             for n, line in enumerate(fh, 1):
                 if not line.strip():
@@ -381,6 +395,7 @@ def replay(
 
     from spendgate.cache.index import VectorIndex
     from spendgate.cache.thresholds import EntryStats, ThresholdPolicy
+    from spendgate.cache.verifier import same_question
 
     m = scorer.matcher
     policy = ThresholdPolicy(m.prior, verify_rate=verify_rate, rng=random.Random(seed))
@@ -389,7 +404,18 @@ def replay(
     texts: list[str] = []
     answers: list[str] = []
     stats: list[EntryStats] = []
-    hits = wrong = verified = verify_wrong = explored = explore_agreed = exact = 0
+    hits = wrong = unjudged = verified = verify_wrong = explored = explore_agreed = exact = 0
+    labelled = any(item.known_different for item in stream)
+
+    def judge(entry: int, item: StreamItem) -> bool | None:
+        """Did the entry's answer answer this query? None: nobody knows (QQP never compared
+        the two questions)."""
+        if answers[entry] == item.answer or same_question(texts[entry], item.query):
+            return True
+        if not labelled or answers[entry] in item.known_different:
+            return False
+        return None
+
     seen: set[str] = set()
     for item in stream:
         key = normalise(item.query)
@@ -407,12 +433,13 @@ def replay(
                 decision = policy.decide(stats[eid], score, delta)
                 if decision == "explore" and not explore:
                     decision = "miss"
-            agreed = answers[eid] == item.answer
+            agreed = judge(eid, item)
             if decision == "hit":
                 hits += 1
-                wrong += not agreed
+                wrong += agreed is False
+                unjudged += agreed is None
                 continue  # served: nothing new is stored
-            if decision in ("verify", "explore"):
+            if decision in ("verify", "explore") and agreed is not None:
                 stats[eid].record(score, agreed)
                 if decision == "verify":
                     verified += 1
@@ -433,7 +460,8 @@ def replay(
         "hits": hits,
         "wrong_hits": wrong,
         "hit_rate": round(hits / n, 4) if n else 0.0,
-        "error_rate": round(wrong / hits, 4) if hits else 0.0,
+        "unjudged_hits": unjudged,
+        "error_rate": round(wrong / (hits - unjudged), 4) if hits > unjudged else 0.0,
         "verified": verified,
         "verified_disagreed": verify_wrong,
         "explored": explored,
