@@ -221,7 +221,7 @@ class CacheStage:
         )
         return reply
 
-    def _decide(self, entry: SemanticEntry, score: float, policy: Policy) -> str:
+    def decide(self, entry: SemanticEntry, score: float, policy: Policy) -> str:
         """hit | verify | explore | miss for the best candidate (see `thresholds.py`)."""
         assert self.semantic is not None
         floor = policy.threshold or 0.0
@@ -254,7 +254,7 @@ class CacheStage:
             found = self.semantic.candidate(partition, question[0])
             if found is not None:
                 entry, score = found
-                decision = self._decide(entry, score, policy)
+                decision = self.decide(entry, score, policy)
                 info: dict[str, Any] = {"score": round(score, 5), "decision": decision}
                 if policy.delta is not None and self.thresholds is not None:
                     t = self.thresholds.threshold(entry.stats, policy.delta)
