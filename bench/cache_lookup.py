@@ -78,6 +78,8 @@ def main() -> int:
     ap.add_argument("--verify-top", type=int, default=1)
     args = ap.parse_args()
     rss_mb = _fresh_rss(args.verifier)
+    if not args.json:
+        print(f"rss with the model loaded (fresh process): {rss_mb} MB", flush=True)
     if not Path(args.data).exists():
         print(f"no data at {args.data}; nothing to measure", file=sys.stderr)
         return 0
@@ -174,7 +176,6 @@ def main() -> int:
         }
         results.append(row)
         if not args.json:
-            print(f"rss with the model loaded (fresh process): {rss_mb} MB", flush=True)
             print(
                 f"{size:>9,} entries ({row['index']}): p50 {row['p50_ms']} ms  "
                 f"p99 {row['p99_ms']} ms  mean {row['mean_ms']} ms  "
