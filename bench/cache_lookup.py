@@ -1,6 +1,13 @@
-"""Semantic cache lookup latency (embed + search + verify) at 100k and 1M entries, one core.
+"""Semantic cache lookup latency (embed + search + verify) at 100k and 1M entries, one core,
+and the memory a process holds with the verifier loaded.
 
     .venv/bin/python bench/cache_lookup.py [--sizes 100000,1000000] [--queries 2000] [--json]
+        [--verifier cross-encoder|features] [--embedder static|minilm] [--verify-top 1]
+
+The default is the shipped configuration: the cross-encoder verifier on the top candidate.
+`rss_mb`: a fresh process that imports the gateway's server, loads the semantic matcher
+(static embedder, index, cross-encoder) and runs one lookup (VmRSS, /proc); the
+`rss_after_mb` of this process includes the 100k/1M-entry indexes.
 
 Entries: the distinct QQP questions (../shared/data/cache/) minus the queries, embedded
 with the shipped static embedder. Past that count, further entries are copies of real entries'
@@ -31,14 +38,48 @@ import numpy as np  # noqa: E402
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "qqp_pairs.jsonl.gz"
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _fresh_rss(verifier: str) -> float:
+    """VmRSS of a new process with the gateway's server imported and the semantic matcher
+    loaded (one lookup run), in MB."""
+    import subprocess
+
+    code = (
+        "import spendgate.server.app, spendgate.cache.stage\n"
+        "from spendgate.cache.semantic import SemanticMatcher\n"
+        f"m = SemanticMatcher(verifier_name={verifier!r})\n"
+        "ix = m.new_index(); ix.add(m.embedder.embed('how do I reset my password').vector, 0)\n"
+        "m.match('how can I reset my password?', ix, lambda i: 'how do I reset my password')\n"
+        "for line in open('/proc/self/status'):\n"
+        "    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        return round(float(out.stdout.strip().splitlines()[-1]), 1)
+    except (ValueError, IndexError):
+        print(out.stderr, file=sys.stderr)
+        return 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--sizes", default="100000,1000000")
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm")
+    ap.add_argument("--embedder", choices=["minilm", "static"], default="static")
+    ap.add_argument("--verifier", choices=["cross-encoder", "features"], default="cross-encoder")
+    ap.add_argument("--verify-top", type=int, default=1)
     args = ap.parse_args()
+    rss_mb = _fresh_rss(args.verifier)
+    if not args.json:
+        print(f"rss with the model loaded (fresh process): {rss_mb} MB", flush=True)
     if not Path(args.data).exists():
         print(f"no data at {args.data}; nothing to measure", file=sys.stderr)
         return 0
@@ -59,7 +100,9 @@ def main() -> int:
     # instead of stopping at an identical entry.
     asked = set(queries)
     texts = sorted({q for p in pairs for q in (p.q1, p.q2)} - asked)
-    matcher = SemanticMatcher(embedder_name=args.embedder)
+    matcher = SemanticMatcher(
+        embedder_name=args.embedder, verifier_name=args.verifier, verify_top=args.verify_top
+    )
     t0 = time.perf_counter()
     base = matcher.embedder.embed_many(texts)
     embed_s = time.perf_counter() - t0
@@ -97,6 +140,17 @@ def main() -> int:
         timings = []
         hits = 0
         minilm_runs = 0
+        ce_runs = [0]
+        if matcher.cross is not None:
+            score = type(matcher.cross).score
+
+            def counted(
+                query: str, cands: list[str], _f=score, _c=matcher.cross, _n=ce_runs
+            ) -> np.ndarray:
+                _n[0] += 1
+                return _f(_c, query, cands)
+
+            matcher.cross.score = counted  # type: ignore[method-assign]
         for q in queries:
             matcher._accurate_cache.clear()
             started = time.perf_counter()
@@ -114,6 +168,7 @@ def main() -> int:
             "queries": len(queries),
             "hit_rate": round(hits / len(queries), 4),
             "minilm_query_share": round(minilm_runs / len(queries), 4),
+            "cross_encoder_share": round(ce_runs[0] / len(queries), 4),
             "p50_ms": round(float(np.percentile(ms, 50)), 4),
             "p99_ms": round(float(np.percentile(ms, 99)), 4),
             "mean_ms": round(float(ms.mean()), 4),
@@ -130,6 +185,9 @@ def main() -> int:
         del index
     out = {
         "embedder": matcher.name,
+        "verify_top": args.verify_top,
+        "rss_mb": rss_mb,
+        "rss_after_mb": _rss_mb(),
         "texts": len(texts),
         "embed_all_s": round(embed_s, 1),
         "faiss": faiss is not None,

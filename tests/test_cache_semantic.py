@@ -14,12 +14,20 @@ from click.testing import CliRunner
 from conftest import expected_cost_nanos
 from spendgate.cache.embedder import get_embedder
 from spendgate.cache.index import VectorIndex
-from spendgate.cache.verifier import hard_veto, load_verifier, pair_features, same_question
+from spendgate.cache.verifier import (
+    entity_veto,
+    hard_veto,
+    load_verifier,
+    pair_features,
+    same_question,
+)
 from test_cache_exact import chat, rid, stage_of
 
 SEMANTIC = {"cache": {"enabled": True, "semantic": {"enabled": True}}}
-# An operator may lower the bar (the shipped one is set for precision on QQP's hard pairs).
-LOOSER = {"cache": {"enabled": True, "semantic": {"enabled": True, "threshold": 0.85}}}
+# An operator may use one static bar instead of per-entry thresholds (`delta: null`) and
+# lower it (the shipped one is set for precision on QQP's hard pairs).
+STATIC = {"delta": None, "threshold": 0.5}
+LOOSER = {"cache": {"enabled": True, "semantic": {"enabled": True, **STATIC}}}
 QQP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cache" / "qqp_pairs.jsonl.gz"
 
 # An everyday paraphrase: different wording, same question.
@@ -38,15 +46,19 @@ def test_shipped_verifier_separates_paraphrase_from_negation() -> None:
                      "Is it not safe to mix bleach and vinegar?")  # fmt: skip
     assert hard_veto("What was the GDP of France in 2019?", "What was the GDP of France in 2020?")
     assert not hard_veto(ASKED, PARAPHRASE)
+    assert entity_veto("How do I learn Python fast?", "How do I learn Java fast?")
+    assert not entity_veto("Is Paris the capital of France?", "Is France's capital Paris?")
+    assert not entity_veto(ASKED, PARAPHRASE)  # no names on either side
 
 
 def test_default_cascade_reads_minilm_and_word_order() -> None:
     from spendgate.cache.semantic import SemanticEntry, SemanticMatcher
     from spendgate.cache.verifier import order_features
 
-    matcher = SemanticMatcher(embedder_name="minilm")  # static retrieval, MiniLM verifier
+    # static retrieval, MiniLM feature verifier (the older opt-in cascade)
+    matcher = SemanticMatcher(embedder_name="minilm", verifier_name="features")
     assert matcher.name == "static+minilm" and matcher.accurate is not None
-    assert SemanticMatcher().accurate is None  # the shipped default stays static
+    assert SemanticMatcher().accurate is None  # the shipped default reads no MiniLM vectors
     swapped = ("What do people in Denver think of Seattle?",
                "What do people in Seattle think of Denver?")  # fmt: skip
     assert order_features(*swapped)[1] == 1.0  # same content words, other order
@@ -63,7 +75,8 @@ def test_default_cascade_reads_minilm_and_word_order() -> None:
 
 
 def test_minilm_embedder_through_the_gateway(make_gateway: Any) -> None:
-    minilm = {"enabled": True, "embedder": "minilm", "threshold": 0.85}
+    minilm = {"enabled": True, "verifier": "features", "embedder": "minilm", **STATIC}
+    minilm["threshold"] = 0.85
     h = make_gateway(cache={"enabled": True, "semantic": minilm})
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     assert chat(h, ASKED, tenant=tenant).headers["x-spendgate-cache"] == "miss"
@@ -98,7 +111,7 @@ def test_paraphrase_is_a_semantic_hit_with_savings(make_gateway: Any) -> None:
     strict = chat(h, PARAPHRASE + " ", tenant=tenant,
                   headers={"x-spendgate-cache-threshold": "1.0"})  # fmt: skip
     assert strict.headers["x-spendgate-cache"] == "miss"
-    # …and 0.0 does not loosen anything (still the shipped threshold).
+    # …and 0.0 does not loosen anything (still the configured threshold).
     loose = chat(h, PARAPHRASE, tenant=tenant, headers={"x-spendgate-cache-threshold": "0"})
     assert loose.headers["x-spendgate-cache"] in ("hit", "semantic-hit")
     bad = chat(h, PARAPHRASE, tenant=tenant, headers={"x-spendgate-cache-threshold": "x"})
@@ -166,7 +179,7 @@ def redis_prefix() -> Any:
 
 def test_replicas_share_semantic_entries_via_redis(make_gateway: Any, redis_prefix: str) -> None:
     url = "redis://127.0.0.1:6379/0"
-    semantic = {"enabled": True, "store": url, "sync_interval_s": 0.001, "threshold": 0.85}
+    semantic = {"enabled": True, "store": url, "sync_interval_s": 0.001, **STATIC}
     cfg = {"cache": {"enabled": True, "backend": url, "key_prefix": redis_prefix,
                      "semantic": semantic}}  # fmt: skip
     a, b = make_gateway(**cfg), make_gateway(**cfg)
@@ -185,7 +198,7 @@ def test_replicas_share_semantic_entries_via_postgres(make_gateway: Any) -> None
     except psycopg.OperationalError:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     prefix = f"sgtest_{uuid.uuid4().hex[:8]}_"
-    semantic = {"enabled": True, "store": dsn, "sync_interval_s": 0.001, "threshold": 0.85}
+    semantic = {"enabled": True, "store": dsn, "sync_interval_s": 0.001, **STATIC}
     cfg = {"cache": {"enabled": True, "backend": "memory", "key_prefix": prefix,
                      "semantic": semantic}}  # fmt: skip
     try:
@@ -229,7 +242,7 @@ def test_eval_cli_json_shape(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["pairs"] == 80 and out["split"] == "heldout"
-    assert out["embedder"] == "static"
+    assert out["embedder"] == "cross-encoder"
     assert set(out["default"]) >= {"precision", "recall", "false_hits_per_1k"}
     assert out["curve"] and set(out["latency_ms"]) == {"p50", "p99"}
     res = runner.invoke(main, ["eval", "cache", str(QQP), "--json", "--limit", "80",
@@ -244,7 +257,7 @@ def test_eval_cli_json_shape(tmp_path: Path) -> None:
 
 def test_sqlite_semantic_store_survives_restart(make_gateway: Any, tmp_path: Path) -> None:
     answers, entries = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 's.db'}"
-    semantic = {"enabled": True, "store": entries, "threshold": 0.85}
+    semantic = {"enabled": True, "store": entries, **STATIC}
     cfg = {"cache": {"enabled": True, "backend": answers, "semantic": semantic}}
     tenant = f"t-{uuid.uuid4().hex[:8]}"
     h = make_gateway(**cfg)
@@ -253,3 +266,91 @@ def test_sqlite_semantic_store_survives_restart(make_gateway: Any, tmp_path: Pat
     h.close()
     h2 = make_gateway(**cfg)
     assert chat(h2, PARAPHRASE, tenant=tenant).headers["x-spendgate-cache"] == "semantic-hit"
+
+
+def test_semantic_hit_served_and_verified_through_openai_sdk(make_gateway: Any) -> None:
+    """The real SDK through the real gateway: a paraphrase is served from the cache inside
+    its tenant and nowhere else; a feature that verifies every would-be hit sends it
+    upstream instead and records whether the answers agreed; a disagreement tightens the
+    entry so the same paraphrase is no longer served."""
+    openai = pytest.importorskip("openai")
+    schema = {"type": "object", "properties": {"team": {"const": "billing"}}, "required": ["team"]}
+    label = {"type": "json_schema", "json_schema": {"name": "route", "schema": schema}}
+    semantic = {"enabled": True, "delta": 0.5, "verify_rate": 0.0}
+    features = {
+        "triage": {"semantic": True, "verify_rate": 1.0, "equivalence": "answer"},
+        "chat": {"semantic": True, "verify_rate": 1.0},
+    }
+    h = make_gateway(cache={"enabled": True, "semantic": semantic, "features": features})
+    stage = stage_of(h)
+    assert stage.semantic is not None and stage.semantic.matcher.name == "cross-encoder"
+    tenant, other = f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+
+    def ask(c: Any, text: str, **kw: Any) -> tuple[str, Any]:
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": text}], **kw
+        )
+        stage.drain_threadsafe()  # the answer is stored (and judged) after the reply
+        return raw.headers["x-spendgate-cache"], raw.parse()
+
+    def client(t: str, feature: str | None = None) -> Any:
+        headers = {"x-spendgate-tenant": t}
+        if feature:
+            headers["x-spendgate-feature"] = feature
+        return openai.OpenAI(base_url=h.v1, api_key="x", max_retries=0, default_headers=headers)
+
+    with client(tenant) as c, client(other) as elsewhere:
+        outcome, first = ask(c, ASKED)
+        assert outcome == "miss"
+        outcome, second = ask(c, PARAPHRASE)
+        assert outcome == "semantic-hit"
+        assert second.choices[0].message.content == first.choices[0].message.content
+        assert second.usage.total_tokens == 0
+        assert ask(elsewhere, PARAPHRASE)[0] == "miss"  # another tenant's partition
+    # Structured answers, every would-be hit verified: served fresh, judged equal.
+    with client(tenant, "triage") as c:
+        assert ask(c, ASKED, response_format=label)[0] == "miss"
+        outcome, fresh = ask(c, PARAPHRASE, response_format=label)
+        assert outcome == "miss" and json.loads(fresh.choices[0].message.content) == {
+            "team": "billing"
+        }
+    assert stage.outcomes.get(("verify", True)) == 1
+    # Free text: the simulated upstream words each question's answer differently, so the
+    # verification disagrees and the entry stops serving that paraphrase.
+    with client(tenant, "chat") as c:
+        question = "What is the easiest way to learn to cook rice?"
+        assert ask(c, question)[0] == "miss"
+        assert ask(c, "What's the easiest way to learn how to cook rice?")[0] == "miss"
+    assert stage.outcomes.get(("verify", False)) == 1
+    entry = next(e for e in stage.semantic.entries if e.text == question)
+    ((score, agreed),) = entry.stats.obs
+    assert not agreed
+    assert stage.thresholds is not None
+    assert stage.thresholds.threshold(entry.stats, 0.5) > score
+    decided = [((e.extra or {}).get("decisions") or {}).get("cache") or {} for e in h.events()]
+    assert {d["semantic"]["decision"] for d in decided if "semantic" in d} >= {"hit", "verify"}
+
+
+@pytest.mark.skipif(not QQP.exists(), reason="shared QQP data absent")
+def test_eval_replay_cli(tmp_path: Path) -> None:
+    from spendgate.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "cache", str(QQP), "--mode", "replay", "--json",
+                               "--limit", "150", "--delta", "0.05"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["stream"] == 150 and out["delta"] == 0.05
+    a = out["adaptive"]
+    assert a["queries"] == 150 and a["hits"] + a["upstream_calls"] == 150
+    assert 0.0 <= a["error_rate"] <= 1.0 and out["static_curve"]
+    # A structured feature's own stream: {query, answer} rows, answers compared as labels.
+    stream = tmp_path / "stream.jsonl"
+    rows = [("How do I reset my password?", "account"), ("How can I reset my password?", "account"),
+            ("Where is my refund?", "billing"), ("Where's my refund?", "billing")]  # fmt: skip
+    stream.write_text("".join(json.dumps({"query": q, "answer": a}) + "\n" for q, a in rows))
+    res = runner.invoke(main, ["eval", "cache", str(stream), "--mode", "replay", "--json",
+                               "--delta", "0.2", "--verify-rate", "0"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["adaptive"]["hits"] >= 1 and out["adaptive"]["wrong_hits"] == 0

@@ -46,7 +46,9 @@ def _sections(
         pytest.skip("this build has no MiniLM verifier")
     semantic: dict[str, Any] = {"enabled": True, "threshold": threshold}
     if embedder is not None:
-        semantic["embedder"] = embedder
+        semantic.update(embedder=embedder, verifier="features")
+    if threshold is not None:
+        semantic["delta"] = None  # one static bar, not per-entry thresholds
     # A TTL longer than the traffic's two days: the gateway replays it in seconds, the
     # simulator on the records' clock, so a 1-hour TTL would expire only in the simulator.
     cache = {

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -386,9 +386,15 @@ class _RealCode:
         if self.exact.get(key, float("-inf")) > ts:
             return "hit"
         if question is not None and partition is not None and stage.semantic is not None:
-            entry = stage.semantic.lookup(partition, question[0], threshold=pol.threshold)
-            if entry is not None and self.exact.get(entry.answer_key, float("-inf")) > ts:
-                return "semantic-hit"
+            # The stage's own decision for the best candidate (per-entry thresholds start
+            # from the shipped prior; with no answers to compare, nothing is learned here,
+            # and no would-be hit is sampled for verification).
+            found = stage.semantic.candidate(partition, question[0])
+            if found is not None:
+                entry, score = found
+                decision = stage.decide(entry, score, replace(pol, verify_rate=0.0))
+                if decision == "hit" and self.exact.get(entry.answer_key, float("-inf")) > ts:
+                    return "semantic-hit"
         # A miss: the answer is stored when it completes (answers are assumed cacheable:
         # no upstream says otherwise here).
         self.exact[key] = ts + pol.ttl_s

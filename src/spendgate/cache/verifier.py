@@ -34,6 +34,7 @@ __all__ = [
     "MINILM_MODEL_PATH",
     "Verifier",
     "accurate_features",
+    "entity_veto",
     "hard_veto",
     "load_verifier",
     "order_features",
@@ -254,6 +255,14 @@ def hard_veto(q: str, c: str) -> bool:
     if a.negations != b.negations:
         return True
     return bool(a.numbers) and bool(b.numbers) and a.numbers != b.numbers
+
+
+def entity_veto(q: str, c: str) -> bool:
+    """True when both questions name something (a capitalised word not starting a sentence)
+    and they name nothing in common: "learn Python" / "learn Java". Used with the
+    cross-encoder (the feature verifiers read name agreement as a feature instead)."""
+    a, b = _analyse(q), _analyse(c)
+    return bool(a.names) and bool(b.names) and not (a.names & b.names)
 
 
 def _alignment(a: Embedded, b: Embedded) -> tuple[float, float, float]:
