@@ -21,6 +21,7 @@ import orjson
 from spendgate.analytics.system_prompt import input_split
 from spendgate.call import Call, Cost, Usage, to_nanos
 from spendgate.ledger import BatchingWriter, UsageEvent
+from spendgate.ledger.prompts import PromptLog
 from spendgate.metrics import Metrics
 from spendgate.pricing import PriceCatalog
 from spendgate.providers.base import Deployment
@@ -45,11 +46,14 @@ class Accountant:
         writer: BatchingWriter,
         metrics: Metrics | None = None,
         deployments: dict[str, Deployment] | None = None,
+        prompts: PromptLog | None = None,
     ) -> None:
         self.catalog = catalog
         self.writer = writer
         self.metrics = metrics
         self.deployments = deployments or {}
+        self.prompts = prompts
+        """Opt-in prompt logging (`ledger.log_prompts`): None = prompts are not stored."""
 
     def price(self, call: Call, reply: Reply) -> Cost | None:
         """Price a completed reply once; later calls return the same answer."""
@@ -125,6 +129,10 @@ class Accountant:
             prompt_fingerprint=prompt_fingerprint(call),
             extra=_with_input_split(_extra(call, reply), call, cost, usage),
         )
+        if self.prompts is not None:
+            logged = self.prompts.capture(call)
+            if logged is not None:
+                event.extra = {**(event.extra or {}), "prompt": logged}
         self.writer.submit(event)
         if self.metrics is not None:
             self._observe(call, reply, cost, event)

@@ -179,6 +179,23 @@ class LedgerConfig(_Strict):
     events/s in batches of 500, 21.6k in batches of 2,000, docs/reports.md)."""
     flush_interval_s: float = Field(default=0.05, gt=0)
     max_buffer: int = Field(default=200_000, gt=0)
+    log_prompts: bool | list[str] = False
+    """Keep each call's prompt (messages, system, tools, output settings), redacted, in the
+    event's `extra.prompt` so `spendgate bakeoff` can replay a feature's traffic: true for
+    every feature, or a list of features. Off by default."""
+    redact: list[str] = Field(default_factory=lambda: ["email", "phone", "card", "secret"])
+    """Applied to logged prompts: built-in names (email, phone, card, ip, secret) or
+    regular expressions; each match is stored as `[REDACTED:<name>]`."""
+    prompt_max_chars: int = Field(default=32_000, gt=0)
+    """A longer prompt is recorded as skipped, never cut."""
+
+    @field_validator("redact")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        from spendgate.ledger.prompts import compile_patterns
+
+        compile_patterns(v)
+        return v
 
 
 class TagsConfig(_Strict):

@@ -22,6 +22,7 @@ from spendgate.config import Settings
 from spendgate.errors import GatewayError
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
+from spendgate.ledger.prompts import PromptLog
 from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog
@@ -84,7 +85,11 @@ class Gateway:
         self.table = ModelTable(settings.build_deployments())
         self.http = UpstreamHTTP()
         self.accountant = Accountant(
-            self.catalog, self.writer, self.metrics, self.table.deployments
+            self.catalog,
+            self.writer,
+            self.metrics,
+            self.table.deployments,
+            PromptLog.from_settings(settings.ledger),
         )
         self.stage_context = StageContext(
             settings=settings,
@@ -99,6 +104,7 @@ class Gateway:
             self.accountant,
         )
         self.stage_context.run_internal = self.pipeline.run
+        self.stage_context.record = self.accountant.record
         self.admin = _admin_app(self)
         self.extensions = _extensions(self)
         declared = [

@@ -1,0 +1,254 @@
+"""A router that learns from one feature's own labels, on top of a prompt-only base router.
+
+Why: a router trained on public benchmarks falls toward random on traffic it never saw
+(docs/routing.md, "held out"); a few hundred labels from the feature itself are the
+evidence that transfers. A label is what quality sampling and the judge produce for one
+prompt: the strong model's quality and the weak model's quality on it, each in [0, 1].
+
+The model is Bayesian linear regression of "the weak answer falls short" (1 − weak
+quality) on φ(prompt) = [1, base router logit / 4, 64-d static embedding]. The prior mean
+reproduces the base router's ranking (intercept 0.5, slope 1 on logit/4, the sigmoid's
+tangent at 0), so with no labels the adaptive router *is* the base router; each label moves
+the posterior by a Sherman–Morrison update of the inverse precision (O(d²), d = 66, tens of
+microseconds). The posterior's width gives an upper-confidence score (LinUCB's bonus):
+`score + explore · width` — where the feature's own evidence is thin, the call goes to the
+strong model. Labels are "1 − weak quality" rather than "strong − weak": on the held-out
+benchmarks it ranks prompts better (docs/routing.md, "Adapting").
+
+`evaluate_adaptation` is the offline protocol behind `spendgate eval router --adapt K`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spendgate.call import Call
+from spendgate.routing.evaluate import Row, curve
+from spendgate.routing.features import MAX_CHARS, call_text
+from spendgate.routing.routers import LinearRouter, Router
+
+__all__ = [
+    "AdaptiveRouter",
+    "FeatureModel",
+    "Phi",
+    "Prior",
+    "evaluate_adaptation",
+    "featurizer",
+]
+
+EMBED_DIM = 64
+DIM = 2 + EMBED_DIM
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Prior precisions (in label units; the noise variance is folded in) and the UCB bonus.
+
+    Tuned on the held-out protocol (docs/routing.md): the base slope and intercept are
+    loosely held (each feature refits how far to trust the base router), the embedding
+    weights tightly (64 of them, learnt from a few hundred labels)."""
+
+    intercept: float = 0.1
+    slope: float = 0.1
+    embedding: float = 30.0
+    noise: float = 0.25
+    """Label variance used for the posterior width (a [0, 1] label: at most 0.25)."""
+
+
+def _clip_text(text: str) -> str:
+    if len(text) <= MAX_CHARS:
+        return text
+    half = MAX_CHARS // 2
+    return text[:half] + "\n" + text[-half:]
+
+
+Phi = np.ndarray
+"""One prompt's feature vector, (DIM,) float64."""
+
+
+def featurizer(base: Router) -> Callable[[str, int, bool], tuple[Phi, float]]:
+    """φ(text) and the base router's score, using the semantic cache's static embedder."""
+    from spendgate.cache.embedder import get_embedder
+
+    embedder = get_embedder("static")
+
+    def phi(text: str, turns: int = 1, tools: bool = False) -> tuple[Phi, float]:
+        if isinstance(base, LinearRouter):
+            logit = base.logit_text(text, turns, tools)
+            score = 1.0 / (1.0 + math.exp(-max(min(logit, 40.0), -40.0)))
+        else:
+            score = base.score_text(text, turns, tools)
+            p = min(max(score, 1e-4), 1 - 1e-4)
+            logit = math.log(p / (1 - p))
+        out = np.empty(DIM)
+        out[0] = 1.0
+        out[1] = max(min(logit, 8.0), -8.0) / 4.0
+        out[2:] = embedder.embed(_clip_text(text)).vector
+        return out, score
+
+    return phi
+
+
+class FeatureModel:
+    """The posterior of one feature: mean weights `w`, inverse precision `cov` (times the
+    noise variance it is a covariance), and the label count."""
+
+    def __init__(self, prior: Prior | None = None) -> None:
+        p = prior or Prior()
+        self.prior = p
+        precision = np.full(DIM, float(p.embedding))
+        precision[0], precision[1] = p.intercept, p.slope
+        self.mean0 = np.zeros(DIM)
+        self.mean0[0], self.mean0[1] = 0.5, 1.0
+        self.cov = np.diag(1.0 / precision)
+        self.b = precision * self.mean0
+        self.w = self.mean0.copy()
+        self.n = 0
+
+    def predict(self, phi: Phi) -> float:
+        """Posterior mean of P(the weak answer falls short)."""
+        return float(self.w @ phi)
+
+    def width(self, phi: Phi) -> float:
+        """Posterior standard deviation of the prediction (the UCB bonus per unit)."""
+        return math.sqrt(max(self.prior.noise * float(phi @ self.cov @ phi), 0.0))
+
+    def update(self, phi: Phi, y: float) -> None:
+        """Add one label (`y` = 1 − weak quality): a rank-one update of the inverse precision."""
+        cphi = self.cov @ phi
+        self.cov -= np.outer(cphi, cphi) / (1.0 + float(phi @ cphi))
+        self.b += phi * y
+        self.w = self.cov @ self.b
+        self.n += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"b": self.b.tolist(), "cov": self.cov.tolist(), "n": self.n}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        b = np.asarray(state["b"], dtype=float)
+        cov = np.asarray(state["cov"], dtype=float)
+        if b.shape != (DIM,) or cov.shape != (DIM, DIM):
+            raise ValueError("adaptive router state has the wrong shape")
+        self.b, self.cov, self.n = b, cov, int(state["n"])
+        self.w = self.cov @ self.b
+
+
+class AdaptiveRouter:
+    """A base router plus one `FeatureModel`, behind the router interface (`score_text`):
+    what `spendgate eval router --adapt` measures and what the gateway keeps per feature."""
+
+    def __init__(self, base: Router, prior: Prior | None = None, explore: float = 0.0) -> None:
+        self.base = base
+        self.name = f"adaptive({base.name})"
+        self.model = FeatureModel(prior)
+        self.explore = explore
+        self._phi = featurizer(base)
+
+    def features(self, text: str, turns: int = 1, tools: bool = False) -> tuple[Phi, float]:
+        return self._phi(text, turns, tools)
+
+    def score_phi(self, phi: Phi) -> float:
+        s = self.model.predict(phi)
+        if self.explore > 0:
+            s += self.explore * self.model.width(phi)
+        return s
+
+    def score_text(self, text: str, turns: int = 1, tools: bool = False) -> float:
+        return self.score_phi(self.features(text, turns, tools)[0])
+
+    def score(self, call: Call) -> float:
+        text, turns, tools = call_text(call.body)
+        return self.score_text(text, max(turns, 1), tools)
+
+    def learn(self, text: str, strong: float, weak: float) -> None:
+        """One label for this prompt (`strong` is unused by the model but kept in the
+        signature: a label is always the pair)."""
+        del strong
+        self.model.update(self.features(text)[0], 1.0 - min(max(weak, 0.0), 1.0))
+
+
+def _saving(
+    rows: Sequence[Row], scores: Sequence[float], share: float, costs: tuple[list[float], ...]
+) -> float | None:
+    strong_c, weak_c = costs
+    total = sum(strong_c)
+    if total <= 0:
+        return None
+    k = round(share * len(rows))
+    chosen = set(sorted(range(len(rows)), key=lambda i: -scores[i])[:k])
+    spent = sum(strong_c[i] if i in chosen else weak_c[i] for i in range(len(rows)))
+    return round(1 - spent / total, 4)
+
+
+def _figures(
+    rows: Sequence[Row], scores: Sequence[float], costs: tuple[list[float], list[float]] | None
+) -> dict[str, Any]:
+    c = curve(rows, scores)
+    share = c.share_for_quality(0.95)
+    return {
+        "apgr": round(c.apgr, 4),
+        "cpt50": round(c.cpt(0.5), 4),
+        "strong_share_at_95": round(share, 4),
+        "cost_saving_at_95": None if costs is None else _saving(rows, scores, share, costs),
+    }
+
+
+def evaluate_adaptation(
+    rows: Sequence[Row],
+    base: Router,
+    k: int,
+    seed: int = 0,
+    costs: tuple[list[float], list[float]] | None = None,
+    prior: Prior | None = None,
+) -> dict[str, Any]:
+    """Per source: a fresh `AdaptiveRouter` over `base` learns the first `k` prompts of the
+    source in a seeded shuffle (at most half the source, so something is left to score),
+    one label at a time; the rest are scored by it, by the unadapted base, by random and by
+    the oracle. Macro averages weigh every source equally."""
+    by_source: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_source.setdefault(r.source, []).append(i)
+    sources: dict[str, Any] = {}
+    for source in sorted(by_source):
+        idx = list(by_source[source])
+        random.Random(f"{seed}:{source}").shuffle(idx)
+        n_labels = min(k, len(idx) // 2)
+        learn, test = idx[:n_labels], idx[n_labels:]
+        router = AdaptiveRouter(base, prior)
+        for i in learn:
+            router.learn(rows[i].prompt, rows[i].strong, rows[i].weak)
+        test_rows = [rows[i] for i in test]
+        test_costs = None
+        if costs is not None:
+            test_costs = ([costs[0][i] for i in test], [costs[1][i] for i in test])
+        phis = [router.features(r.prompt) for r in test_rows]
+        adapted = [router.score_phi(p) for p, _ in phis]
+        unadapted = [s for _, s in phis]
+        oracle = [r.strong - r.weak for r in test_rows]
+        sources[source] = {
+            "n": len(idx),
+            "labels": n_labels,
+            "scored": len(test),
+            "adapted": _figures(test_rows, adapted, test_costs),
+            "unadapted": _figures(test_rows, unadapted, test_costs),
+            "random": _figures(test_rows, [0.0] * len(test_rows), test_costs),
+            "oracle": _figures(test_rows, oracle, test_costs),
+        }
+    macro: dict[str, Any] = {}
+    for name in ("adapted", "unadapted", "random", "oracle"):
+        vals = [s[name] for s in sources.values()]
+        macro[name] = {
+            key: (
+                None
+                if any(v[key] is None for v in vals)
+                else round(sum(v[key] for v in vals) / len(vals), 4)
+            )
+            for key in ("apgr", "cpt50", "strong_share_at_95", "cost_saving_at_95")
+        }
+    return {"k": k, "seed": seed, "sources": sources, "macro": macro}
