@@ -291,9 +291,18 @@ def summarize(
         if not pairs:
             reports.append(
                 ModelReport(
-                    model=model, n=0, quality=None, low=None, high=None, ratio=None, bound=None,
-                    qualifies=model == requested, cost_usd=cost, latency_ms=latency, errors=errors,
-                )  # fmt: skip
+                    model=model,
+                    n=0,
+                    quality=None,
+                    low=None,
+                    high=None,
+                    ratio=None,
+                    bound=None,
+                    qualifies=model == requested,
+                    cost_usd=cost,
+                    latency_ms=latency,
+                    errors=errors,
+                )
             )
             continue
         q = np.asarray([p[0] for p in pairs], dtype=float)
