@@ -54,17 +54,25 @@ KEPT_FIELDS = (
 _INTERNAL_DECISIONS = ("route_sample_of", "internal")
 
 
+_BUILTIN_ORDER = ("secret", "email", "card", "ip", "phone")
+"""Most specific first: a phone pattern would also eat card numbers and addresses."""
+
+
 def compile_patterns(names: Sequence[str]) -> list[tuple[str, re.Pattern[str]]]:
-    """(label, compiled pattern) per entry; raises ValueError naming a bad expression."""
-    out = []
+    """(label, compiled pattern) per entry, applied in that order: your own expressions
+    first (labelled `pattern<i>` by position), then the built-in names from the most
+    specific to the least. Raises ValueError naming a bad expression."""
+    custom, builtin = [], []
     for i, name in enumerate(names):
-        source = BUILTIN_PATTERNS.get(name, name)
-        label = name if name in BUILTIN_PATTERNS else f"pattern{i}"
+        if name in BUILTIN_PATTERNS:
+            builtin.append((name, re.compile(BUILTIN_PATTERNS[name])))
+            continue
         try:
-            out.append((label, re.compile(source)))
+            custom.append((f"pattern{i}", re.compile(name)))
         except re.error as exc:
             raise ValueError(f"redact[{i}]: {name!r} is not a regular expression: {exc}") from None
-    return out
+    builtin.sort(key=lambda item: _BUILTIN_ORDER.index(item[0]))
+    return custom + builtin
 
 
 def is_internal(call: Call) -> bool:

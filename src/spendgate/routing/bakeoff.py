@@ -22,6 +22,7 @@ that applies the pick. `summarize` is shared with the offline evaluation on scor
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import statistics
 import time
@@ -343,7 +344,8 @@ def summarize(
 
 def snippet(feature: str, requested: str, picked: str, evidence: str = "") -> str:
     """The routing config that applies the pick (merge into the `routing:` section)."""
-    note = f"  # {evidence}\n" if evidence else ""
+    note = f"      # {evidence}\n" if evidence else ""
+    q = json.dumps  # a JSON string is a YAML scalar, whatever the name holds
     if picked == requested:
         return (
             f"# spendgate bakeoff: no candidate kept ≥ target quality for feature {feature!r};\n"
@@ -351,17 +353,19 @@ def snippet(feature: str, requested: str, picked: str, evidence: str = "") -> st
         )
     return (
         f"# spendgate bakeoff for feature {feature!r}: serve {picked} where {requested}\n"
-        "# was asked. Merge into your routing section; the rule must come before broader\n"
-        f"# ones, and {requested} must be in routing.apply_to (by default only the strong\n"
-        "# tier is).\n"
+        "# was asked. Works as it is; to merge into an existing routing section, keep your\n"
+        f"# own strong/weak tiers, add the rule before broader ones, and make sure {requested}\n"
+        "# is in routing.apply_to.\n"
         "routing:\n"
         "  enabled: true\n"
-        f"  apply_to: [{requested}]\n"
+        f"  strong: {q(requested)}\n"
+        f"  weak: {q(picked)}\n"
+        f"  apply_to: [{q(requested)}]\n"
         "  rules:\n"
-        f"    - name: bakeoff-{feature}\n"
+        f"    - name: {q('bakeoff-' + feature)}\n"
         f"{note}"
-        f"      when: {{feature: {feature}, model: {requested}}}\n"
-        f"      route: {picked}\n"
+        f"      when: {{feature: {q(feature)}, model: {q(requested)}}}\n"
+        f"      route: {q(picked)}\n"
     )
 
 
