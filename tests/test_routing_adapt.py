@@ -8,9 +8,11 @@ same from every model (quality holds)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx2
 import openai
 import pytest
 
@@ -90,9 +92,13 @@ def user_rows(gw: Harness, feature: str) -> list[UsageEvent]:
 
 
 def test_guard_rolls_a_feature_back_when_weak_answers_disagree(
-    make_gateway: Callable[..., Harness], client_for: Callable[[Harness], openai.OpenAI]
+    make_gateway: Callable[..., Harness],
+    client_for: Callable[[Harness], openai.OpenAI],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gw = make_gateway(**settings(mode="active"))
+    env = "SG_TEST_ADMIN_" + uuid.uuid4().hex[:8].upper()
+    monkeypatch.setenv(env, "adm-key")
+    gw = make_gateway(**settings(mode="active"), server={"admin_key_env": env})
     client = client_for(gw)
     f = unique("adapt-rollback")
     served: list[str] = []
@@ -124,6 +130,13 @@ def test_guard_rolls_a_feature_back_when_weak_answers_disagree(
         assert t.served_model == (WEAK if user.served_model == STRONG else STRONG)
         assert t.cost_nanos == expected_cost_nanos(t) > 0
         assert t.baseline_nanos == t.cost_nanos
+    # the admin API shows the feature's state
+    r = httpx2.get(gw.url + "/admin/routing/adapt", headers={"authorization": "Bearer adm-key"})
+    assert r.status_code == 200, r.text
+    status = r.json()
+    assert status["enabled"] is True
+    assert status["features"][f]["state"] == "rolled_back"
+    assert status["features"][f]["rollbacks"] == 1
 
 
 def test_shadow_first_then_promoted_when_quality_holds(

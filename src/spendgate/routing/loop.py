@@ -147,7 +147,7 @@ class FeatureLearner:
             Row(id=str(i), source="", prompt="", strong=o.strong, weak=o.weak)
             for i, o in enumerate(self.window)
         ]
-        scores = [self.router.model.predict(o.phi) for o in self.window]
+        scores = (np.stack([o.phi for o in self.window]) @ self.router.model.w).tolist()
         goal = min(1.0, self.target + self.margin)
         self.threshold = threshold_for_quality(rows, scores, goal)
 
