@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -146,20 +147,43 @@ class FeatureModel:
 
 class AdaptiveRouter:
     """A base router plus one `FeatureModel`, behind the router interface (`score_text`):
-    what `spendgate eval router --adapt` measures and what the gateway keeps per feature."""
+    what `spendgate eval router --adapt` measures and what the gateway keeps per feature.
 
-    def __init__(self, base: Router, prior: Prior | None = None, explore: float = 0.0) -> None:
+    The posterior is used only while it ranks the feature's prompts better than the base
+    router does, judged *prequentially*: each label is first scored by the model as it was
+    before learning it (an honest out-of-sample prediction), and over the last `check`
+    labels the two rankings' APGR is compared. Until the posterior wins (and before
+    `min_check` labels), scores are the prior mean: the base router's ranking. On benchmarks
+    where the base router already ranks well (ARC), a few hundred noisy labels would
+    otherwise make it worse."""
+
+    def __init__(
+        self,
+        base: Router,
+        prior: Prior | None = None,
+        explore: float = 0.0,
+        check: int = 200,
+        min_check: int = 30,
+    ) -> None:
         self.base = base
         self.name = f"adaptive({base.name})"
         self.model = FeatureModel(prior)
         self.explore = explore
+        self.min_check = min_check
+        self.trusted = False
+        self._preq: deque[tuple[float, float, float, float]] = deque(maxlen=check)
         self._phi = featurizer(base)
 
     def features(self, text: str, turns: int = 1, tools: bool = False) -> tuple[Phi, float]:
         return self._phi(text, turns, tools)
 
+    def mean(self, phi: Phi) -> float:
+        """P(the weak answer falls short): the posterior's if it has earned trust, else the
+        prior's (which ranks like the base router)."""
+        return self.model.predict(phi) if self.trusted else float(self.model.mean0 @ phi)
+
     def score_phi(self, phi: Phi) -> float:
-        s = self.model.predict(phi)
+        s = self.mean(phi)
         if self.explore > 0:
             s += self.explore * self.model.width(phi)
         return s
@@ -171,11 +195,34 @@ class AdaptiveRouter:
         text, turns, tools = call_text(call.body)
         return self.score_text(text, max(turns, 1), tools)
 
+    def learn_phi(self, phi: Phi, strong: float, weak: float) -> None:
+        """One label for a prompt whose features are `phi`."""
+        weak = min(max(weak, 0.0), 1.0)
+        self._preq.append((self.model.predict(phi), float(self.model.mean0 @ phi), strong, weak))
+        self.model.update(phi, 1.0 - weak)
+        self._recheck()
+
     def learn(self, text: str, strong: float, weak: float) -> None:
-        """One label for this prompt (`strong` is unused by the model but kept in the
-        signature: a label is always the pair)."""
-        del strong
-        self.model.update(self.features(text)[0], 1.0 - min(max(weak, 0.0), 1.0))
+        self.learn_phi(self.features(text)[0], strong, weak)
+
+    def _recheck(self) -> None:
+        if len(self._preq) < self.min_check:
+            self.trusted = False
+            return
+        rows = [Row(str(i), "", "", s, w) for i, (_, _, s, w) in enumerate(self._preq)]
+        adapted = curve(rows, [p[0] for p in self._preq]).apgr
+        base = curve(rows, [p[1] for p in self._preq]).apgr
+        self.trusted = adapted > base
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state(), "preq": [list(p) for p in self._preq]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state(state["model"])
+        self._preq.clear()
+        for p in state.get("preq", []):
+            self._preq.append((float(p[0]), float(p[1]), float(p[2]), float(p[3])))
+        self._recheck()
 
 
 def _saving(

@@ -114,6 +114,7 @@ class FeatureLearner:
         return {
             "state": self.state,
             "labels": self.router.model.n,
+            "trusted": self.router.trusted,
             "window": len(self.window),
             "quality": None if q is None else round(q, 4),
             "target": self.target,
@@ -123,7 +124,7 @@ class FeatureLearner:
     # ------------------------------------------------------------------ learning
     def observe(self, obs: Observation) -> str | None:
         """Learn one label; returns "rolled_back" / "promoted" when the state changed."""
-        self.router.model.update(obs.phi, 1.0 - min(max(obs.weak, 0.0), 1.0))
+        self.router.learn_phi(obs.phi, obs.strong, obs.weak)
         self.window.append(obs)
         if len(self.window) >= self.min_labels:
             self._recalibrate()
@@ -147,14 +148,16 @@ class FeatureLearner:
             Row(id=str(i), source="", prompt="", strong=o.strong, weak=o.weak)
             for i, o in enumerate(self.window)
         ]
-        scores = (np.stack([o.phi for o in self.window]) @ self.router.model.w).tolist()
+        router = self.router
+        weights = router.model.w if router.trusted else router.model.mean0
+        scores = (np.stack([o.phi for o in self.window]) @ weights).tolist()
         goal = min(1.0, self.target + self.margin)
         self.threshold = threshold_for_quality(rows, scores, goal)
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
         return {
-            "model": self.router.model.state(),
+            "router": self.router.state(),
             "state": self.state,
             "threshold": self.threshold,
             "rollbacks": self.rollbacks,
@@ -163,7 +166,7 @@ class FeatureLearner:
         }
 
     def load_json(self, data: dict[str, Any]) -> None:
-        self.router.model.load_state(data["model"])
+        self.router.load_state(data["router"])
         state = str(data.get("state", "shadow"))
         if self.mode == "shadow" and state == "active":
             state = "shadow"  # the operator turned serving off since
