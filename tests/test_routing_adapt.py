@@ -275,3 +275,14 @@ def test_streams_are_not_cascaded(
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     (row,) = gw.wait_for(lambda rows: len(rows) == 1, feature=f)
     assert row.served_model == WEAK and "cascade" not in row.route
+
+
+def test_adapt_config_errors_name_the_key(sim: Any, tmp_path: Any) -> None:
+    from conftest import gateway_settings, start_harness
+    from spendgate.config import ConfigError
+
+    bad = settings(judge={"kind": "pairwise", "model": "no-such-model"})
+    with pytest.raises(ConfigError, match=r"routing\.adapt\.judge\.model"):
+        start_harness(gateway_settings(sim, tmp_path, **bad))
+    with pytest.raises(ConfigError, match=r"routing\.adapt\.mode"):
+        gateway_settings(sim, tmp_path, **settings(mode="sometimes"))

@@ -675,6 +675,13 @@ def build(ctx: StageContext) -> RouteStage | None:
         router = get_router(config.router)
     except ValueError as exc:
         raise ConfigError(f"routing.router: {exc}") from None
+    judge = config.adapt.judge
+    if config.adapt.enabled and judge.kind in ("rubric", "pairwise"):
+        model = judge.model or config.strong
+        if model not in served:
+            raise ConfigError(
+                f"routing.adapt.judge.model: {model!r} is not served by any deployment"
+            )
     stage = RouteStage(config, ctx, router)
     if config.multi is not None:
         _attach_multi(stage, config, served)
