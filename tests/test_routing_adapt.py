@@ -286,3 +286,23 @@ def test_adapt_config_errors_name_the_key(sim: Any, tmp_path: Any) -> None:
         start_harness(gateway_settings(sim, tmp_path, **bad))
     with pytest.raises(ConfigError, match=r"routing\.adapt\.mode"):
         gateway_settings(sim, tmp_path, **settings(mode="sometimes"))
+
+
+@pytest.mark.parametrize(("value_usd", "served"), [(1e-9, WEAK), (1e6, STRONG)])
+def test_cost_in_the_reward_sets_the_threshold(
+    make_gateway: Callable[..., Harness],
+    client_for: Callable[[Harness], openai.OpenAI],
+    value_usd: float,
+    served: str,
+) -> None:
+    # strong when P(weak falls short) × value_usd > the strong model's extra cost on the call
+    gw = make_gateway(**settings(mode="active", sample=0.0, value_usd=value_usd))
+    f = unique("adapt-value")
+    _, headers = ask(client_for(gw), f, "Explain how a bicycle gear works.")
+    assert headers["x-spendgate-model"] == served
+    (row,) = gw.events(feature=f)
+    # the extra cost, by hand: 33 characters ≈ 8 input tokens, 256 output tokens assumed,
+    # at the list prices in conftest (gpt-4o 2.50/10.00, gpt-4o-mini 0.15/0.60 $/MTok)
+    extra_usd = (8 * (2.50 - 0.15) + 256 * (10.00 - 0.60)) / 1e6
+    assert row.route["threshold"] == pytest.approx(extra_usd / value_usd, rel=1e-4, abs=1e-6)
+    assert row.route["rule"] == "adaptive"
