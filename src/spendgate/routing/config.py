@@ -135,6 +135,9 @@ class AdaptConfig(_Strict):
     features: list[str] | None = None
     """Features the loop runs for (default: every feature; overrides can switch it)."""
     max_features: int = Field(default=1000, ge=1)
+    max_pending: int = Field(default=64, ge=1)
+    """Labelling tasks in flight at most; beyond that a sampled call is not labelled (a
+    burst must not turn into a burst of twin and judge calls)."""
     state: str | None = None
     """JSON file keeping what was learnt across restarts (written at shutdown)."""
 

@@ -355,6 +355,7 @@ class RouteStage:
             pending is not None
             and not call.stream
             and self.ctx.run_internal is not None
+            and len(self._tasks) < self.config.adapt.max_pending
             and self._rng.random() < self.config.adapt.sample
         )
         if decision["mode"] == "shadow":
