@@ -41,7 +41,6 @@ _MATH = re.compile(
 )
 _CHOICES = re.compile(r"(?m)^\s*\(?[A-D][.)]\s")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 DENSE_NAMES: tuple[str, ...] = (
     "bias",
@@ -82,7 +81,8 @@ def dense_features(text: str, turns: int = 1, tools: bool = False) -> list[float
         min(len(_CODE.findall(text)), 10) / 5.0,
         1.0 if _CHOICES.search(text) else 0.0,
         min(text.count("?"), 5) / 5.0,
-        min(len(_NON_ASCII.findall(text)) / max(n, 1), 1.0),
+        # non-ASCII characters, counted without building a list of them (CJK prompts)
+        min((len(text) - len(text.encode("ascii", "ignore"))) / max(n, 1), 1.0),
         min(turns - 1, 10) / 5.0,
         1.0 if tools else 0.0,
     ]
