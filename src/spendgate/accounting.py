@@ -22,6 +22,7 @@ import orjson
 from spendgate.analytics.system_prompt import input_split
 from spendgate.call import Call, Cost, Usage, to_nanos
 from spendgate.ledger import BatchingWriter, UsageEvent
+from spendgate.ledger.prompts import PromptLog
 from spendgate.metrics import Metrics
 from spendgate.pricing import Pricer, billed_tier
 from spendgate.reply import Reply
@@ -40,11 +41,17 @@ def prompt_fingerprint(call: Call) -> str:
 
 class Accountant:
     def __init__(
-        self, pricer: Pricer, writer: BatchingWriter, metrics: Metrics | None = None
+        self,
+        pricer: Pricer,
+        writer: BatchingWriter,
+        metrics: Metrics | None = None,
+        prompts: PromptLog | None = None,
     ) -> None:
         self.pricer = pricer
         self.writer = writer
         self.metrics = metrics
+        self.prompts = prompts
+        """Opt-in prompt logging (`ledger.log_prompts`): None = prompts are not stored."""
 
     def price(self, call: Call, reply: Reply) -> Cost | None:
         """Price a completed reply once; later calls return the same answer."""
@@ -116,6 +123,10 @@ class Accountant:
             prompt_fingerprint=prompt_fingerprint(call),
             extra=_with_input_split(_extra(call, reply), call, cost, usage),
         )
+        if self.prompts is not None:
+            logged = self.prompts.capture(call)
+            if logged is not None:
+                event.extra = {**(event.extra or {}), "prompt": logged}
         self.writer.submit(event)
         if self.metrics is not None:
             self._observe(call, reply, cost, event)

@@ -206,6 +206,23 @@ class LedgerConfig(_Strict):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """At shutdown, how long to keep trying a store that is down before leaving what is
     unwritten in the spool for the next start (without a spool: wait without limit)."""
+    log_prompts: bool | list[str] = False
+    """Keep each call's prompt (messages, system, tools, output settings), redacted, in the
+    event's `extra.prompt` so `spendgate bakeoff` can replay a feature's traffic: true for
+    every feature, or a list of features. Off by default."""
+    redact: list[str] = Field(default_factory=lambda: ["email", "phone", "card", "secret"])
+    """Applied to logged prompts: built-in names (email, phone, card, ip, secret) or
+    regular expressions; each match is stored as `[REDACTED:<name>]`."""
+    prompt_max_chars: int = Field(default=32_000, gt=0)
+    """A longer prompt is recorded as skipped, never cut."""
+
+    @field_validator("redact")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        from spendgate.ledger.prompts import compile_patterns
+
+        compile_patterns(v)
+        return v
 
 
 class TagsConfig(_Strict):

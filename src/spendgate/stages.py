@@ -52,6 +52,9 @@ class StageContext:
     run_internal: Callable[[Call], Awaitable[Reply]] | None = None
     """Send a call through the gateway itself (e.g. a history summary by a cheap model);
     set once the pipeline exists. Internal calls get their own ledger events."""
+    record: Callable[[Call, Reply], object] | None = None
+    """Write the ledger event of a call a stage sent downstream itself and will not return
+    (e.g. a cascade's weak answer that was escalated): its cost must still be counted."""
     extra: dict[str, Any] = field(default_factory=dict)
     accountant: Accountant | None = None
     """The ledger's pricer: a stage that needs a reply's actual cost (budget settlement)

@@ -6,10 +6,12 @@ import json
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import click
 
 from spendgate.routing.evaluate import Row
+from spendgate.routing.routers import Router
 
 __all__ = ["commands", "eval_commands", "router", "train_router"]
 
@@ -53,11 +55,26 @@ def _estimated_costs(
     help="Registered router name (default, random, length) or a router file.",
 )
 @click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable).")
+@click.option(
+    "--adapt",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Per source, let the router learn K labelled prompts (seeded order) and score the rest.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Order of --adapt labels.")
 @click.option("--json", "as_json", is_flag=True)
 def router(
-    data: str, strong: str, weak: str, router_name: str, sources: tuple[str, ...], as_json: bool
+    data: str,
+    strong: str,
+    weak: str,
+    router_name: str,
+    sources: tuple[str, ...],
+    adapt: int | None,
+    seed: int,
+    as_json: bool,
 ) -> None:
-    """Evaluate a router: PGR curve, APGR, CPT(50%), CPT(80%) vs random and oracle."""
+    """Evaluate a router: PGR curve, APGR, CPT(50%), CPT(80%) vs random and oracle; with
+    --adapt K, per source and macro figures after K labels, next to the unadapted router."""
     from spendgate.routing.evaluate import evaluate, read_rows
     from spendgate.routing.routers import get_router
 
@@ -67,17 +84,14 @@ def router(
     except ValueError as exc:
         _fail(str(exc))
         return
-    scores = [r.score_text(row.prompt) for row in rows]
     costs = _estimated_costs(rows, strong, weak)
+    if adapt is not None:
+        _adapt_report(rows, r, adapt, seed, costs, as_json)
+        return
+    scores = [r.score_text(row.prompt) for row in rows]
     result = evaluate(rows, scores, costs)
     result["router_name"] = r.name
-    result["cost_source"] = (
-        None
-        if costs is None
-        else "costs_usd"
-        if rows[0].strong_cost is not None
-        else "price_catalog"
-    )
+    result["cost_source"] = _cost_source(rows, costs)
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -98,6 +112,51 @@ def router(
     click.echo("PGR curve (strong share → PGR):")
     curve = result["router"]["curve"]
     click.echo("  " + "  ".join(f"{k}%:{curve[k]:.2f}" for k in range(0, 101, 10)))
+    if costs is None:
+        click.echo("(cost saving n/a: no costs_usd in the file and a model is not in the catalog)")
+
+
+def _cost_source(rows: list[Row], costs: object) -> str | None:
+    if costs is None:
+        return None
+    return "costs_usd" if rows[0].strong_cost is not None else "price_catalog"
+
+
+def _adapt_report(
+    rows: list[Row],
+    base: Router,
+    k: int,
+    seed: int,
+    costs: tuple[list[float], list[float]] | None,
+    as_json: bool,
+) -> None:
+    from spendgate.routing.adaptive import evaluate_adaptation
+
+    result = evaluate_adaptation(rows, base, k, seed, costs)
+    result["router_name"] = base.name
+    result["cost_source"] = _cost_source(rows, costs)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    policies = ("adapted", "unadapted", "random", "oracle")
+
+    def cells(figs: dict[str, Any]) -> str:
+        out = []
+        for name in policies:
+            f = figs[name]
+            saving = "n/a" if f["cost_saving_at_95"] is None else f"{f['cost_saving_at_95']:.0%}"
+            out.append(f"{f['apgr']:6.3f} {f['cpt50']:5.0%} {saving:>4s}")
+        return "  ".join(out)
+
+    click.echo(
+        f"router {base.name}, {k} labels per source (at most half of it), seed {seed}; "
+        "each cell: APGR  CPT(50%)  cost saving at 95% of strong quality"
+    )
+    head = "  ".join(f"{p:>16s}" for p in policies)
+    click.echo(f"{'source':30s}{'labels':>7s}{'scored':>7s}  {head}")
+    for source, figs in result["sources"].items():
+        click.echo(f"{source[:30]:30s}{figs['labels']:7d}{figs['scored']:7d}  {cells(figs)}")
+    click.echo(f"{'macro average':30s}{'':14s}  {cells(result['macro'])}")
     if costs is None:
         click.echo("(cost saving n/a: no costs_usd in the file and a model is not in the catalog)")
 
@@ -187,5 +246,137 @@ def train_router(
         click.echo(f"thresholds: {model.meta['thresholds']}  (use as routing.threshold)")
 
 
-commands = [train_router]
+@click.command("bakeoff")
+@click.option("--feature", required=True, help="The feature whose logged prompts are replayed.")
+@click.option("--candidates", required=True, help="Comma-separated models to try.")
+@click.option("--sample", "n", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings.")
+@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
+@click.option(
+    "--gateway",
+    "gateway_url",
+    default=None,
+    help="Send through this running gateway (default: an in-process gateway from --config).",
+)
+@click.option("--api-key", envvar="SPENDGATE_API_KEY", default=None, help="Virtual key.")
+@click.option("--requested", default=None, help="Reference model (default: the logged one).")
+@click.option(
+    "--judge",
+    "judge_kind",
+    type=click.Choice(["pairwise", "rubric", "exact", "json"]),
+    default="pairwise",
+    show_default=True,
+)
+@click.option("--judge-model", default=None, help="LLM judge model (default: --requested).")
+@click.option("--fields", default="", help="JSON fields the json judge compares (a.b,c).")
+@click.option(
+    "--target", type=click.FloatRange(0, 1, min_open=True), default=0.95, show_default=True
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 1, max_open=True),
+    default=0.5,
+    show_default=True,
+    help="0.5: the estimate meets the target; 0.95: a one-sided non-inferiority test.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("-o", "--output", default=None, help="Config snippet file (default bakeoff-F.yaml).")
+@click.option("--json", "as_json", is_flag=True)
+def bakeoff(
+    feature: str,
+    candidates: str,
+    n: int,
+    config_path: str | None,
+    ledger_url: str | None,
+    gateway_url: str | None,
+    api_key: str | None,
+    requested: str | None,
+    judge_kind: str,
+    judge_model: str | None,
+    fields: str,
+    target: float,
+    confidence: float,
+    seed: int,
+    concurrency: int,
+    output: str | None,
+    as_json: bool,
+) -> None:
+    """Replay N logged prompts of a feature on candidate models through the gateway, grade
+    them, and pick the cheapest model that keeps the quality target."""
+    import asyncio
+
+    from spendgate.config import ConfigError, Settings, load_settings
+    from spendgate.routing.bakeoff import BakeoffError, run_from_cli
+
+    try:
+        settings = load_settings(config_path) if config_path else Settings()
+    except ConfigError as exc:
+        _fail(str(exc))
+        return
+    models = [m.strip() for m in candidates.split(",") if m.strip()]
+    if not models:
+        _fail("--candidates names no model")
+    try:
+        result = asyncio.run(
+            run_from_cli(
+                settings,
+                feature=feature,
+                candidates=models,
+                n=n,
+                ledger_url=ledger_url,
+                gateway_url=gateway_url,
+                api_key=api_key,
+                requested=requested,
+                judge_kind=judge_kind,
+                judge_model=judge_model,
+                fields=[f for f in fields.split(",") if f],
+                target=target,
+                confidence=confidence,
+                seed=seed,
+                concurrency=concurrency,
+            )
+        )
+    except (BakeoffError, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    path = Path(output or f"bakeoff-{feature}.yaml")
+    path.write_text(result["snippet"])
+    result["snippet_file"] = str(path)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    click.echo(
+        f"feature {feature}: {result['sampled']} of {result['logged']} logged prompts replayed; "
+        f"requested {result['requested']}; judge {result['judge']}; target "
+        f"{target:.0%} of {result['requested']}'s quality (confidence {confidence:g})"
+    )
+    click.echo(
+        f"{'model':28s}{'n':>5s}  {'quality [95% CI]':22s}{'vs req.':>8s}"
+        f"{'cost/call':>13s}{'p50 ms':>9s}  qualifies"
+    )
+    for rep in result["models"]:
+        q = (
+            "—"
+            if rep["quality"] is None
+            else (f"{rep['quality']:.3f} [{rep['low']:.3f}, {rep['high']:.3f}]")
+        )
+        ratio = "—" if rep["ratio"] is None else f"{rep['ratio']:.1%}"
+        cost = "unpriced" if rep["cost_usd"] is None else f"${float(rep['cost_usd']):.6f}"
+        lat = "—" if rep["latency_ms"] is None else f"{rep['latency_ms']:.0f}"
+        mark = "yes" if rep["qualifies"] else "no"
+        if rep["model"] == result["picked"]:
+            mark += "  ← pick"
+        click.echo(
+            f"{rep['model'][:28]:28s}{rep['n']:5d}  {q:22s}{ratio:>8s}{cost:>13s}{lat:>9s}  {mark}"
+        )
+    spent = result["spent_usd"]
+    click.echo(
+        f"bake-off spend: ${float(spent['answers']):.6f} answers + ${float(spent['judge']):.6f} "
+        "judge, billed to feature spendgate-eval"
+    )
+    click.echo(f"wrote {path}")
+
+
+commands = [train_router, bakeoff]
 eval_commands = [router]

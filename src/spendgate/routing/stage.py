@@ -16,23 +16,27 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from spendgate.call import Call, Usage
+from spendgate.call import Call, Tags, Usage
 from spendgate.config import ConfigError
 from spendgate.errors import GatewayError
+from spendgate.ledger.prompts import EVAL_FEATURE
 from spendgate.pipeline import Next
 from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
+from spendgate.routing.cascade import escalation_reasons
 from spendgate.routing.config import Override, RoutingConfig
 from spendgate.routing.features import call_text
+from spendgate.routing.judge import Judge, answer_text, make_judge
+from spendgate.routing.loop import FeatureLearner, Learners, Observation
 from spendgate.routing.multimodel import MultiModelRouter
 from spendgate.routing.routers import LinearRouter, Router, get_router
-from spendgate.routing.rules import facts_of, match_rule
+from spendgate.routing.rules import CallFacts, facts_of, match_rule
 from spendgate.stages import StageContext
 
 __all__ = ["RouteStage", "StickyTiers", "build", "conversation_key"]
@@ -113,6 +117,19 @@ def _answer_summary(reply: Reply) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """What labelling needs from an adaptive decision."""
+
+    learner: FeatureLearner
+    phi: Any
+    chose_strong: bool
+
+
+def _usd(reply: Reply) -> str | None:
+    return format(reply.cost.total, "f") if reply.cost is not None else None
+
+
 class RouteStage:
     name = "route"
 
@@ -129,6 +146,30 @@ class RouteStage:
         self.multi: MultiModelRouter | None = None
         self.multi_prices: dict[str, float] = {}
         self.multi_target = config.multi.target if config.multi is not None else 1.0
+        self.learners: Learners | None = None
+        self.judge: Judge | None = None
+        if config.adapt.enabled:
+            self._start_adapt()
+
+    def _start_adapt(self) -> None:
+        cfg = self.config.adapt
+        self.judge = make_judge(
+            cfg.judge.kind, cfg.judge.model or self.strong, self._judge_send, cfg.judge.fields
+        )
+        self.learners = Learners(lambda: self._new_learner(cfg.target), cfg.max_features, cfg.state)
+
+    def _new_learner(self, target: float) -> FeatureLearner:
+        cfg = self.config.adapt
+        return FeatureLearner(
+            self.router,
+            self.threshold(self.config.threshold),
+            mode=cfg.mode,
+            target=target,
+            margin=cfg.margin,
+            min_labels=cfg.min_labels,
+            window=cfg.window,
+            explore=cfg.explore,
+        )
 
     # ------------------------------------------------------------------ settings per call
     def _override(self, call: Call) -> Override | None:
@@ -168,8 +209,22 @@ class RouteStage:
     # ------------------------------------------------------------------ the decision
     def decide(self, call: Call) -> dict[str, Any] | None:
         """What should serve this call, and why (None: not ours to route)."""
-        if call.endpoint == "embeddings":
-            return None
+        return self._decide(call)[0]
+
+    def _decide(self, call: Call) -> tuple[dict[str, Any] | None, _Pending | None]:
+        """The decision, and what labelling needs when the adaptive router made it."""
+        if call.endpoint == "embeddings" or "internal" in call.decisions:
+            if "route_label_of" in call.decisions:
+                # a labelling twin: it must reach the tier it was sent to
+                return {
+                    "requested": call.requested_model,
+                    "served": call.model,
+                    "tier": self._tier(call.model),
+                    "rule": "adapt_label",
+                    "mode": "active",
+                    "label_of": call.decisions["route_label_of"],
+                }, None
+            return None, None
         if "route_sample_of" in call.decisions:
             # a quality-sampling twin: it must reach the strong model as asked
             return {
@@ -179,13 +234,14 @@ class RouteStage:
                 "rule": "quality_sample",
                 "mode": "active",
                 "sample_of": call.decisions["route_sample_of"],
-            }
+            }, None
         override = self._override(call)
         if override is not None and override.enabled is False:
-            return None
+            return None, None
         header = call.headers.get(HEADER, "").strip() if self.config.header else ""
         if not header and call.requested_model not in self.apply_to:
-            return None
+            return None, None
+        pending: _Pending | None = None
         mode = (override.mode if override and override.mode else None) or self.config.mode
         decision: dict[str, Any] = {"requested": call.requested_model, "mode": mode}
         key = conversation_key(call) if self.sticky is not None else None
@@ -212,6 +268,10 @@ class RouteStage:
                     predicted={m: round(q, 4) for m, q in preds.items() if m in self.multi_prices},
                     target_quality=goal,
                 )
+            elif (learner := self._learner(call, override)) is not None:
+                target, pending = self._adaptive(call, facts, learner, decision)
+                if matched is not None:
+                    decision["rule"] = f"rules[{matched[0]}]:{decision['rule']}"
             else:
                 t = self.threshold(
                     override.threshold
@@ -232,7 +292,54 @@ class RouteStage:
             self.sticky.put(
                 key, decision["tier"] if decision["tier"] in ("strong", "weak") else target
             )
-        return decision
+        return decision, pending
+
+    # ------------------------------------------------------------------ adaptive routing
+    def _learner(self, call: Call, override: Override | None) -> FeatureLearner | None:
+        if self.learners is None:
+            return None
+        feature = call.tags.feature or "(none)"
+        wanted = self.config.adapt.features
+        on = override.adapt if override is not None and override.adapt is not None else None
+        if on is False or (on is None and wanted is not None and feature not in wanted):
+            return None
+        if override is not None and override.target is not None:
+            learner = self.learners.peek(feature)
+            if learner is None:
+                learner = self.learners.get(feature)
+                learner.target = override.target
+            return learner
+        return self.learners.get(feature)
+
+    def _adaptive(
+        self, call: Call, facts: CallFacts, learner: FeatureLearner, decision: dict[str, Any]
+    ) -> tuple[str, _Pending]:
+        text, turns, tools = call_text(call.body)
+        phi, base_score = learner.router.features(text, max(turns, 1), tools)
+        score = learner.router.score_phi(phi)
+        threshold = learner.threshold
+        value = self.config.adapt.value_usd
+        if value is not None:
+            usage = Usage(input_tokens=max(facts.tokens, 1), output_tokens=256)
+            strong_c, weak_c = self._price(self.strong, usage), self._price(self.weak, usage)
+            if strong_c is not None and weak_c is not None:
+                threshold = float(strong_c - weak_c) / value
+        choice = self.strong if score >= threshold else self.weak
+        decision.update(
+            router=learner.router.name,
+            score=round(score, 6),
+            threshold=round(threshold, 6),
+            base_score=round(base_score, 6),
+            adapt=learner.summary(),
+        )
+        if learner.serving:
+            decision["rule"] = "adaptive"
+            served = choice
+        else:
+            decision["rule"] = "rollback" if learner.state == "rolled_back" else "adaptive:shadow"
+            decision["would_serve"] = choice
+            served = call.requested_model
+        return served, _Pending(learner, phi, choice == self.strong)
 
     def _sticky_get(self, key: str) -> str | None:
         assert self.sticky is not None
@@ -240,20 +347,33 @@ class RouteStage:
 
     # ------------------------------------------------------------------ the stage
     async def handle(self, call: Call, call_next: Next) -> Reply:
-        decision = self.decide(call)
+        decision, pending = self._decide(call)
         if decision is None:
             return await call_next(call)
         call.decisions["route"] = decision
         target = decision["served"]
+        label = (
+            pending is not None
+            and not call.stream
+            and self.ctx.run_internal is not None
+            and len(self._tasks) < self.config.adapt.max_pending
+            and self._rng.random() < self.config.adapt.sample
+        )
         if decision["mode"] == "shadow":
             decision["served"] = call.model
             decision["would_serve"] = target
             reply = await call_next(call)
             if target != call.model:
                 reply.on_done(lambda r: self._would_save(decision, call, target, r))
+            if label and pending is not None:
+                self._label_after(call, pending, reply)
             return reply
         call.model = target
         override = self._override(call)
+        if label and pending is not None:
+            reply = await self._serve(call, call_next, decision, override)
+            self._label_after(call, pending, reply)
+            return reply
         share = (
             override.quality_sample
             if override and override.quality_sample is not None
@@ -267,8 +387,214 @@ class RouteStage:
             and self._rng.random() < share
         )
         if not sample:
-            return await call_next(call)
+            return await self._serve(call, call_next, decision, override)
         return await self._with_sample(call, call_next, decision)
+
+    async def _serve(
+        self, call: Call, call_next: Next, decision: dict[str, Any], override: Override | None
+    ) -> Reply:
+        """Send the call on; a weak-routed call goes through the cascade when it is on."""
+        on = override.cascade if override is not None and override.cascade is not None else None
+        cascade = self.config.cascade.enabled if on is None else on
+        if (
+            cascade
+            and call.model == self.weak
+            and call.model != call.requested_model
+            and not call.stream
+            and decision.get("rule") != "header"
+            and self.ctx.record is not None
+        ):
+            expect_json = bool(override is not None and override.expect_json)
+            return await self._cascade(call, call_next, decision, expect_json)
+        return await call_next(call)
+
+    # ------------------------------------------------------------------ cascade
+    async def _cascade(
+        self, call: Call, call_next: Next, decision: dict[str, Any], expect_json: bool
+    ) -> Reply:
+        """Weak first; escalate to the strong model when the weak answer's signals say so.
+        Every weak call made is costed in the ledger (see `spendgate.routing.cascade`)."""
+        cfg = self.config.cascade
+        body = dict(call.body)
+        if cfg.request_logprobs and "logprobs" in cfg.signals and call.api == "openai":
+            body["logprobs"] = True
+        attempt = replace(
+            call, body=body, decisions=dict(call.decisions), savings=dict(call.savings)
+        )
+        second: Call | None = None
+        if "consistency" in cfg.signals:
+            second = replace(
+                call,
+                body={**body, "temperature": cfg.sample_temperature},
+                request_id=call.request_id + "-c2",
+                decisions={"internal": "cascade_sample", "route": self._side_decision(
+                    call, "cascade_sample")},
+                savings={},
+                headers={**call.headers, "x-spendgate-cache": "bypass"},
+                cache_outcome=None,
+            )  # fmt: skip
+        if second is None:
+            reply = await call_next(attempt)
+            second_reply = None
+        else:
+            reply, second_reply = await asyncio.gather(call_next(attempt), call_next(second))
+        checked: dict[str, Any] = {"signals": list(cfg.signals)}
+        if second is not None and second_reply is not None:
+            second_reply.finish()
+            self._record_side(second, second_reply)
+            checked["sample_request_id"] = second.request_id
+            checked["sample_cost_usd"] = _usd(second_reply)
+        if reply.status != 200 or reply.served_model is None or not isinstance(reply.body, dict):
+            call.decisions.update(attempt.decisions)
+            call.savings.update(attempt.savings)
+            decision["cascade"] = {**checked, "escalated": False, "note": "weak call failed"}
+            return reply
+        reasons, measured = escalation_reasons(
+            cfg.signals,
+            body,
+            reply.body,
+            second_reply.body if second_reply is not None and second_reply.status == 200 else None,
+            expect_json=expect_json,
+            min_agreement=cfg.min_agreement,
+            min_logprob=cfg.min_logprob,
+        )
+        checked.update(measured)
+        if not reasons:
+            call.decisions.update(attempt.decisions)
+            call.savings.update(attempt.savings)
+            decision["cascade"] = {**checked, "escalated": False}
+            return reply
+        # Escalate: the weak answer is paid for and recorded, then the strong model answers.
+        reply.finish()
+        weak_call = replace(
+            attempt,
+            request_id=call.request_id + "-cw",
+            decisions={
+                "internal": "cascade_weak",
+                "route": {**self._side_decision(call, "cascade_weak"), "reasons": reasons},
+            },
+            savings={},
+        )
+        self._record_side(weak_call, reply)
+        decision.update(tier="strong", served=self.strong, rule=f"{decision['rule']}:cascade")
+        decision["cascade"] = {
+            **checked,
+            "escalated": True,
+            "reasons": reasons,
+            "weak_request_id": weak_call.request_id,
+            "weak_cost_usd": _usd(reply),
+        }
+        call.model = self.strong
+        return await call_next(call)
+
+    def _side_decision(self, call: Call, rule: str) -> dict[str, Any]:
+        return {
+            "requested": call.requested_model,
+            "served": self.weak,
+            "tier": "weak",
+            "rule": rule,
+            "mode": "active",
+            "of": call.request_id,
+        }
+
+    def _record_side(self, side: Call, reply: Reply) -> None:
+        """Ledger row for a weak call the cascade made and did not serve: its whole cost is
+        the cascade's (baseline 0), so `savings.routing` is minus that cost."""
+        assert self.ctx.record is not None
+        if reply.cost is not None:
+            side.savings["routing"] = -reply.cost.total
+        self.ctx.record(side, reply)
+
+    # ------------------------------------------------------------------ labelling
+    def _label_after(self, call: Call, pending: _Pending, reply: Reply) -> None:
+        def start(r: Reply) -> None:
+            if r.status != 200 or not isinstance(r.body, dict):
+                return
+            if call.model not in (self.strong, self.weak):
+                return  # a label pairs the two tiers
+            task = asyncio.ensure_future(self._label(call, pending, call.model, r.body))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        reply.on_done(start)
+
+    async def _label(
+        self, call: Call, pending: _Pending, served: str, answer: dict[str, Any]
+    ) -> None:
+        """Twin call on the other tier, judge, learn (never raises: it runs detached)."""
+        assert self.ctx.run_internal is not None and self.judge is not None
+        try:
+            other = self.weak if served == self.strong else self.strong
+            body = dict(call.body)
+            body["stream"] = False
+            body.pop("stream_options", None)
+            twin = replace(
+                call,
+                body=body,
+                stream=False,
+                model=other,
+                requested_model=other,
+                request_id=call.request_id + "-al",
+                decisions={"route_label_of": call.request_id, "internal": "adapt_label"},
+                savings={},
+                headers={
+                    **{k: v for k, v in call.headers.items() if k != HEADER},
+                    "x-spendgate-cache": "bypass",
+                },
+                cache_outcome=None,
+                started=time.perf_counter(),
+            )
+            twin_reply = await self.ctx.run_internal(twin)
+            if twin_reply.status != 200 or not isinstance(twin_reply.body, dict):
+                return
+            strong_body, weak_body = (
+                (answer, twin_reply.body) if other == self.weak else (twin_reply.body, answer)
+            )
+            prompt = call_text(call.body)[0]
+            strong_text, weak_text = answer_text(strong_body), answer_text(weak_body)
+            if self.judge.absolute:
+                q_strong = await self.judge.grade(prompt, strong_text, None)
+                q_weak = await self.judge.grade(prompt, weak_text, None)
+            else:
+                q_strong = 1.0
+                q_weak = await self.judge.grade(prompt, weak_text, strong_text)
+            if q_strong is None or q_weak is None:
+                return
+            pending.learner.observe(
+                Observation(pending.phi, q_strong, q_weak, pending.chose_strong)
+            )
+        except Exception:
+            log.exception("routing: labelling %s failed", call.request_id)
+
+    async def _judge_send(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        if self.ctx.run_internal is None:
+            return None
+        judge_call = Call(
+            endpoint="chat",
+            api="openai",
+            body=body,
+            requested_model=str(body.get("model")),
+            tags=Tags(feature=EVAL_FEATURE, use_case="judge"),
+            decisions={"internal": "judge"},
+        )
+        reply = await self.ctx.run_internal(judge_call)
+        return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
+
+    def adapt_status(self) -> dict[str, Any]:
+        """Per-feature state of the closed loop (state, labels, measured quality)."""
+        return self.learners.summary() if self.learners is not None else {}
+
+    async def aclose(self) -> None:
+        """Stop labelling still in flight and keep what was learnt (routing.adapt.state)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.learners is not None:
+            try:
+                self.learners.save()
+            except OSError as exc:
+                log.warning("routing: cannot save routing.adapt.state: %s", exc)
 
     def _would_save(self, decision: dict[str, Any], call: Call, target: str, r: Reply) -> None:
         if r.usage is None or r.cost is None:
@@ -340,6 +666,13 @@ def build(ctx: StageContext) -> RouteStage | None:
         router = get_router(config.router)
     except ValueError as exc:
         raise ConfigError(f"routing.router: {exc}") from None
+    judge = config.adapt.judge
+    if config.adapt.enabled and judge.kind in ("rubric", "pairwise"):
+        model = judge.model or config.strong
+        if model not in served:
+            raise ConfigError(
+                f"routing.adapt.judge.model: {model!r} is not served by any deployment"
+            )
     stage = RouteStage(config, ctx, router)
     if config.multi is not None:
         _attach_multi(stage, config, served)

@@ -389,6 +389,9 @@ def build_admin(gateway: Gateway) -> Any:
     budgets = _optional("spendgate.budgets.admin")
     if budgets is not None and getattr(budgets, "routes", None):
         routes.append(Mount("/admin/budgets", routes=list(budgets.routes)))
+    routing = _optional("spendgate.routing.admin")
+    if routing is not None and getattr(routing, "routes", None):
+        routes.append(Mount("/admin/routing", routes=list(routing.routes)))
     public: set[str] = set()
     dashboard = _optional("spendgate.server.dashboard")
     if dashboard is not None and getattr(dashboard, "routes", None):

@@ -24,6 +24,7 @@ from spendgate.config import Settings
 from spendgate.errors import GatewayError, internal_error
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
+from spendgate.ledger.prompts import PromptLog
 from spendgate.ledger.spool import open_spool
 from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
@@ -97,7 +98,9 @@ class Gateway:
         self.table = ModelTable(settings.build_deployments())
         self.http = UpstreamHTTP()
         self.pricer = Pricer(self.catalog, self.table.deployments.values())
-        self.accountant = Accountant(self.pricer, self.writer, self.metrics)
+        self.accountant = Accountant(
+            self.pricer, self.writer, self.metrics, PromptLog.from_settings(settings.ledger)
+        )
         self.stage_context = StageContext(
             settings=settings,
             catalog=self.catalog,
@@ -113,6 +116,7 @@ class Gateway:
             self.accountant,
         )
         self.stage_context.run_internal = self.pipeline.run
+        self.stage_context.record = self.accountant.record
         self.admin = _admin_app(self)
         self.extensions = _extensions(self)
         declared = [
