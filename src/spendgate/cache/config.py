@@ -121,8 +121,10 @@ class CacheConfig(_Strict):
     backend: str = "memory"
     """`memory` (in-process LRU), `sqlite:///path.db` (LRU in front of a SQLite file) or
     `redis://host:port/db` (shared by replicas)."""
-    max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
-    """Bound of the in-process LRU, counted on the stored entries' serialized size."""
+    max_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    """Bound of the in-process LRU, counted on the stored entries' serialized size. 32 MB
+    holds ~15–30k answers and keeps a gateway with budgets and the cache under 150 MB RSS;
+    raise it where memory allows (a hit saves a whole call)."""
     max_entry_bytes: int = Field(default=1024 * 1024, gt=0)
     ttl_s: float = Field(default=3600.0, gt=0)
     scope: Scope = "tenant"
