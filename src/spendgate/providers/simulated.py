@@ -549,6 +549,7 @@ class SimApp:
             "/chat/completions": self._chat,
             "/messages": self._messages,
             "/embeddings": self._embeddings,
+            "/responses": self._responses,
         }.get(path)
         if handler is None or method != "POST":
             await self._error(send, api, 404, f"Unknown route {method} {scope['path']}")
@@ -1214,6 +1215,20 @@ class SimApp:
         )
         events.append(event("message_stop", {"type": "message_stop"}))
         await self._stream(send, events, ttft, per_token, fault)
+
+    # -- /v1/responses --
+
+    async def _responses(
+        self,
+        body: dict[str, Any],
+        model: str,
+        headers: dict[bytes, bytes],
+        send: Send,
+        fault: dict[str, Any] | None,
+    ) -> None:
+        from spendgate.providers.simulated_responses import serve_responses
+
+        await serve_responses(self, body, model, headers, send, fault)
 
     # -- /v1/embeddings --
 

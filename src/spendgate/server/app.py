@@ -29,10 +29,12 @@ from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.reply import Reply
 from spendgate.server.openapi import openapi_document
+from spendgate.server.responses import ResponsesService, not_found, owner_of, validate_responses
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
 from spendgate.stages import StageContext, build_stages
+from spendgate.state import open_state, state_url
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -56,11 +58,14 @@ _ROUTES: dict[str, tuple[Endpoint, API]] = {
     "/v1/messages": ("messages", "anthropic"),
     "/v1/embeddings": ("embeddings", "openai"),
     "/embeddings": ("embeddings", "openai"),
+    "/v1/responses": ("responses", "responses"),
+    "/responses": ("responses", "responses"),
 }
 _VALIDATORS = {
     "chat": validate_chat,
     "messages": validate_messages,
     "embeddings": validate_embeddings,
+    "responses": validate_responses,
 }
 
 
@@ -119,6 +124,8 @@ class Gateway:
             settings.server.auth == "auto" and self.keys.any()
         )
         self.tag_guard = TagGuard(settings.tags.max_values)
+        self.state = open_state(state_url(settings.storage.ledger, settings.storage.state))
+        self.responses = ResponsesService(self.state, settings.section("responses"))
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._key_revision = self.keys.revision()
@@ -134,6 +141,7 @@ class Gateway:
         for ext in self.extensions:
             await ext.stop()
         await self.http.close()
+        await self.responses.drain()
         for stage in self.pipeline.stages:  # stages with work in flight (budget settlements)
             stage_close = getattr(stage, "aclose", None)
             if stage_close is not None:
@@ -143,6 +151,7 @@ class Gateway:
             self.store.close()
         self.keys.close()
         self.sessions.close()
+        self.state.close()
 
     # ---------------------------------------------------------------- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,6 +183,8 @@ class Gateway:
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+        elif path.startswith(("/v1/responses/", "/responses/")):
+            await self._serve_response(scope, receive, send)
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
             await self.admin(scope, receive, send)
         else:
@@ -207,6 +218,7 @@ class Gateway:
     ) -> None:
         headers = _headers(scope)
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
+        owner: str | None = None
         self.metrics.in_flight.inc()
         try:
             try:
@@ -223,6 +235,9 @@ class Gateway:
                 may_set_tenant = key.may_set_tenant if key is not None else not self.auth_required
                 tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
                 call.tags = self.tag_guard.admit(tags)
+                if endpoint == "responses":
+                    owner = owner_of(tags)  # before the tag guard: a tenant is a boundary
+                    await self.responses.prepare(call, owner)
             except GatewayError as exc:
                 reply = self._refused(call, exc)
             except Exception:
@@ -231,6 +246,9 @@ class Gateway:
                 reply = self._refused(call, internal_error(call.request_id))
             else:
                 reply = await self.pipeline.run(call)
+                if owner is not None:
+                    previous = call.decisions.get("responses", {}).get("previous_response_id")
+                    self.responses.attach(call, reply, owner, previous)
             await self._respond(send, receive, call, reply)
         finally:
             self.metrics.in_flight.dec()
@@ -364,7 +382,7 @@ class Gateway:
             return
         if reply.error is not None and reply.body is None:
             err = reply.error
-            same_dialect_upstream = err.upstream_body is not None and call.api == "openai"
+            same_dialect_upstream = err.upstream_body is not None and call.api != "anthropic"
             body = (
                 err.upstream_body
                 if same_dialect_upstream
@@ -379,6 +397,47 @@ class Gateway:
             return
         extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
         await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+
+    async def _serve_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET`/`DELETE /v1/responses/{id}` and `GET …/{id}/input_items`: the caller's
+        own stored Responses (another owner's id is a 404, like an unknown one)."""
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = _headers(scope)
+        rest = path.split("/responses/", 1)[1].strip("/")
+        rid, _, sub = rest.partition("/")
+        allowed = ("GET",) if sub == "input_items" else ("GET", "DELETE")
+        try:
+            if sub not in ("", "input_items") or not rid:
+                raise GatewayError(404, f"no route for {method} {path}", code="unknown_url")
+            if method not in allowed:
+                raise GatewayError(
+                    405,
+                    f"{method} is not allowed on {path}; use {' or '.join(allowed)}",
+                    code="method_not_allowed",
+                    headers={"allow": ", ".join(allowed)},
+                )
+            key = self._authenticate(headers)
+            defaults = key.tags if key is not None else Tags()
+            may_set_tenant = key.may_set_tenant if key is not None else not self.auth_required
+            owner = owner_of(read_tags(headers, {}, defaults, may_set_tenant=may_set_tenant))
+            if method == "DELETE":
+                if not await self.responses.delete(rid, owner):
+                    raise not_found(rid)
+                payload: Any = {"id": rid, "object": "response", "deleted": True}
+            elif sub == "input_items":
+                payload = await self.responses.input_items(rid, owner)
+            else:
+                payload = await self.responses.get(rid, owner)
+            if payload is None:
+                raise not_found(rid)
+        except GatewayError as exc:
+            request_id = self.refuse_unrouted(exc, headers, path)
+            extra = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
+            extra.append((b"x-spendgate-request-id", request_id.encode()))
+            await _send(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
+            return
+        await _send_json(send, 200, payload)
 
     def _models(self) -> dict[str, Any]:
         created = 1_700_000_000
