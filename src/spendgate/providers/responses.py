@@ -44,6 +44,7 @@ __all__ = [
     "body_from_events",
     "chat_usage_to_responses",
     "count_input_tokens",
+    "echo_tools",
     "events_from_response",
     "finish_reason_of",
     "from_chat_response",
@@ -468,13 +469,22 @@ def response_skeleton(
         "temperature": request.get("temperature", 1.0),
         "text": {"format": text.get("format") or {"type": "text"}},
         "tool_choice": request.get("tool_choice") or "auto",
-        "tools": request.get("tools") or [],
+        "tools": echo_tools(request.get("tools")),
         "top_p": request.get("top_p", 1.0),
         "truncation": request.get("truncation") or "disabled",
-        "usage": None,
-        "user": request.get("user"),
         "metadata": request.get("metadata") or {},
-    }
+    } | ({"user": request["user"]} if isinstance(request.get("user"), str) else {})
+
+
+def echo_tools(tools: Any) -> list[Any]:
+    """The request's tools as a Response lists them: function tools with `strict` (true
+    unless the request said otherwise, as in OpenAI's Responses API) and `parameters`."""
+    out: list[Any] = []
+    for tool in tools or ():
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            tool = {"strict": True, "parameters": None, **tool}
+        out.append(tool)
+    return out
 
 
 def _status_for(finish: str | None) -> tuple[str, JSON | None]:
@@ -600,8 +610,8 @@ def events_from_response(response: JSON) -> list[JSON]:
     """The typed events a provider would have streamed for a finished Response (for a
     cache replay): created, in_progress, each item's added/deltas/done, completed."""
     seq = _Sequencer()
-    start = {**response, "status": "in_progress", "output": [], "usage": None}
-    start["completed_at"] = None
+    start = {k: v for k, v in response.items() if k != "usage"}
+    start.update(status="in_progress", output=[], completed_at=None, incomplete_details=None)
     events = [
         seq({"type": "response.created", "response": start}),
         seq({"type": "response.in_progress", "response": start}),
@@ -949,7 +959,8 @@ class ChatToResponsesStream:
             status="failed",
             output=self.output,
             error={"code": "server_error", "message": message},
-            usage=chat_usage_to_responses(self.usage) if self.usage else None,
         )
+        if self.usage:
+            self.response["usage"] = chat_usage_to_responses(self.usage)
         events.append(self._emit({"type": "response.failed", "response": self.response}))
         return events

@@ -180,13 +180,15 @@ async def serve_responses(
         "temperature": body.get("temperature", 1.0),
         "text": {"format": fmt or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": tools,
+        "tools": [{"strict": True, "parameters": None, **t} if t.get("type") == "function"
+                  else t for t in tools],  # fmt: skip
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation") or "disabled",
         "usage": usage,
-        "user": body.get("user"),
         "metadata": body.get("metadata") or {},
     }
+    if isinstance(body.get("user"), str):
+        response["user"] = body["user"]
     rng = random.Random(prompt_key)
     per_token = app._per_token(model) if app.latency == "realistic" else 0.0
     ttft = app._ttft(prompt_tokens, out, rng) if app.latency == "realistic" else 0.0
@@ -198,8 +200,8 @@ async def serve_responses(
 
 def _events(response: dict[str, Any], pieces: list[str]) -> list[bytes]:
     seq = iter(range(1_000_000))
-    start = {**response, "status": "in_progress", "completed_at": None, "output": [],
-             "usage": None, "incomplete_details": None}  # fmt: skip
+    start = {k: v for k, v in response.items() if k != "usage"}
+    start.update(status="in_progress", completed_at=None, output=[], incomplete_details=None)
     events = [
         _sse({"type": "response.created", "sequence_number": next(seq), "response": start}),
         _sse({"type": "response.in_progress", "sequence_number": next(seq), "response": start}),
