@@ -229,7 +229,9 @@ def test_responses_survive_a_restart(make_gateway: Any, tmp_path: Any) -> None:
 @pytest.mark.parametrize("model", MODELS)
 def test_function_call_round_trip(gw: Harness, oai: openai.OpenAI, model: str) -> None:
     raw = oai.responses.with_raw_response.create(
-        model=model, input="Use get_weather for Paris.", tools=TOOLS  # type: ignore[arg-type]
+        model=model,
+        input="Use get_weather for Paris.",
+        tools=TOOLS,  # type: ignore[arg-type]
     )
     assert_valid("Response", raw.http_response.json())
     asked = raw.parse()

@@ -180,8 +180,10 @@ async def serve_responses(
         "temperature": body.get("temperature", 1.0),
         "text": {"format": fmt or {"type": "text"}},
         "tool_choice": body.get("tool_choice") or "auto",
-        "tools": [{"strict": True, "parameters": None, **t} if t.get("type") == "function"
-                  else t for t in tools],  # fmt: skip
+        "tools": [
+            {"strict": True, "parameters": None, **t} if t.get("type") == "function" else t
+            for t in tools
+        ],
         "top_p": body.get("top_p", 1.0),
         "truncation": body.get("truncation") or "disabled",
         "usage": usage,
