@@ -541,7 +541,7 @@ class SimApp:
             return
         if path.startswith("/v1/"):
             path = path[3:]
-        api = "anthropic" if path == "/messages" else "openai"
+        api = "anthropic" if path.startswith("/messages") else "openai"
         if method == "GET" and path == "/models":
             await self._models(headers, send)
             return
@@ -550,6 +550,7 @@ class SimApp:
             "/messages": self._messages,
             "/embeddings": self._embeddings,
             "/responses": self._responses,
+            "/messages/count_tokens": self._count_tokens,
         }.get(path)
         if handler is None or method != "POST":
             await self._error(send, api, 404, f"Unknown route {method} {scope['path']}")
@@ -1215,6 +1216,21 @@ class SimApp:
         )
         events.append(event("message_stop", {"type": "message_stop"}))
         await self._stream(send, events, ttft, per_token, fault)
+
+    # -- /v1/messages/count_tokens --
+
+    async def _count_tokens(
+        self,
+        body: dict[str, Any],
+        model: str,
+        headers: dict[bytes, bytes],
+        send: Send,
+        fault: dict[str, Any] | None,
+    ) -> None:
+        if not model or not isinstance(body.get("messages"), list):
+            await self._error(send, "anthropic", 400, "model and messages are required")
+            return
+        await self._json(send, {"input_tokens": tokens.count_anthropic_request(model, body)})
 
     # -- /v1/responses --
 

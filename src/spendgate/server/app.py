@@ -27,7 +27,9 @@ from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
+from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
+from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
 from spendgate.server.responses import ResponsesService, not_found, owner_of, validate_responses
 from spendgate.server.sessions import SessionStore
@@ -183,6 +185,10 @@ class Gateway:
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+        elif path == "/v1/messages/count_tokens":
+            await self._serve_count(scope, receive, send, "anthropic")
+        elif path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
+            await self._serve_count(scope, receive, send, "responses")
         elif path.startswith(("/v1/responses/", "/responses/")):
             await self._serve_response(scope, receive, send)
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
@@ -254,12 +260,18 @@ class Gateway:
             self.metrics.in_flight.dec()
 
     def refuse_unrouted(
-        self, error: GatewayError, headers: dict[str, str] | None = None, path: str = ""
+        self,
+        error: GatewayError,
+        headers: dict[str, str] | None = None,
+        path: str = "",
+        endpoint: Endpoint = "other",
+        model: str = "",
     ) -> str:
         """Record a request refused before it reached an endpoint (an unknown route, a header
-        block over the limit): every request gets one ledger row. Returns its request id."""
+        block over the limit), or refused by a route that is not a model call (token counts,
+        stored Responses, batches): every request gets one ledger row. Returns its id."""
         api: API = "anthropic" if path.startswith("/v1/messages") else "openai"
-        call = Call(endpoint="other", api=api, body={}, requested_model="", headers={})
+        call = Call(endpoint=endpoint, api=api, body={}, requested_model=model, headers={})
         if headers:
             try:
                 key = self._authenticate(headers)
@@ -397,6 +409,41 @@ class Gateway:
             return
         extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
         await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+
+    async def _serve_count(self, scope: Scope, receive: Receive, send: Send, api: API) -> None:
+        """A token count: free, so no ledger row unless it is refused."""
+        path: str = scope["path"]
+        headers = _headers(scope)
+        model = ""
+        try:
+            if scope["method"] != "POST":
+                raise GatewayError(
+                    405,
+                    f"{scope['method']} is not allowed on {path}; use POST",
+                    code="method_not_allowed",
+                    headers={"allow": "POST"},
+                )
+            self._authenticate(headers)
+            body = await self._read_json(receive, headers)
+            model = str(body.get("model") or "")
+            try:
+                if api == "anthropic":
+                    payload, extra = await count_message_tokens(
+                        body, headers, self.table, self.http
+                    )
+                else:
+                    payload, extra = await count_response_tokens(body, self.table)
+            except TranslationError as exc:
+                raise GatewayError(400, exc.message, param=exc.param) from None
+        except GatewayError as exc:
+            request_id = self.refuse_unrouted(exc, headers, path, "count_tokens", model[:256])
+            out = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
+            out.append((b"x-spendgate-request-id", request_id.encode()))
+            err = exc.to_anthropic() if api == "anthropic" else exc.to_openai()
+            await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+            return
+        out = [(k.encode(), v.encode()) for k, v in extra.items()]
+        await _send(send, 200, orjson.dumps(payload), [*_JSON, *out])
 
     async def _serve_response(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET`/`DELETE /v1/responses/{id}` and `GET …/{id}/input_items`: the caller's
