@@ -239,6 +239,7 @@ SECTIONS: dict[str, str] = {
     "alerts": "spendgate.alerts.config:AlertsConfig",
     "features": "spendgate.analytics.config:FeaturesConfig",
     "responses": "spendgate.state.config:ResponsesConfig",
+    "batches": "spendgate.batches.config:BatchesConfig",
 }
 """Sections owned by capability packages: each package defines its own pydantic model, so
 the core needs no change when a capability grows a setting."""
@@ -279,6 +280,7 @@ class Settings(_Strict):
     alerts: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
     responses: dict[str, Any] | None = None
+    batches: dict[str, Any] | None = None
     _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
     _catalog: PriceCatalog | None = PrivateAttr(default=None)
 

@@ -310,7 +310,7 @@ class Pipeline:
             log.exception("internal error serving %s", call.request_id)
             reply = Reply.failed(internal_error(call.request_id))
         reply.on_done(lambda r: self.accountant.record(call, r))
-        if not reply.is_stream:
+        if not reply.is_stream and not reply.deferred:
             reply.finish()
         return reply
 

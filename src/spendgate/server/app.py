@@ -18,6 +18,9 @@ from urllib.parse import quote
 import orjson
 
 from spendgate.accounting import Accountant, cost_header
+from spendgate.batches.config import BatchesConfig
+from spendgate.batches.service import BatchService
+from spendgate.batches.upstream import Upstream
 from spendgate.call import API, Call, Endpoint, Tags
 from spendgate.config import Settings
 from spendgate.errors import GatewayError, internal_error
@@ -29,14 +32,15 @@ from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
+from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
-from spendgate.server.responses import ResponsesService, not_found, owner_of, validate_responses
+from spendgate.server.responses import ResponsesService, not_found, validate_responses
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
 from spendgate.stages import StageContext, build_stages
-from spendgate.state import open_state, state_url
+from spendgate.state import open_state, owner_of, state_url
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -98,6 +102,7 @@ class Gateway:
         self.http = UpstreamHTTP()
         self.pricer = Pricer(self.catalog, self.table.deployments.values())
         self.accountant = Accountant(self.pricer, self.writer, self.metrics)
+        self.state = open_state(state_url(settings.storage.ledger, settings.storage.state))
         self.stage_context = StageContext(
             settings=settings,
             catalog=self.catalog,
@@ -106,14 +111,26 @@ class Gateway:
             metrics=self.metrics,
             store=self.store,
         )
+        self.stage_context.extra["state"] = self.state
         self.pipeline = Pipeline(
             build_stages(self.stage_context) if stages is None else stages,
             Dispatcher(self.table, self.http, self.accountant),
             self.accountant,
         )
         self.stage_context.run_internal = self.pipeline.run
+        lane = self.stage_context.extra.get("defer_lane")
+        if lane is not None:
+            lane.accountant = self.accountant
+        self.batches = BatchService(
+            config=settings.section("batches") or BatchesConfig(),
+            state=self.state,
+            table=self.table,
+            upstream=Upstream(self.http),
+            accountant=self.accountant,
+            lane=lane,
+        )
         self.admin = _admin_app(self)
-        self.extensions = _extensions(self)
+        self.extensions = [self.batches, *_extensions(self)]
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
                       use_case=k.use_case, tenant=k.tenant, user=k.user,
@@ -126,7 +143,6 @@ class Gateway:
             settings.server.auth == "auto" and self.keys.any()
         )
         self.tag_guard = TagGuard(settings.tags.max_values)
-        self.state = open_state(state_url(settings.storage.ledger, settings.storage.state))
         self.responses = ResponsesService(self.state, settings.section("responses"))
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
@@ -189,6 +205,8 @@ class Gateway:
             await self._serve_count(scope, receive, send, "anthropic")
         elif path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
             await self._serve_count(scope, receive, send, "responses")
+        elif path.startswith(BATCH_PREFIXES):
+            await serve_batch_route(self, scope, receive, send)
         elif path.startswith(("/v1/responses/", "/responses/")):
             await self._serve_response(scope, receive, send)
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
@@ -407,7 +425,11 @@ class Gateway:
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
             await _send(send, err.status, body, _JSON + extra)
             return
-        extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
+        if reply.deferred:  # 202: the cost is known when its batch comes back
+            extra.append((b"x-spendgate-cost-usd", b"pending"))
+            extra.append((b"location", f"/v1/deferred/{(reply.body or {}).get('id')}".encode()))
+        else:
+            extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
         await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
 
     async def _serve_count(self, scope: Scope, receive: Receive, send: Send, api: API) -> None:

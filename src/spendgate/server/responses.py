@@ -24,12 +24,12 @@ from typing import Any
 
 import orjson
 
-from spendgate.call import Call, Tags
+from spendgate.call import Call
 from spendgate.errors import GatewayError
 from spendgate.providers import responses as dialect
 from spendgate.providers.responses_adapter import response_id
 from spendgate.reply import Reply
-from spendgate.state import StateStore
+from spendgate.state import StateStore, owner_of
 from spendgate.state.config import ResponsesConfig
 
 __all__ = [
@@ -60,16 +60,6 @@ _ITEM_TYPES = frozenset(
 _LIFECYCLE = re.compile(
     rb"^event: response\.(created|queued|in_progress|completed|incomplete|failed)\n"
 )
-
-
-def owner_of(tags: Tags) -> str:
-    """Who owns what a call stores: its tenant, else its virtual key, else nobody in
-    particular (a gateway without keys has no boundary to keep)."""
-    if tags.tenant:
-        return "t:" + tags.tenant
-    if tags.key_id:
-        return "k:" + tags.key_id
-    return "-"
 
 
 # --------------------------------------------------------------------------- validation
@@ -239,6 +229,9 @@ class ResponsesService:
         keep = self.config.store and call.body.get("store", True) is not False
         if reply.error is not None and reply.body is None and reply.chunks is None:
             return
+        if reply.deferred:  # answered later: stamp and keep the answer when it comes
+            reply.on_done(lambda r: self._deferred_done(r, rid, owner, previous, call, keep))
+            return
         if reply.chunks is not None:
             reply.chunks = self._stamp_stream(reply.chunks, rid, previous, call, owner, keep)
             return
@@ -247,6 +240,14 @@ class ResponsesService:
             if keep and reply.status == 200:
                 body = reply.body
                 reply.on_done(lambda r: self._save(rid, owner, call.body, body))
+
+    def _deferred_done(
+        self, reply: Reply, rid: str, owner: str, previous: str | None, call: Call, keep: bool
+    ) -> None:
+        if reply.status == 200 and isinstance(reply.body, dict):
+            reply.body = {**reply.body, "id": rid, "previous_response_id": previous}
+            if keep:
+                self._save(rid, owner, call.body, reply.body)
 
     async def _stamp_stream(
         self,

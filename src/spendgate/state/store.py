@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Record", "StateStore", "open_state", "state_url"]
+__all__ = ["Record", "StateStore", "open_state", "owner_of", "state_url"]
 
 _COLUMNS = "kind, id, owner, status, created, updated, expires, value"
 
@@ -36,6 +36,16 @@ class Record:
     updated: float
     expires: float | None
     value: bytes
+
+
+def owner_of(tags: Any) -> str:
+    """Who owns what a call stores (a Response, a batch, a deferred call): its tenant, else
+    its virtual key, else nobody in particular (a gateway without keys keeps no boundary)."""
+    if tags.tenant:
+        return "t:" + tags.tenant
+    if tags.key_id:
+        return "k:" + tags.key_id
+    return "-"
 
 
 def state_url(ledger_url: str, configured: str | None = None) -> str:
