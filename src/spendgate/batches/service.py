@@ -95,7 +95,7 @@ class BatchService:
         self.accountant = accountant
         self.lane = lane
         self._task: asyncio.Task[None] | None = None
-        self._busy: set[asyncio.Task[Any]] = set()
+        self._next_sweep = 0.0
 
     # ------------------------------------------------------------------ records
     async def _get(self, kind: str, id: str) -> Record | None:
@@ -452,7 +452,16 @@ class BatchService:
 
     # ------------------------------------------------------------------ polling
     async def tick(self) -> None:
-        """Ask providers about unfinished batches; record ended ones; flush the lane."""
+        """Ask providers about unfinished batches; record ended ones; flush the lane; once
+        an hour, delete expired state (stored Responses, old batch records)."""
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + 3600
+            try:
+                swept = await asyncio.to_thread(self.state.sweep)
+                if swept:
+                    log.info("state: %d expired records deleted", swept)
+            except Exception:
+                log.exception("sweeping expired state failed")
         records = await asyncio.to_thread(
             self.state.list, KIND_BATCH, statuses=["pending", "recording"]
         )

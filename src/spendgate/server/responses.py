@@ -191,6 +191,10 @@ class ResponsesService:
         self._recent: OrderedDict[str, tuple[str, bytes, float]] = OrderedDict()
         """id → (owner, record, expires): written here first, then to the store."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writing = False
+        self._pending: list[tuple[str, str, bytes, float | None]] = []
+        """Records waiting for the writer: one transaction carries all that queued up while
+        the previous one was written (a commit per Response would cost more than the call)."""
 
     # -------------------------------------------------------------- before the pipeline
     async def prepare(self, call: Call, owner: str) -> None:
@@ -219,7 +223,8 @@ class ResponsesService:
         new = {k: v for k, v in body.items() if k != "previous_response_id"}
         new["input"] = items
         call.body = new
-        call.decisions["responses"] = {"previous_response_id": previous} if previous else {}
+        if previous:
+            call.decisions["responses"] = {"previous_response_id": previous}
 
     # -------------------------------------------------------------- after the pipeline
     def attach(self, call: Call, reply: Reply, owner: str, previous: str | None) -> None:
@@ -289,16 +294,30 @@ class ResponsesService:
             self._recent[rid] = (owner, record, time.time() + ttl)
             while len(self._recent) > self.config.recent:
                 self._recent.popitem(last=False)
-        self._spawn(asyncio.to_thread(self.store.put, KIND, rid, owner, record, ttl_s=ttl))
+        self._pending.append((rid, owner, record, ttl))
+        if not self._writing:
+            self._writing = self._spawn(self._write())
 
-    def _spawn(self, coro: Any) -> None:
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                rows, self._pending = self._pending, []
+                try:
+                    await asyncio.to_thread(self.store.put_many, KIND, rows)
+                except Exception:
+                    log.exception("storing %d responses failed", len(rows))
+        finally:
+            self._writing = False
+
+    def _spawn(self, coro: Any) -> bool:
         try:
             task = asyncio.get_running_loop().create_task(self._guard(coro))
         except RuntimeError:
             coro.close()
-            return
+            return False
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return True
 
     @staticmethod
     async def _guard(coro: Any) -> None:

@@ -13,6 +13,7 @@ Calls are synchronous and short; the async callers run them in a worker thread.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -20,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 __all__ = ["Record", "StateStore", "open_state", "owner_of", "state_url"]
 
@@ -104,34 +106,85 @@ class _SQLite:
         cur = self.conn.execute(sql, args)
         return cur.fetchall(), cur.rowcount
 
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.conn.execute("BEGIN")
+        try:
+            self.conn.executemany(sql, rows)
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     def close(self) -> None:
         self.conn.close()
 
 
 class _Postgres:
+    """Connects on first use (and again after a failure), so a gateway starts and serves
+    chat while PostgreSQL is away; only what needs state fails meanwhile. The table lives in
+    the ledger URL's `?schema=` when it names one."""
+
     marker = "%s"
 
     def __init__(self, url: str) -> None:
+        base, _, query = url.partition("?")
+        self.url = base
+        schema = parse_qs(query).get("schema", [""])[0]
+        if schema and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+            raise ValueError(f"storage.state: bad schema name {schema!r}")
+        self.schema = schema
+        self.table = f'"{schema}".spendgate_state' if schema else "spendgate_state"
+        self.conn: Any = None
+
+    def _connect(self) -> Any:
         import psycopg
 
-        self.conn = psycopg.connect(url.split("?", 1)[0], autocommit=True)
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS spendgate_state (kind TEXT NOT NULL, id TEXT NOT NULL, "
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        if self.schema:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {self.table} (kind TEXT NOT NULL, id TEXT NOT NULL, "
             "owner TEXT NOT NULL, status TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, "
             "updated DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION, value BYTEA NOT NULL, "
             "PRIMARY KEY (kind, id))"
         )
-        self.conn.execute(
-            "CREATE INDEX IF NOT EXISTS spendgate_state_status ON spendgate_state (kind, status)"
+        conn.execute(
+            f"CREATE INDEX IF NOT EXISTS spendgate_state_status ON {self.table} (kind, status)"
         )
+        self.conn = conn
+        return conn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s").replace("spendgate_state", self.table)
 
     def execute(self, sql: str, args: tuple[Any, ...]) -> tuple[list[tuple[Any, ...]], int]:
-        cur = self.conn.execute(sql.replace("?", "%s"), args)
-        rows = cur.fetchall() if cur.description is not None else []
+        import psycopg
+
+        try:
+            cur = self._connect().execute(self._sql(sql), args)
+            rows = cur.fetchall() if cur.description is not None else []
+        except psycopg.OperationalError:
+            self.close()
+            raise
         return [tuple(r) for r in rows], cur.rowcount
 
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        import psycopg
+
+        conn = self._connect()
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 class StateStore:
@@ -165,6 +218,23 @@ class StateStore:
             "expires = excluded.expires, value = excluded.value",
             kind, id, owner, status, now, now, expires, value,
         )  # fmt: skip
+
+    def put_many(self, kind: str, rows: list[tuple[str, str, bytes, float | None]]) -> None:
+        """Several `(id, owner, value, ttl_s)` records of one kind in one transaction (status
+        empty): what a busy gateway writes its stored Responses with."""
+        now = self.clock()
+        args = [
+            (kind, id, owner, "", now, now, now + ttl if ttl is not None else None, value)
+            for id, owner, value, ttl in rows
+        ]
+        sql = (
+            f"INSERT INTO spendgate_state ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, id) DO UPDATE SET owner = excluded.owner, "
+            "status = excluded.status, updated = excluded.updated, "
+            "expires = excluded.expires, value = excluded.value"
+        )
+        with self._lock:
+            self._db.execute_many(sql, args)
 
     def get(self, kind: str, id: str) -> Record | None:
         rows, _ = self._run(
