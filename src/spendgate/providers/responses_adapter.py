@@ -115,20 +115,27 @@ class ResponsesAdapter:
     ) -> AsyncIterator[bytes]:
         tally = StreamTally(dep.upstream_model(call.model), "openai", dialect.chat_view(sent))
         completed = False
+        deltas: list[bytes] = []
+        """Delta events, parsed only if the stream ends without usage (most never are):
+        parsing every delta would cost more than the rest of the relay."""
         try:
             try:
                 async for ev in iter_sse(resp):
                     reply.mark_first_byte(call.started)
-                    data = orjson.loads(ev.data)
-                    if not isinstance(data, dict):
-                        raise ValueError("stream event is not an object")
-                    kind = str(data.get("type") or ev.event or "")
+                    kind = ev.event or ""
                     if kind in _DELTAS:
-                        tally.add(data.get("delta"))
-                    elif kind in dialect.LIFECYCLE_EVENTS:
-                        self._observe(data.get("response"), reply)
-                    elif kind == "error":
-                        raise ValueError(str(data.get("message") or "upstream stream error"))
+                        deltas.append(ev.data)
+                    else:
+                        data = orjson.loads(ev.data)
+                        if not isinstance(data, dict):
+                            raise ValueError("stream event is not an object")
+                        kind = str(data.get("type") or kind)
+                        if kind in _DELTAS:
+                            deltas.append(ev.data)
+                        elif kind in dialect.LIFECYCLE_EVENTS:
+                            self._observe(data.get("response"), reply)
+                        elif kind == "error":
+                            raise ValueError(str(data.get("message") or "upstream stream error"))
                     yield b"event: " + kind.encode() + b"\ndata: " + ev.data + b"\n\n"
                     if kind in ("response.completed", "response.incomplete", "response.failed"):
                         completed = True
@@ -141,6 +148,13 @@ class ResponsesAdapter:
         finally:
             resp.close()
             if reply.usage is None:
+                for raw in deltas:
+                    try:
+                        delta = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(delta, dict):
+                        tally.add(delta.get("delta"))
                 reply.usage = tally.estimate()
 
     @staticmethod

@@ -42,6 +42,7 @@ __all__ = [
 log = logging.getLogger("spendgate.responses")
 
 KIND = "response"
+WRITE_GATHER_S = 0.02
 
 RESPONSE_PARAMS = frozenset(
     {
@@ -300,6 +301,9 @@ class ResponsesService:
 
     async def _write(self) -> None:
         try:
+            # Gather what arrives in the next few milliseconds into the same transaction:
+            # one thread hop and one commit per burst rather than per Response.
+            await asyncio.sleep(WRITE_GATHER_S)
             while self._pending:
                 rows, self._pending = self._pending, []
                 try:
