@@ -501,7 +501,7 @@ class Gateway:
             if payload is None:
                 raise not_found(rid)
         except GatewayError as exc:
-            request_id = self.refuse_unrouted(exc, headers, path)
+            request_id = self.refuse_unrouted(exc, headers, path, "responses")
             extra = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             extra.append((b"x-spendgate-request-id", request_id.encode()))
             await _send(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
