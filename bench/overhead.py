@@ -184,6 +184,30 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: floa
 # ---------------------------------------------------------------------------- load
 
 
+MODE_PATHS = {
+    "nonstream": "/v1/chat/completions",
+    "stream": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "responses_stream": "/v1/responses",
+}
+"""`responses*`: the same question through OpenAI's Responses API (natively to the simulated
+upstream, which serves it; stored by the gateway for previous_response_id, as by default)."""
+
+
+def mode_body(mode: str) -> bytes:
+    if not mode.startswith("responses"):
+        return request_body(mode == "stream")
+    body: dict[str, Any] = {
+        "model": MODEL,
+        "instructions": "You are a concise assistant.",
+        "input": PROMPT,
+        "max_output_tokens": 64,
+    }
+    if mode == "responses_stream":
+        body["stream"] = True
+    return json.dumps(body).encode()
+
+
 def request_body(stream: bool) -> bytes:
     body: dict[str, Any] = {
         "model": MODEL,
@@ -445,7 +469,11 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     ap.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up")
     ap.add_argument("--concurrency", default="1,16,64", help="comma-separated (default 1,16,64)")
-    ap.add_argument("--modes", default="nonstream,stream", help="nonstream,stream")
+    ap.add_argument(
+        "--modes",
+        default="nonstream,stream",
+        help="comma-separated: nonstream,stream,responses,responses_stream",
+    )
     ap.add_argument(
         "--json",
         nargs="?",
@@ -473,7 +501,7 @@ def main() -> None:
         help="after the runs, profile the gateway with py-spy during one more "
         "non-stream c=16 run; writes PREFIX.svg and PREFIX.txt (collapsed)",
     )
-    ap.add_argument("--profile-mode", choices=("nonstream", "stream"), default="nonstream")
+    ap.add_argument("--profile-mode", choices=tuple(MODE_PATHS), default="nonstream")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (ledger, logs)")
     args = ap.parse_args()
 
@@ -543,8 +571,8 @@ def main() -> None:
         sent_by_run: dict[str, dict[str, int]] = {}
 
         def one(target: str, mode: str, c: int, secs: int, run: str) -> dict[str, Any]:
-            url = (gateway_url if target == "gateway" else upstream_url) + "/v1/chat/completions"
-            body, headers = request_body(mode == "stream"), request_headers(run)
+            url = (gateway_url if target == "gateway" else upstream_url) + MODE_PATHS[mode]
+            body, headers = mode_body(mode), request_headers(run)
             http_delete(upstream_url + "/_sim/stats")
             up0, gw0 = cpu_seconds(upstream.pid), cpu_split(gateway.pid)
             r = drive(url, body, headers, c, secs, args.wrk_threads, tmp, f"{run}-{target}")
@@ -705,6 +733,12 @@ def main() -> None:
             "added_p99_ms_c1": _added(st, 1, "p99_ms"),
             "rps_c16": st["gateway"].get("c16", {}).get("rps"),
         }
+    for mode, chat in (("responses", "nonstream"), ("responses_stream", "stream")):
+        if mode in results and chat in results:
+            summary[mode] = responses_vs_chat(results[mode], results[chat])
+            print(f"\n{mode} vs {chat} (Responses overhead / Chat overhead):", file=out)
+            for key, value in summary[mode]["ratios"].items():
+                print(f"  {key:34s} {value!s:>8s}", file=out)
     goals: dict[str, dict[str, Any]] = {}
     for key, limit in GOALS.items():
         val = summary.get(key)
@@ -735,6 +769,31 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+RESPONSES_GOAL = 1.2
+"""A Responses call's overhead within 20 % of a Chat call's (issue 13)."""
+
+
+def responses_vs_chat(resp: dict[str, Any], chat: dict[str, Any]) -> dict[str, Any]:
+    """What the gateway adds to a Responses call against what it adds to a Chat call: added
+    latency at c=1 (gateway − direct) and gateway CPU per request at each concurrency."""
+    ratios: dict[str, float | None] = {}
+    for c in (1, 16, 64):
+        if f"c{c}" not in resp["gateway"] or f"c{c}" not in chat["gateway"]:
+            continue
+        for key in ("p50_ms", "p99_ms"):
+            r, ch = _added(resp, c, key), _added(chat, c, key)
+            ratios[f"added_{key}_c{c}"] = round(r / ch, 3) if r and ch and ch > 0 else None
+        r_cpu = resp["gateway"][f"c{c}"]["gateway_cpu_us_per_req"]
+        c_cpu = chat["gateway"][f"c{c}"]["gateway_cpu_us_per_req"]
+        ratios[f"gateway_cpu_us_per_req_c{c}"] = round(r_cpu / c_cpu, 3) if c_cpu else None
+    cpu16 = ratios.get("gateway_cpu_us_per_req_c16")
+    return {
+        "ratios": ratios,
+        "goal": f"gateway CPU per Responses request <= {RESPONSES_GOAL}x a Chat request (c=16)",
+        "met": None if cpu16 is None else cpu16 <= RESPONSES_GOAL,
+    }
+
+
 def _added(res: dict[str, Any], c: int, key: str) -> float | None:
     try:
         return round(res["gateway"][f"c{c}"][key] - res["direct"][f"c{c}"][key], 3)
@@ -760,7 +819,7 @@ def run_profile(
         print("py-spy not found (pip install py-spy); skipping the profile", file=out)
         return None
     run = f"profile-{mode}-c16"
-    body, headers = request_body(mode == "stream"), request_headers(run)
+    body, headers = mode_body(mode), request_headers(run)
     secs = max(duration, 5)
     collapsed = Path(prefix + ".txt")
     procs = [
@@ -787,7 +846,7 @@ def run_profile(
     ]
     time.sleep(0.5)
     http_delete(upstream_url + "/_sim/stats")
-    r = drive(gateway_url + "/v1/chat/completions", body, headers, 16, secs, threads, tmp, run)
+    r = drive(gateway_url + MODE_PATHS[mode], body, headers, 16, secs, threads, tmp, run)
     time.sleep(0.3)
     stats = json.loads(http_get(upstream_url + "/_sim/stats")[1] or b"{}")
     sent_by_run[run] = {

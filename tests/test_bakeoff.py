@@ -92,6 +92,7 @@ def test_bakeoff_picks_the_cheapest_model_that_agrees(
     f = unique("bake-json")
     send(gw, f, [f"Review {i}: works as described." for i in range(24)], response_format=ONE_VALUE)
     send(gw, f, ["Review 0: works as described."], response_format=ONE_VALUE)  # a repeat
+    gw.flush()  # the CLI reads the ledger file: every logged row must be written first
     out = tmp_path / "snippet.yaml"
     result = CliRunner().invoke(
         main,

@@ -287,4 +287,7 @@ def test_upstream_cut_raises_in_openai_sdk(
             extra_headers={"x-spendgate-feature": feature},
         ):
             pass
-    assert gw.one_for(feature).error_type == "upstream_stream_cut"
+    # The SDK raises on the error frame, before the gateway has finished the stream and
+    # written its row: wait for the row rather than read once.
+    [row] = gw.wait_for(lambda rows: len(rows) == 1, feature)
+    assert row.error_type == "upstream_stream_cut"

@@ -250,3 +250,49 @@ def test_near_duplicates_measured_by_the_semantic_tier_when_prompts_are_logged()
     assert cache.evidence["near_duplicates"] == 1  # row 2, by the semantic tier
     assert cache.evidence["near_duplicates_checked"] == 5
     assert cache.monthly_saving_usd > 0
+
+
+def _job(feature: str, *, stream: bool = False, night: bool = True, latency: float = 800.0,
+         days: int = 3) -> list[TrafficRecord]:  # fmt: skip
+    rows = []
+    for day in range(days):
+        for i in range(40):
+            # a nightly job between 02:00 and 03:00 UTC, or calls spread over the day
+            ts = day * 86_400 + (7_200 + i * 90 if night else i * 2_160)
+            rows.append(
+                TrafficRecord(
+                    feature=feature, tenant="t", model="gpt-4o", input_tokens=2000,
+                    output_tokens=400, ts=float(ts), fingerprint=f"{feature}{day}-{i}",
+                    stream=stream, latency_ms=latency,
+                )
+            )  # fmt: skip
+    return rows
+
+
+def test_batch_is_recommended_for_a_nightly_job_at_the_batch_price() -> None:
+    recs = [r for r in recommend(_job("digest")) if r.technique == "batch"]
+    assert len(recs) == 1
+    rec = recs[0]
+    assert rec.feature == "digest" and rec.evidence["calls"] == 120
+    assert rec.evidence["share_in_busiest_4h_of_day"] == 1.0
+    features = parse_settings(yaml.safe_load(rec.how)).section("features")
+    assert features.get("digest").batchable
+    # gpt-4o at half price over the ledger's 2-day span, projected to a month: the saving is
+    # half of what the same calls cost, whatever the span.
+    from spendgate.analytics.simulate import DAYS_PER_MONTH
+    from spendgate.call import Usage
+    from spendgate.pricing import PriceCatalog
+
+    one = PriceCatalog.default().cost("gpt-4o", Usage(input_tokens=2000, output_tokens=400))
+    assert one is not None
+    span_days = Decimal(2 * 86_400 + 39 * 90) / 86_400
+    monthly = one.total * 120 * Decimal(DAYS_PER_MONTH) / span_days
+    assert abs(rec.monthly_saving_usd - monthly / 2) < Decimal("0.01")
+
+
+def test_batch_is_recommended_for_patient_clients_but_never_for_streams() -> None:
+    spread_slow = _job("reports", night=False, latency=25_000.0)
+    spread_fast = _job("chat", night=False)
+    streamed = _job("nightly-stream", stream=True)
+    recs = recommend(spread_slow + spread_fast + streamed)
+    assert {r.feature for r in recs if r.technique == "batch"} == {"reports"}

@@ -34,7 +34,9 @@ def prompt_fingerprint(call: Call) -> str:
     """A short hash of what was asked, so repeats can be measured without storing prompts."""
     body = call.body
     material = {
-        k: body.get(k) for k in ("system", "messages", "input", "tools") if body.get(k) is not None
+        k: body.get(k)
+        for k in ("system", "instructions", "messages", "input", "tools")
+        if body.get(k) is not None
     }
     return hashlib.blake2b(orjson.dumps(material), digest_size=8).hexdigest()
 

@@ -30,10 +30,12 @@ __all__ = [
     "to_nanos",
 ]
 
-API = Literal["openai", "anthropic"]
+API = Literal["openai", "anthropic", "responses"]
 """The wire format a body is written in. A call keeps its client's format until a provider
 adapter that speaks the other one translates it (so an Anthropic client talking to an
-Anthropic deployment is passed through untouched, `cache_control` and all)."""
+Anthropic deployment is passed through untouched, `cache_control` and all). `responses` is
+OpenAI's Responses API (`spendgate.providers.responses`): carried natively to a deployment
+that has it, translated through Chat Completions for one that hasn't."""
 
 NANOS_PER_USD = 1_000_000_000
 
@@ -195,9 +197,13 @@ class Cost:
         }
 
 
-Endpoint = Literal["chat", "messages", "embeddings", "other"]
+Endpoint = Literal[
+    "chat", "messages", "embeddings", "responses", "count_tokens", "batches", "files", "other"
+]
 """`other`: a request refused before it named an endpoint (an unknown route, a header block
-over the limit); it still gets its ledger row."""
+over the limit); it still gets its ledger row. `count_tokens`, `batches` and `files` rows are
+refusals of those routes (their successful calls cost nothing and leave no row); a batch's
+result lines are recorded under the endpoint each line called."""
 
 
 @dataclass(slots=True)

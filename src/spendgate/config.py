@@ -97,6 +97,9 @@ class DeploymentConfig(_Strict):
     """Model this deployment serves → other models to try, in order, once every deployment
     of the model failed (cross-provider is fine: the request is translated)."""
     circuit_breaker: CircuitBreakerConfig | None = None
+    responses_api: bool | None = None
+    """Serves OpenAI's Responses API natively (default: OpenAI itself and the simulated
+    upstream do; other OpenAI-compatible servers get Responses calls translated to Chat)."""
 
     @field_validator("fallbacks")
     @classmethod
@@ -138,6 +141,7 @@ class DeploymentConfig(_Strict):
             backoff_max_s=self.backoff.max_s,
             retry_after_max_s=self.backoff.retry_after_max_s,
             fallbacks={m: tuple(chain) for m, chain in self.fallbacks.items()},
+            responses_api=self.responses_api,
             **_circuit_fields(self.circuit_breaker),
         )
 
@@ -189,6 +193,9 @@ class ServerConfig(_Strict):
 class StorageConfig(_Strict):
     ledger: str = "sqlite:///spendgate.db"
     keys: str = "sqlite:///spendgate-keys.db"
+    state: str | None = None
+    """Stored Responses, passed-through batches and files, deferred calls (`spendgate.state`).
+    Default: beside the ledger (its PostgreSQL database, or a `-state` SQLite file)."""
 
 
 class LedgerConfig(_Strict):
@@ -256,6 +263,8 @@ SECTIONS: dict[str, str] = {
     "trim": "spendgate.trim.config:TrimConfig",
     "alerts": "spendgate.alerts.config:AlertsConfig",
     "features": "spendgate.analytics.config:FeaturesConfig",
+    "responses": "spendgate.state.config:ResponsesConfig",
+    "batches": "spendgate.batches.config:BatchesConfig",
 }
 """Sections owned by capability packages: each package defines its own pydantic model, so
 the core needs no change when a capability grows a setting."""
@@ -295,6 +304,8 @@ class Settings(_Strict):
     trim: dict[str, Any] | None = None
     alerts: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
+    responses: dict[str, Any] | None = None
+    batches: dict[str, Any] | None = None
     _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
     _catalog: PriceCatalog | None = PrivateAttr(default=None)
 

@@ -184,7 +184,7 @@ class Dispatcher:
     async def _attempt(self, call: Call, dep: Deployment) -> Reply:
         """One try. A stream is read up to its first chunk, so that a stream failing before
         any byte reaches the client is a retryable failure rather than a broken answer."""
-        reply = await adapter_for(dep, call.model).send(call, dep, self.http)
+        reply = await adapter_for(dep, call.model, call.api).send(call, dep, self.http)
         if reply.chunks is None:
             return reply
         chunks = reply.chunks
@@ -310,7 +310,7 @@ class Pipeline:
             log.exception("internal error serving %s", call.request_id)
             reply = Reply.failed(internal_error(call.request_id))
         reply.on_done(lambda r: self.accountant.record(call, r))
-        if not reply.is_stream:
+        if not reply.is_stream and not reply.deferred:
             reply.finish()
         return reply
 

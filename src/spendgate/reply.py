@@ -71,6 +71,10 @@ class Reply:
     cost: Cost | None = None
     """Set once by accounting when the reply completes; None = unknown price."""
     priced: bool = False
+    deferred: bool = False
+    """Answered 202 now, completed when its batch comes back (`spendgate.batches.lane`):
+    nothing finishes it until then, so budgets stay reserved and the one ledger row is
+    written with the real answer."""
     _callbacks: list[Callable[[Reply], object]] = field(default_factory=list, repr=False)
     _done: bool = field(default=False, repr=False)
 

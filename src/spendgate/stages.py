@@ -3,10 +3,11 @@
 Each optimization package exposes `build(ctx: StageContext) -> Stage | None` in its
 `stage` module (None when its settings switch it off). The order is fixed here, once:
 
-    budget → cache → trim → route → prefix → (dispatcher)
+    budget → cache → trim → route → prefix → defer → (dispatcher)
 
 Budgets first, so a refused call costs nothing; cache before trim and route, because a hit
-needs neither; prefix last, because prompt-cache breakpoints must see the final prompt.
+needs neither; prefix after them, because prompt-cache breakpoints must see the final
+prompt; defer last, so a call sent as a batch is the one every other stage shaped.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ STAGE_ORDER: tuple[tuple[str, str], ...] = (
     ("trim", "spendgate.trim.stage"),
     ("route", "spendgate.routing.stage"),
     ("prefix", "spendgate.cache.prefix"),
+    ("defer", "spendgate.batches.stage"),
 )
 
 

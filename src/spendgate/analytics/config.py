@@ -30,6 +30,10 @@ class FeatureEntry(BaseModel):
     revenue_usd_per_month: Decimal | None = Field(default=None, ge=0)
     value_usd_per_month: Decimal | None = Field(default=None, ge=0)
     segment: Segment | None = None
+    batchable: bool = False
+    """The feature's calls can wait up to 24 h: every non-streaming call is deferred and sent
+    as a batch at half price (the client gets 202 and fetches the answer later; see
+    docs/responses-and-batches.md)."""
 
     @property
     def worth_usd_per_month(self) -> Decimal | None:

@@ -11,7 +11,9 @@ Techniques: cache (exact repeats), routing (short/simple calls on frontier model
 prompt_cache (long stable prefixes at a high call rate), output_cap (p99 far below the
 max), system_prompt (long system prompts, from accounting's `extra.system_tokens`), history
 (conversations whose input grows call after call), finetune (features whose volume pays
-for a fine-tuned smaller model's training; see `analytics.finetune`).
+for a fine-tuned smaller model's training; see `analytics.finetune`), batch (features
+whose calls are not latency-bound — none streams, and they come in a nightly burst or
+clients already wait many seconds — sent through the deferral lane at the batch price).
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ def recommend(
         out += _system_prompt(feature, rows, per_month, catalog)
         out += _history(feature, rows, per_month, catalog)
         out += _finetune(feature, rows, per_month, catalog)
+        out += _batch(feature, rows, per_month, catalog)
     out.sort(key=lambda r: r.monthly_saving_usd, reverse=True)
     return out
 
@@ -367,6 +370,71 @@ def _output_cap(feature: str, rows: list[TrafficRecord], monthly: Decimal) -> li
             assumptions=[
                 "a cap at p99 × 1.2 bounds runaway answers; its saving is the "
                 "tail it cuts, not projected here"
+            ],
+        )
+    ]
+
+
+BATCH_MIN_CALLS = 20
+BURST_HOURS = 4
+BURST_SHARE = 0.6
+"""A feature whose calls fall this much into `BURST_HOURS` consecutive hours of the UTC day
+runs as a job (a nightly digest, an import), not as a user waiting."""
+PATIENT_LATENCY_MS = 10_000.0
+"""Clients that already wait this long (median) have long timeouts: not interactive."""
+
+
+def _burst_share(rows: list[TrafficRecord]) -> float:
+    hours = [0] * 24
+    for r in rows:
+        hours[int(r.ts // 3600) % 24] += 1
+    best = max(sum(hours[(h + k) % 24] for k in range(BURST_HOURS)) for h in range(24))
+    return best / len(rows)
+
+
+def _batch(
+    feature: str, rows: list[TrafficRecord], per_month: Decimal, catalog: PriceCatalog
+) -> list[Recommendation]:
+    if len(rows) < BATCH_MIN_CALLS or any(r.stream for r in rows) or all(r.batch for r in rows):
+        return []
+    live = [r for r in rows if not r.batch]
+    share = _burst_share(live)
+    waits = sorted(r.latency_ms for r in live if r.latency_ms is not None)
+    p50_wait = waits[len(waits) // 2] if waits else None
+    bursty = share >= BURST_SHARE
+    patient = p50_wait is not None and p50_wait >= PATIENT_LATENCY_MS
+    if not (bursty or patient):
+        return []
+    saved = Decimal(0)
+    for r in live:
+        usage = Usage(input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                      cache_read_tokens=r.cache_read_tokens)  # fmt: skip
+        standard = catalog.cost(r.model, usage)
+        batch = catalog.cost(r.model, usage, service_tier="batch")
+        if standard is not None and batch is not None:
+            saved += standard.total - batch.total
+    if saved <= 0:
+        return []
+    evidence: dict[str, Any] = {
+        "calls": len(live),
+        "streamed": 0,
+        f"share_in_busiest_{BURST_HOURS}h_of_day": round(share, 3),
+    }
+    if p50_wait is not None:
+        evidence["latency_p50_ms"] = round(p50_wait, 1)
+    why = "a nightly burst" if bursty else "clients that already wait"
+    return [
+        Recommendation(
+            technique="batch",
+            feature=feature,
+            monthly_saving_usd=saved * per_month,
+            evidence=evidence,
+            how=f"features:\n  {_key(feature)}:\n    batchable: true",
+            assumptions=[
+                f"not latency-bound ({why}, no streaming): the answers may take up to 24 h; "
+                "callers must accept 202 and fetch GET /v1/deferred/{id} "
+                "(or send x-spendgate-defer: 24h per call instead)",
+                "priced at each model's batch rate (genai-prices' batch variants)",
             ],
         )
     ]

@@ -269,6 +269,10 @@ class TrafficRecord:
     request_id: str | None = None
     system_tokens: int = 0
     """Tokens of the system prompt, as accounting recorded them (`extra.system_tokens`)."""
+    stream: bool = False
+    latency_ms: float | None = None
+    batch: bool = False
+    """Billed at the batch rate already (a Batch API line or a deferred call)."""
 
     def request_body(self) -> dict[str, Any] | None:
         if self.body is not None:

@@ -48,7 +48,10 @@ def system_texts(call: Call) -> list[str]:
     out: list[str] = []
     if "system" in body:  # Anthropic Messages
         out += _texts(body.get("system"))
-    for message in body.get("messages") or ():
+    if "instructions" in body:  # OpenAI Responses
+        out += _texts(body.get("instructions"))
+    items = body.get("messages") if "messages" in body else body.get("input")
+    for message in items if isinstance(items, list) else ():
         if isinstance(message, dict) and message.get("role") in _SYSTEM_ROLES:
             out += _texts(message.get("content"))
     return out

@@ -113,6 +113,9 @@ def load_traffic(source: str, *, default_output_tokens: int = 250) -> list[Traff
                 user=e.user,
                 request_id=e.request_id,
                 system_tokens=_system_tokens(e.extra),
+                stream=e.stream,
+                latency_ms=e.latency_ms,
+                batch=(e.extra or {}).get("service_tier") == "batch",
             )
             for e in store.events()
             if e.status < 400

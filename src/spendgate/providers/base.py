@@ -63,6 +63,11 @@ class Deployment:
     circuit_min_calls: int = 20
     circuit_window_s: float = 60.0
     circuit_cooldown_s: float = 30.0
+    responses_api: bool | None = None
+    """Does this deployment serve OpenAI's Responses API (`POST /responses`)? None = decide by
+    provider: OpenAI itself and the simulated upstream (for non-Claude models) do; an
+    Anthropic deployment and other OpenAI-compatible servers get Responses calls translated
+    to Chat Completions / Messages."""
 
     def api_for(self, model: str) -> API:
         """The wire format this deployment speaks for `model`. The simulated upstream speaks
@@ -75,6 +80,16 @@ class Deployment:
 
     def upstream_model(self, model: str) -> str:
         return self.models.get(model, model)
+
+    def serves_responses(self, model: str) -> bool:
+        """Whether a Responses call for `model` goes to this deployment natively."""
+        if self.api_for(model) == "anthropic":
+            return False
+        if self.responses_api is not None:
+            return self.responses_api
+        if self.provider == "simulated":
+            return True
+        return self.provider == "openai" and "api.openai.com" in self.base_url
 
     def price_provider(self, model: str) -> str | None:
         """Provider id for the price catalog. The simulated upstream bills like the provider

@@ -1,10 +1,12 @@
-"""Which adapter speaks to a deployment for a given model."""
+"""Which adapter speaks to a deployment for a given model and client wire format."""
 
 from __future__ import annotations
 
+from spendgate.call import API
 from spendgate.providers.anthropic import AnthropicAdapter
 from spendgate.providers.base import Deployment, Provider
 from spendgate.providers.openai import OpenAIAdapter
+from spendgate.providers.responses_adapter import ResponsesAdapter
 
 __all__ = ["PROVIDER_KINDS", "adapter_for"]
 
@@ -14,5 +16,16 @@ _OPENAI = OpenAIAdapter()
 _ANTHROPIC = AnthropicAdapter()
 
 
-def adapter_for(dep: Deployment, model: str) -> Provider:
+def _chat_adapter(dep: Deployment, model: str) -> Provider:
     return _ANTHROPIC if dep.api_for(model) == "anthropic" else _OPENAI
+
+
+_RESPONSES = ResponsesAdapter(_chat_adapter)
+
+
+def adapter_for(dep: Deployment, model: str, api: API = "openai") -> Provider:
+    """A Responses call gets the Responses adapter (native or translated per deployment);
+    Chat, Messages and Embeddings calls get the adapter of the deployment's wire format."""
+    if api == "responses":
+        return _RESPONSES
+    return _chat_adapter(dep, model)

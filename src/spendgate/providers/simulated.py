@@ -502,6 +502,11 @@ class SimApp:
         self._anthropic_cache: OrderedDict[bytes, float] = OrderedDict()
         self._seq = 0
         self._closing: asyncio.Event | None = None
+        from spendgate.providers.simulated_batches import SimBatches
+
+        self.batches = SimBatches(self)
+        self.public_url = ""
+        """Where clients reach this upstream (set by `SimulatedUpstream`; batch result URLs)."""
 
     # -- plumbing --
 
@@ -541,7 +546,13 @@ class SimApp:
             return
         if path.startswith("/v1/"):
             path = path[3:]
-        api = "anthropic" if path == "/messages" else "openai"
+        api = "anthropic" if path.startswith("/messages") else "openai"
+        if self.batches.handles(path):
+            if self.require_key is not None and not self._key_ok(headers):
+                await self._error(send, api, 401, "Incorrect API key provided.")
+                return
+            await self.batches.handle(method, path, headers, raw, send)
+            return
         if method == "GET" and path == "/models":
             await self._models(headers, send)
             return
@@ -549,16 +560,15 @@ class SimApp:
             "/chat/completions": self._chat,
             "/messages": self._messages,
             "/embeddings": self._embeddings,
+            "/responses": self._responses,
+            "/messages/count_tokens": self._count_tokens,
         }.get(path)
         if handler is None or method != "POST":
             await self._error(send, api, 404, f"Unknown route {method} {scope['path']}")
             return
-        if self.require_key is not None:
-            auth = headers.get(b"authorization", b"").decode("latin-1")
-            key = headers.get(b"x-api-key", b"").decode("latin-1")
-            if self.require_key not in (key, auth.removeprefix("Bearer ").strip()):
-                await self._error(send, api, 401, "Incorrect API key provided.")
-                return
+        if self.require_key is not None and not self._key_ok(headers):
+            await self._error(send, api, 401, "Incorrect API key provided.")
+            return
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -596,6 +606,11 @@ class SimApp:
         except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
             # A body of a shape the simulator can't read is the client's error, as upstream.
             await self._error(send, api, 400, f"Invalid request body ({type(exc).__name__}).")
+
+    def _key_ok(self, headers: dict[bytes, bytes]) -> bool:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        key = headers.get(b"x-api-key", b"").decode("latin-1")
+        return self.require_key in (key, auth.removeprefix("Bearer ").strip())
 
     def _take_fault(
         self, path: str, model: str, headers: dict[bytes, bytes]
@@ -1215,6 +1230,35 @@ class SimApp:
         events.append(event("message_stop", {"type": "message_stop"}))
         await self._stream(send, events, ttft, per_token, fault)
 
+    # -- /v1/messages/count_tokens --
+
+    async def _count_tokens(
+        self,
+        body: dict[str, Any],
+        model: str,
+        headers: dict[bytes, bytes],
+        send: Send,
+        fault: dict[str, Any] | None,
+    ) -> None:
+        if not model or not isinstance(body.get("messages"), list):
+            await self._error(send, "anthropic", 400, "model and messages are required")
+            return
+        await self._json(send, {"input_tokens": tokens.count_anthropic_request(model, body)})
+
+    # -- /v1/responses --
+
+    async def _responses(
+        self,
+        body: dict[str, Any],
+        model: str,
+        headers: dict[bytes, bytes],
+        send: Send,
+        fault: dict[str, Any] | None,
+    ) -> None:
+        from spendgate.providers.simulated_responses import serve_responses
+
+        await serve_responses(self, body, model, headers, send, fault)
+
     # -- /v1/embeddings --
 
     async def _embeddings(
@@ -1341,6 +1385,7 @@ class SimulatedUpstream:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
+        self.app.public_url = self.url
         self._sock = sock
         ready = threading.Event()
         server = _Server(_config(self.app, self.host, self.port, "warning"), ready)

@@ -53,6 +53,10 @@ def error_frame(client_api: API, message: str, code: str) -> bytes:
     if client_api == "anthropic":
         payload = {"type": "error", "error": {"type": "api_error", "message": message}}
         return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+    if client_api == "responses":
+        event = {"type": "error", "code": code, "message": message, "param": None,
+                 "sequence_number": 0}  # fmt: skip
+        return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
     body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
     return b"data: " + orjson.dumps(body) + b"\n\n"
 

@@ -131,8 +131,9 @@ def call_text(body: dict[str, Any]) -> tuple[str, int, bool]:
     """(the text the router scores, user-turn count, whether tools are offered).
 
     The router scores the last user turn: that is what the model must answer now; earlier
-    turns count through `turns` (conversation depth)."""
-    messages = body.get("messages")
+    turns count through `turns` (conversation depth). A Responses body's `input` items read
+    like messages (the gateway makes a string input one user item)."""
+    messages = body.get("messages") if "messages" in body else body.get("input")
     if not isinstance(messages, list):
         return "", 0, False
     users = messages_text(messages, "user")

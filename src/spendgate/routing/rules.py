@@ -35,10 +35,10 @@ class CallFacts:
 
 def facts_of(call: Call) -> CallFacts:
     body = call.body
-    raw = body.get("messages")
+    raw = body.get("messages") if "messages" in body else body.get("input")  # Responses: items
     msgs: list[Any] = raw if isinstance(raw, list) else []
     texts = messages_text(msgs, None)
-    system = body.get("system")
+    system = body.get("system") or body.get("instructions")
     if isinstance(system, str):
         texts.append(system)
     elif isinstance(system, list):

@@ -51,15 +51,17 @@ def conversation_key(call: Call) -> str | None:
     requested model, the system prompt and the first user turn. None for a first turn with
     nothing to key on."""
     body = call.body
-    msgs = body.get("messages")
+    msgs = body.get("messages") if "messages" in body else body.get("input")  # Responses: items
     if not isinstance(msgs, list):
         return None
     first_user = next((m for m in msgs if isinstance(m, dict) and m.get("role") == "user"), None)
     if first_user is None:
         return None
-    system = body.get("system") or [
-        m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "system"
-    ]
+    system = (
+        body.get("system")
+        or body.get("instructions")
+        or [m.get("content") for m in msgs if isinstance(m, dict) and m.get("role") == "system"]
+    )
     material = [
         call.tags.tenant,
         call.tags.user,

@@ -19,6 +19,9 @@ from urllib.parse import quote
 import orjson
 
 from spendgate.accounting import Accountant, cost_header
+from spendgate.batches.config import BatchesConfig
+from spendgate.batches.service import BatchService
+from spendgate.batches.upstream import Upstream
 from spendgate.call import API, Call, Endpoint, Tags
 from spendgate.config import Settings
 from spendgate.errors import GatewayError, internal_error
@@ -30,12 +33,17 @@ from spendgate.metrics import Metrics
 from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
 from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
+from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
+from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
+from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
+from spendgate.server.responses import ResponsesService, not_found, validate_responses
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
 from spendgate.stages import StageContext, build_stages
+from spendgate.state import open_state, owner_of, state_url
 
 __all__ = ["Gateway", "build_gateway"]
 
@@ -59,11 +67,14 @@ _ROUTES: dict[str, tuple[Endpoint, API]] = {
     "/v1/messages": ("messages", "anthropic"),
     "/v1/embeddings": ("embeddings", "openai"),
     "/embeddings": ("embeddings", "openai"),
+    "/v1/responses": ("responses", "responses"),
+    "/responses": ("responses", "responses"),
 }
 _VALIDATORS = {
     "chat": validate_chat,
     "messages": validate_messages,
     "embeddings": validate_embeddings,
+    "responses": validate_responses,
 }
 
 
@@ -101,6 +112,7 @@ class Gateway:
         self.accountant = Accountant(
             self.pricer, self.writer, self.metrics, PromptLog.from_settings(settings.ledger)
         )
+        self.state = open_state(state_url(settings.storage.ledger, settings.storage.state))
         self.stage_context = StageContext(
             settings=settings,
             catalog=self.catalog,
@@ -110,6 +122,7 @@ class Gateway:
             store=self.store,
             accountant=self.accountant,
         )
+        self.stage_context.extra["state"] = self.state
         self.pipeline = Pipeline(
             build_stages(self.stage_context) if stages is None else stages,
             Dispatcher(self.table, self.http, self.accountant),
@@ -117,8 +130,19 @@ class Gateway:
         )
         self.stage_context.run_internal = self.pipeline.run
         self.stage_context.record = self.accountant.record
+        lane = self.stage_context.extra.get("defer_lane")
+        if lane is not None:
+            lane.accountant = self.accountant
+        self.batches = BatchService(
+            config=settings.section("batches") or BatchesConfig(),
+            state=self.state,
+            table=self.table,
+            upstream=Upstream(self.http),
+            accountant=self.accountant,
+            lane=lane,
+        )
         self.admin = _admin_app(self)
-        self.extensions = _extensions(self)
+        self.extensions = [self.batches, *_extensions(self)]
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
                       use_case=k.use_case, tenant=k.tenant, user=k.user,
@@ -131,6 +155,7 @@ class Gateway:
             settings.server.auth == "auto" and self.keys.any()
         )
         self.tag_guard = TagGuard(settings.tags.max_values)
+        self.responses = ResponsesService(self.state, settings.section("responses"))
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._key_revision = self.keys.revision()
@@ -149,6 +174,7 @@ class Gateway:
         for ext in self.extensions:
             await ext.stop()
         await self.http.close()
+        await self.responses.drain()
         for stage in self.pipeline.stages:  # stages with work in flight (budget settlements)
             stage_close = getattr(stage, "aclose", None)
             if stage_close is not None:
@@ -159,6 +185,7 @@ class Gateway:
             self.store.close()
         self.keys.close()
         self.sessions.close()
+        self.state.close()
 
     # ---------------------------------------------------------------- ASGI
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -190,6 +217,14 @@ class Gateway:
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+        elif path == "/v1/messages/count_tokens":
+            await self._serve_count(scope, receive, send, "anthropic")
+        elif path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
+            await self._serve_count(scope, receive, send, "responses")
+        elif path.startswith(BATCH_PREFIXES):
+            await serve_batch_route(self, scope, receive, send)
+        elif path.startswith(("/v1/responses/", "/responses/")):
+            await self._serve_response(scope, receive, send)
         elif self.admin is not None and path.startswith(("/admin", "/dashboard")):
             await self.admin(scope, receive, send)
         else:
@@ -244,6 +279,7 @@ class Gateway:
     ) -> None:
         headers = _headers(scope)
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
+        owner: str | None = None
         self.metrics.in_flight.inc()
         try:
             warm = self._warm
@@ -263,6 +299,9 @@ class Gateway:
                 may_set_tenant = key.may_set_tenant if key is not None else not self.auth_required
                 tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
                 call.tags = self.tag_guard.admit(tags)
+                if endpoint == "responses":
+                    owner = owner_of(tags)  # before the tag guard: a tenant is a boundary
+                    await self.responses.prepare(call, owner)
             except GatewayError as exc:
                 reply = self._refused(call, exc)
             except Exception:
@@ -271,17 +310,26 @@ class Gateway:
                 reply = self._refused(call, internal_error(call.request_id))
             else:
                 reply = await self.pipeline.run(call)
+                if owner is not None:
+                    previous = call.decisions.get("responses", {}).get("previous_response_id")
+                    self.responses.attach(call, reply, owner, previous)
             await self._respond(send, receive, call, reply)
         finally:
             self.metrics.in_flight.dec()
 
     def refuse_unrouted(
-        self, error: GatewayError, headers: dict[str, str] | None = None, path: str = ""
+        self,
+        error: GatewayError,
+        headers: dict[str, str] | None = None,
+        path: str = "",
+        endpoint: Endpoint = "other",
+        model: str = "",
     ) -> str:
         """Record a request refused before it reached an endpoint (an unknown route, a header
-        block over the limit): every request gets one ledger row. Returns its request id."""
+        block over the limit), or refused by a route that is not a model call (token counts,
+        stored Responses, batches): every request gets one ledger row. Returns its id."""
         api: API = "anthropic" if path.startswith("/v1/messages") else "openai"
-        call = Call(endpoint="other", api=api, body={}, requested_model="", headers={})
+        call = Call(endpoint=endpoint, api=api, body={}, requested_model=model, headers={})
         if headers:
             try:
                 key = self._authenticate(headers)
@@ -404,7 +452,7 @@ class Gateway:
             return
         if reply.error is not None and reply.body is None:
             err = reply.error
-            same_dialect_upstream = err.upstream_body is not None and call.api == "openai"
+            same_dialect_upstream = err.upstream_body is not None and call.api != "anthropic"
             body = (
                 err.upstream_body
                 if same_dialect_upstream
@@ -417,8 +465,88 @@ class Gateway:
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
             await _send(send, err.status, body, _JSON + extra)
             return
-        extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
+        if reply.deferred:  # 202: the cost is known when its batch comes back
+            extra.append((b"x-spendgate-cost-usd", b"pending"))
+            extra.append((b"location", f"/v1/deferred/{(reply.body or {}).get('id')}".encode()))
+        else:
+            extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
         await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+
+    async def _serve_count(self, scope: Scope, receive: Receive, send: Send, api: API) -> None:
+        """A token count: free, so no ledger row unless it is refused."""
+        path: str = scope["path"]
+        headers = _headers(scope)
+        model = ""
+        try:
+            if scope["method"] != "POST":
+                raise GatewayError(
+                    405,
+                    f"{scope['method']} is not allowed on {path}; use POST",
+                    code="method_not_allowed",
+                    headers={"allow": "POST"},
+                )
+            self._authenticate(headers)
+            body = await self._read_json(receive, headers)
+            model = str(body.get("model") or "")
+            try:
+                if api == "anthropic":
+                    payload, extra = await count_message_tokens(
+                        body, headers, self.table, self.http
+                    )
+                else:
+                    payload, extra = await count_response_tokens(body, self.table)
+            except TranslationError as exc:
+                raise GatewayError(400, exc.message, param=exc.param) from None
+        except GatewayError as exc:
+            request_id = self.refuse_unrouted(exc, headers, path, "count_tokens", model[:256])
+            out = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
+            out.append((b"x-spendgate-request-id", request_id.encode()))
+            err = exc.to_anthropic() if api == "anthropic" else exc.to_openai()
+            await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+            return
+        out = [(k.encode(), v.encode()) for k, v in extra.items()]
+        await _send(send, 200, orjson.dumps(payload), [*_JSON, *out])
+
+    async def _serve_response(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET`/`DELETE /v1/responses/{id}` and `GET …/{id}/input_items`: the caller's
+        own stored Responses (another owner's id is a 404, like an unknown one)."""
+        path: str = scope["path"]
+        method: str = scope["method"]
+        headers = _headers(scope)
+        rest = path.split("/responses/", 1)[1].strip("/")
+        rid, _, sub = rest.partition("/")
+        allowed = ("GET",) if sub == "input_items" else ("GET", "DELETE")
+        try:
+            if sub not in ("", "input_items") or not rid:
+                raise GatewayError(404, f"no route for {method} {path}", code="unknown_url")
+            if method not in allowed:
+                raise GatewayError(
+                    405,
+                    f"{method} is not allowed on {path}; use {' or '.join(allowed)}",
+                    code="method_not_allowed",
+                    headers={"allow": ", ".join(allowed)},
+                )
+            key = self._authenticate(headers)
+            defaults = key.tags if key is not None else Tags()
+            may_set_tenant = key.may_set_tenant if key is not None else not self.auth_required
+            owner = owner_of(read_tags(headers, {}, defaults, may_set_tenant=may_set_tenant))
+            if method == "DELETE":
+                if not await self.responses.delete(rid, owner):
+                    raise not_found(rid)
+                payload: Any = {"id": rid, "object": "response", "deleted": True}
+            elif sub == "input_items":
+                payload = await self.responses.input_items(rid, owner)
+            else:
+                payload = await self.responses.get(rid, owner)
+            if payload is None:
+                raise not_found(rid)
+        except GatewayError as exc:
+            request_id = self.refuse_unrouted(exc, headers, path, "responses")
+            extra = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
+            extra.append((b"x-spendgate-request-id", request_id.encode()))
+            await _send(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
+            return
+        await _send_json(send, 200, payload)
 
     def _models(self) -> dict[str, Any]:
         created = 1_700_000_000

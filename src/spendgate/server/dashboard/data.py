@@ -66,9 +66,10 @@ TECHNIQUES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("routing", "Routing", ("routing", "route")),
     ("trimming", "Trimming", ("trimming", "trim", "history", "compression", "output_cap")),
     ("prompt_caching", "Prompt caching", ("prompt_cache", "prompt_caching", "prefix")),
+    ("batch", "Batch (deferral lane)", ("batch",)),
 )
-"""The four techniques always shown (zero until their stage lands), and the savings keys
-each one gathers. Any other key found in events is shown under its own name."""
+"""The techniques always shown (zero until their stage acts), and the savings keys each one
+gathers. Any other key found in events is shown under its own name."""
 
 
 @dataclass(frozen=True)

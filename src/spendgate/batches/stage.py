@@ -1,0 +1,52 @@
+"""The `defer` stage: last before the dispatcher, it sends calls that can wait to the
+deferral lane (`spendgate.batches.lane`) instead of a live upstream call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from spendgate.batches.config import BatchesConfig
+from spendgate.batches.lane import DeferLane
+from spendgate.call import Call
+from spendgate.pipeline import Next
+from spendgate.reply import Reply
+
+if TYPE_CHECKING:
+    from spendgate.stages import StageContext
+
+__all__ = ["DeferStage", "build"]
+
+
+class DeferStage:
+    name = "defer"
+
+    def __init__(self, lane: DeferLane, ctx: StageContext) -> None:
+        self.lane = lane
+        self.ctx = ctx
+
+    async def handle(self, call: Call, call_next: Next) -> Reply:
+        reason = self.lane.wants(call)
+        if reason is None:
+            return await call_next(call)
+        deps = self.ctx.table.serving(call.model)
+        if not deps:
+            return await call_next(call)  # the dispatcher's 404
+        call.decisions[self.name] = {"reason": reason, "deployment": deps[0].name}
+        return await self.lane.enqueue(call, deps[0], reason)
+
+
+def build(ctx: StageContext) -> DeferStage | None:
+    """On whenever the gateway keeps state (the lane's queue lives there) and
+    `batches.defer.enabled` is not false."""
+    config: BatchesConfig | None = ctx.settings.section("batches")
+    state = ctx.extra.get("state")
+    if config is None or state is None or not config.defer.enabled:
+        return None
+    lane = DeferLane(
+        state=state,
+        config=config.defer,
+        pricer=ctx.pricer,
+        features=ctx.settings.section("features"),
+    )
+    ctx.extra["defer_lane"] = lane
+    return DeferStage(lane, ctx)
