@@ -303,12 +303,15 @@ def test_system_prompt_share(traffic: Any) -> None:
     system_tokens = len(enc.encode_ordinary(SYSTEM))
     with_system = [e for e in events if e.extra and e.extra.get("system_tokens")]
     assert len(with_system) == 18  # 3 of every 4 calls sent one
+    measured = {e.extra["system_tokens"] for e in with_system}
+    assert len(measured) == 1  # the same prompt is measured the same way every time
+    estimate = measured.pop()  # from the text's size: no tokenizer tables on the request path
+    assert abs(estimate - system_tokens) <= 0.1 * system_tokens
     for e in with_system:
-        assert e.extra["system_tokens"] == system_tokens
-        assert e.input_tokens > system_tokens
+        assert e.input_tokens > estimate
     doc = get(h, key, "/admin/system-prompt?by=feature").json()
     tot = doc["totals"]
-    assert tot["system_tokens"] == system_tokens * 18
+    assert tot["system_tokens"] == estimate * 18
     assert tot["input_tokens"] == sum(e.input_tokens for e in events)
     want_sys = sum(
         e.extra["input_cost_nanos"] * e.extra["system_tokens"] // e.input_tokens

@@ -134,17 +134,18 @@ def test_three_processes_share_one_budget_through_redis(sim: Any, tmp_path: Path
     import yaml
 
     from spendgate.ledger import open_ledger
-    from spendgate.tokens import count_openai_request
+    from spendgate.tokens import count_openai_request, estimated_counts
 
     prefix = f"sgtest-{uuid.uuid4().hex[:10]}:"
     feature = f"fleet-{uuid.uuid4().hex[:8]}"
     prompts = [f"Request {i}: write a short note about shared budgets." for i in range(N_REQUESTS)]
-    worst = max(
-        count_openai_request("gpt-4o-mini", {"messages": [{"role": "user", "content": p}]})
-        * INPUT_NANOS
-        + MAX_TOKENS * OUTPUT_NANOS
-        for p in prompts
-    )
+    with estimated_counts(upper=True):  # the manager reserves on this worst-case count
+        worst = max(
+            count_openai_request("gpt-4o-mini", {"messages": [{"role": "user", "content": p}]})
+            * INPUT_NANOS
+            + MAX_TOKENS * OUTPUT_NANOS
+            for p in prompts
+        )
     limit_nanos = WORTH * worst
     limit_usd = f"{limit_nanos / 1e9:.9f}"
     configs = []

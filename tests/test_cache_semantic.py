@@ -23,7 +23,8 @@ from spendgate.cache.verifier import (
 )
 from test_cache_exact import chat, rid, stage_of
 
-SEMANTIC = {"cache": {"enabled": True, "semantic": {"enabled": True}}}
+# Per-entry thresholds without the sampled re-asks (5 % by default), so a hit is a hit.
+SEMANTIC = {"cache": {"enabled": True, "semantic": {"enabled": True, "verify_rate": 0.0}}}
 # An operator may use one static bar instead of per-entry thresholds (`delta: null`) and
 # lower it (the shipped one is set for precision on QQP's hard pairs).
 STATIC = {"delta": None, "threshold": 0.5}

@@ -23,7 +23,7 @@ REDIS = "redis://127.0.0.1:6379/0"
 
 
 def _cache(backend: str, prefix: str) -> dict[str, Any]:
-    semantic: dict[str, Any] = {"enabled": True}
+    semantic: dict[str, Any] = {"enabled": True, "verify_rate": 0.0}  # no sampled re-asks
     if backend != "memory":
         semantic |= {"store": backend, "sync_interval_s": 0.001}
     return {"enabled": True, "backend": backend, "key_prefix": prefix, "semantic": semantic}

@@ -20,7 +20,7 @@ import hashlib
 from typing import Any
 
 from spendgate.call import Call, Cost, Usage, to_nanos
-from spendgate.tokens.encoders import claude_estimates, count_text, family
+from spendgate.tokens.encoders import count_text, estimated_counts, family
 
 __all__ = ["input_split", "system_texts", "system_tokens"]
 
@@ -87,7 +87,7 @@ def system_tokens(call: Call) -> int:
     model = call.model or call.requested_model
     fam = family(model)
     key = model if fam == "claude" else fam
-    with claude_estimates():
+    with estimated_counts():
         return sum(_count(key, text) for text in pieces)
 
 

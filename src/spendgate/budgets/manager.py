@@ -34,10 +34,10 @@ from spendgate.pricing import Pricer, normalize_tier
 from spendgate.providers.responses import count_input_tokens as count_responses_input
 from spendgate.reply import Reply
 from spendgate.tokens import (
-    claude_estimates,
     count_anthropic_request,
     count_embedding_input,
     count_openai_request,
+    estimated_counts,
 )
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ class BudgetManager:
         model = call.requested_model
         if call.endpoint == "embeddings":
             return count_embedding_input(model, body.get("input")), 0
-        with claude_estimates():  # a reservation needs an estimate, not ctok's tables
+        with estimated_counts(upper=True):  # a worst case needs no tokenizer tables
             if call.api == "anthropic":
                 n_in = count_anthropic_request(model, body)
             elif call.api == "responses":

@@ -11,10 +11,10 @@ import orjson
 from spendgate.call import API, Usage
 from spendgate.errors import GatewayError
 from spendgate.tokens import (
-    claude_estimates,
     count_anthropic_request,
     count_openai_request,
     count_text,
+    estimated_counts,
 )
 
 __all__ = ["StreamTally", "error_frame", "stream_cut"]
@@ -36,7 +36,7 @@ class StreamTally:
     def estimate(self) -> Usage:
         """Input counted on the body actually sent, output on the text actually received
         (an estimate, marked so: Claude's counts come from o200k, not ctok's tables)."""
-        with claude_estimates():
+        with estimated_counts():
             if self.upstream_api == "anthropic":
                 prompt = count_anthropic_request(self.model, self.sent_body)
             else:

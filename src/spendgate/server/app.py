@@ -252,10 +252,10 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 from spendgate.tokens import warm_up
 
-                # ctok only where exact Claude counts are used (trim, prefix stages)
+                # Tokenizer tables only where exact counts are used (trim, prefix stages)
                 exact = {s.name for s in self.pipeline.stages} & {"trim", "prefix"}
                 self._warm = asyncio.get_running_loop().run_in_executor(
-                    None, functools.partial(warm_up, claude_exact=bool(exact)),
+                    None, functools.partial(warm_up, exact=bool(exact)),
                     self.table.models(),
                 )  # fmt: skip
                 for ext in self.extensions:

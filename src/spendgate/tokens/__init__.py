@@ -5,10 +5,10 @@ reservations before a call, and by the simulated upstream to report real-looking
 """
 
 from spendgate.tokens.encoders import (
-    claude_estimates,
     claude_version,
     count_text,
     encode,
+    estimated_counts,
     family,
     has_ctok,
     warm_up,
@@ -23,13 +23,13 @@ from spendgate.tokens.requests import (
 
 __all__ = [
     "anthropic_cache_breakpoints",
-    "claude_estimates",
     "claude_version",
     "count_anthropic_request",
     "count_embedding_input",
     "count_openai_request",
     "count_text",
     "encode",
+    "estimated_counts",
     "family",
     "has_ctok",
     "iter_anthropic_prompt",
