@@ -178,3 +178,14 @@ def test_embedding_inputs() -> None:
 
 def test_lone_surrogate_does_not_crash() -> None:
     assert tokens.count_text("gpt-4o", "a\udc80b") > 0
+
+
+def test_claude_frames_are_ctoks_measured_overheads() -> None:
+    """The frame table spares loading ctok for a constant; it must say what ctok says."""
+    pytest.importorskip("ctok")
+    from ctok.main import _family, _model
+
+    from spendgate.tokens.encoders import CLAUDE_FRAMES
+
+    for version, frame in CLAUDE_FRAMES.items():
+        assert frame == int(_model(_family(version)).message_overhead), version

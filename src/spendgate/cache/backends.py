@@ -15,7 +15,18 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-__all__ = ["Backend", "MemoryLRU", "RedisBackend", "SQLiteBackend", "open_backend"]
+__all__ = [
+    "ENTRY_OVERHEAD",
+    "Backend",
+    "MemoryLRU",
+    "RedisBackend",
+    "SQLiteBackend",
+    "open_backend",
+]
+
+ENTRY_OVERHEAD = 200
+"""Bytes an entry costs beyond its key and value (the key's str header, the value's bytes
+header, the (value, expiry) tuple and float, its dict slot), so `max_bytes` bounds real memory."""
 
 
 class Backend(Protocol):
@@ -59,7 +70,10 @@ class MemoryLRU:
             return value
 
     def set_now(self, key: str, value: bytes, expires: float) -> None:
-        cost = len(value) + len(key)
+        # orjson hands back bytes in a 4 KiB block however short the JSON: an LRU of
+        # 300-byte answers held 12x its byte budget until each value was copied to size.
+        value = bytes(memoryview(value))
+        cost = len(value) + len(key) + ENTRY_OVERHEAD
         if cost > self.max_bytes:
             return
         with self._lock:
@@ -74,7 +88,7 @@ class MemoryLRU:
 
     def _drop(self, key: str) -> None:
         value, _ = self._data.pop(key)
-        self._bytes -= len(value) + len(key)
+        self._bytes -= len(value) + len(key) + ENTRY_OVERHEAD
 
     async def get(self, key: str) -> bytes | None:
         return self.get_now(key)

@@ -49,7 +49,7 @@ from spendgate.pricing import Pricer, billed_tier
 from spendgate.providers.translate import TranslationError, openai_to_anthropic_request
 from spendgate.reply import Reply
 from spendgate.stages import StageContext
-from spendgate.tokens import claude_version, count_text, iter_anthropic_prompt
+from spendgate.tokens import claude_version, count_text, estimated_counts, iter_anthropic_prompt
 
 __all__ = [
     "Breakpoint",
@@ -64,7 +64,9 @@ log = logging.getLogger("spendgate.cache.prefix")
 
 _PROBE = "sg-probe"
 _COUNT_MODEL = "gpt-4o"
-"""The o200k tokenizer, ~5 M tokens/s: positions are estimated with it (see module doc)."""
+"""Positions are o200k-sized estimates from the text's size (`estimated_counts`): a
+breakpoint placed a little early costs nothing (the provider ignores one on a prefix under
+its minimum), and the gateway need not hold 200 MB of tokenizer tables for it."""
 _MARKABLE_ANTHROPIC = frozenset({"text", "image", "document", "tool_use", "tool_result"})
 _MARKABLE_OPENAI = frozenset({"text", "image_url", "file"})
 _TRACKED = 50_000
@@ -187,7 +189,9 @@ def _walk(
     user_turns: list[int] = []
     running = 0
     turn = -1
-    for count, piece in iter_anthropic_prompt(_COUNT_MODEL, anthropic_body):
+    with estimated_counts():
+        pieces = list(iter_anthropic_prompt(_COUNT_MODEL, anthropic_body))
+    for count, piece in pieces:
         running += count
         if not isinstance(piece, dict):
             continue
@@ -308,9 +312,10 @@ def _prefix_fingerprint(call: Call) -> tuple[str, int]:
     tools = body.get("tools")
     material = orjson.dumps({"system": system, "tools": tools}, option=orjson.OPT_SORT_KEYS)
     text = orjson.dumps(system).decode() if system else ""
-    tokens = count_text(_COUNT_MODEL, text) if text else 0
-    if tools:
-        tokens += count_text(_COUNT_MODEL, orjson.dumps(tools).decode())
+    with estimated_counts():
+        tokens = count_text(_COUNT_MODEL, text) if text else 0
+        if tools:
+            tokens += count_text(_COUNT_MODEL, orjson.dumps(tools).decode())
     return hashlib.blake2b(material, digest_size=8).hexdigest(), tokens
 
 

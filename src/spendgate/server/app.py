@@ -252,8 +252,8 @@ class Gateway:
             if message["type"] == "lifespan.startup":
                 from spendgate.tokens import warm_up
 
-                # Tokenizer tables only where exact counts are used (trim, prefix stages)
-                exact = {s.name for s in self.pipeline.stages} & {"trim", "prefix"}
+                # Tokenizer tables only where exact counts are used (the trim stage)
+                exact = {s.name for s in self.pipeline.stages} & {"trim"}
                 self._warm = asyncio.get_running_loop().run_in_executor(
                     None, functools.partial(warm_up, exact=bool(exact)),
                     self.table.models(),

@@ -27,6 +27,7 @@ from functools import cache, lru_cache
 from typing import Any
 
 __all__ = [
+    "CLAUDE_FRAMES",
     "CLAUDE_RATIO_V3",
     "CLAUDE_RATIO_V47",
     "claude_frame",
@@ -203,14 +204,15 @@ def has_ctok() -> bool:
     return True
 
 
-@lru_cache(maxsize=4)
-def claude_frame(version: str) -> int:
-    """Tokens Anthropic adds around a single user message (ctok's measured frame; 7 for v3)."""
-    if has_ctok():
-        from ctok.main import _family, _model
+CLAUDE_FRAMES = {"3.0": 7, "4.7": 11, "4.8": 6}
+"""Tokens Anthropic adds around a single user message, per tokenizer family: ctok's measured
+`message_overhead` (a test holds them equal), kept here so that asking for the frame does
+not load ctok's 50 MB of tables where counts are estimates."""
 
-        return int(_model(_family(version)).message_overhead)
-    return {"3.0": 7, "4.7": 11}.get(version, 6)
+
+def claude_frame(version: str) -> int:
+    """Tokens Anthropic adds around a single user message (7 for the v3 family)."""
+    return CLAUDE_FRAMES.get(version, 6)
 
 
 COUNTING: ContextVar[str] = ContextVar("spendgate_counting", default="exact")
@@ -297,7 +299,7 @@ def count_text(model: str, text: str) -> int:
 def warm_up(models: list[str], *, exact: bool = False) -> list[str]:
     """Load the tokenizers exact counts need (o200k ≈ 1.1 s, ctok ≈ 0.8 s on a loaded 2-core
     machine), so no request pays for them; returns the families loaded. Only a gateway
-    whose stages count exactly (trim, prefix) loads any: budgets, accounting and stream
+    whose stages count exactly (trim) loads any: budgets, prefix, accounting and stream
     estimates count from text size. Safe in a worker thread (loaders are memoised)."""
     if not exact:
         return []
