@@ -9,16 +9,17 @@ from email.utils import format_datetime
 import pytest
 
 from spendgate.call import Call
-from spendgate.errors import GatewayError
-from spendgate.pipeline import Dispatcher, ModelTable
-from spendgate.providers.base import Deployment
-from spendgate.routing.resilience import (
+from spendgate.dispatch.dispatcher import Dispatcher
+from spendgate.dispatch.resilience import (
     BreakerPolicy,
     CircuitBreaker,
     backoff_delay,
     is_retryable,
     parse_retry_after,
 )
+from spendgate.dispatch.table import ModelTable
+from spendgate.errors import GatewayError
+from spendgate.providers.base import Deployment
 
 
 class Clock:

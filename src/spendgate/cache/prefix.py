@@ -43,12 +43,11 @@ from typing import Any
 import orjson
 
 from spendgate.cache.config import PrefixConfig
-from spendgate.call import Call, Usage
-from spendgate.pipeline import Next
+from spendgate.call import API, Call, Usage
 from spendgate.pricing import Pricer, billed_tier
 from spendgate.providers.translate import TranslationError, openai_to_anthropic_request
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 from spendgate.tokens import claude_version, count_text, iter_anthropic_prompt
 
 __all__ = [
@@ -358,6 +357,8 @@ class PrefixStage:
                     decision["shadow"] = True
                 elif plan.body is not None:
                     call.body = plan.body
+                    if call.api == "openai":  # a new list: copies of the call share it
+                        call.upstream_hooks = [*call.upstream_hooks, _unmarked_for_openai]
         else:
             decision["source"] = "automatic"
         call.decisions[self.name] = decision
@@ -432,8 +433,24 @@ class PrefixStage:
             decision["provider_saved_usd"] = format(saved, "f")
 
 
+def _unmarked_for_openai(call: Call, upstream: API) -> Call:
+    """The breakpoints were placed on an OpenAI-format body for an Anthropic upstream; an
+    OpenAI-format deployment (a fallback) gets it without them, as the client sent it."""
+    if upstream != "openai":
+        return call
+    return replace(call, body=_without_cache_control(call.body))
+
+
+def _without_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(v) for v in value]
+    return value
+
+
 def build(ctx: StageContext) -> PrefixStage | None:
-    config: PrefixConfig | None = ctx.settings.section("prefix")
-    if config is None or not (config.enabled or any(f.enabled for f in config.features.values())):
+    config: PrefixConfig = ctx.settings.prefix
+    if not (config.enabled or any(f.enabled for f in config.features.values())):
         return None
     return PrefixStage(ctx, config)

@@ -34,10 +34,9 @@ from spendgate.cache.exact import (
 )
 from spendgate.call import Call, Usage
 from spendgate.errors import GatewayError
-from spendgate.pipeline import Next
 from spendgate.pricing import normalize_tier
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 
 if TYPE_CHECKING:
     from spendgate.cache.semantic import SemanticEntry, SemanticIndex
@@ -451,9 +450,7 @@ async def _replay_chunks(events: list[bytes]) -> AsyncIterator[bytes]:
 
 
 def build(ctx: StageContext) -> CacheStage | None:
-    config: CacheConfig | None = ctx.settings.section("cache")
-    if config is None:
-        return None
+    config: CacheConfig = ctx.settings.cache
     if not config.enabled and not any(f.enabled for f in config.features.values()):
         return None
     try:
@@ -462,5 +459,4 @@ def build(ctx: StageContext) -> CacheStage | None:
         from spendgate.config import ConfigError
 
         raise ConfigError(str(exc)) from None
-    ctx.extra["cache"] = stage
     return stage

@@ -26,7 +26,6 @@ from spendgate.call import Call, Tags, Usage
 from spendgate.config import ConfigError
 from spendgate.errors import GatewayError
 from spendgate.ledger.prompts import EVAL_FEATURE
-from spendgate.pipeline import Next
 from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
 from spendgate.routing.cascade import escalation_reasons
@@ -37,7 +36,7 @@ from spendgate.routing.loop import FeatureLearner, Learners, Observation
 from spendgate.routing.multimodel import MultiModelRouter
 from spendgate.routing.routers import LinearRouter, Router, get_router
 from spendgate.routing.rules import CallFacts, facts_of, match_rule
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 
 __all__ = ["RouteStage", "StickyTiers", "build", "conversation_key"]
 
@@ -656,8 +655,8 @@ class RouteStage:
 
 
 def build(ctx: StageContext) -> RouteStage | None:
-    config: RoutingConfig | None = ctx.settings.section("routing")
-    if config is None or not config.enabled:
+    config: RoutingConfig = ctx.settings.routing
+    if not config.enabled:
         return None
     served = set(ctx.table.models())
     for key in ("strong", "weak"):

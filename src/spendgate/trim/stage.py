@@ -20,10 +20,9 @@ from decimal import Decimal
 from typing import Any
 
 from spendgate.call import Call, Cost, Usage
-from spendgate.pipeline import Next
 from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 from spendgate.tokens import family
 from spendgate.trim.compress import warm_up
 from spendgate.trim.config import TrimConfig
@@ -38,8 +37,8 @@ log = logging.getLogger("spendgate.trim")
 
 
 def build(ctx: StageContext) -> TrimStage | None:
-    cfg: TrimConfig | None = ctx.settings.section("trim")
-    if cfg is None or not cfg.active:
+    cfg: TrimConfig = ctx.settings.trim
+    if not cfg.active:
         return None  # off, or no feature/use case opted in to any part
     return TrimStage(cfg, ctx)
 
