@@ -9,7 +9,7 @@ from email.utils import format_datetime
 import pytest
 
 from spendgate.call import Call
-from spendgate.dispatch.dispatcher import Dispatcher
+from spendgate.dispatch.dispatcher import Dispatcher, FallbackChain
 from spendgate.dispatch.resilience import (
     BreakerPolicy,
     CircuitBreaker,
@@ -137,7 +137,7 @@ def test_plan_order() -> None:
         ("claude-3-5-haiku", "c"),
         ("gpt-4o", "b"),
     ]
-    call.decisions["fallbacks"] = ["gpt-4o"]  # a stage may replace the configured chain
+    call.decisions.add(FallbackChain(["gpt-4o"]))  # a stage may replace the configured chain
     assert [(m, dep.name) for m, dep in d.plan(call)] == [
         ("gpt-4o-mini", "a"),
         ("gpt-4o-mini", "b"),

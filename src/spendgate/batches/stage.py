@@ -3,13 +3,25 @@ deferral lane (`spendgate.batches.lane`) instead of a live upstream call."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from spendgate.batches.config import BatchesConfig
 from spendgate.batches.lane import DeferLane
-from spendgate.call import Call
+from spendgate.call import Call, Decision
 from spendgate.reply import Reply
 from spendgate.stages import Next, StageContext
 
-__all__ = ["DeferStage", "build"]
+__all__ = ["DeferDecision", "DeferStage", "build"]
+
+
+@dataclass
+class DeferDecision(Decision):
+    """The call went to the deferral lane (why, and which deployment's batch API)."""
+
+    key: ClassVar[str] = "defer"
+    reason: str
+    deployment: str
 
 
 class DeferStage:
@@ -26,7 +38,7 @@ class DeferStage:
         deps = self.ctx.table.serving(call.model)
         if not deps:
             return await call_next(call)  # the dispatcher's 404
-        call.decisions[self.name] = {"reason": reason, "deployment": deps[0].name}
+        call.decisions.add(DeferDecision(reason=reason, deployment=deps[0].name))
         return await self.lane.enqueue(call, deps[0], reason)
 
 

@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -32,7 +32,7 @@ from spendgate.cache.exact import (
     usage_to_dict,
     zero_usage_body,
 )
-from spendgate.call import Call, Usage
+from spendgate.call import HIDDEN, Call, Decision, Usage, fields_json
 from spendgate.errors import GatewayError
 from spendgate.pricing import normalize_tier
 from spendgate.reply import Reply
@@ -42,11 +42,39 @@ if TYPE_CHECKING:
     from spendgate.cache.semantic import SemanticEntry, SemanticIndex
     from spendgate.cache.thresholds import ThresholdPolicy
 
-__all__ = ["CacheStage", "Policy", "build"]
+__all__ = ["CacheDecision", "CacheStage", "Policy", "build"]
 
 log = logging.getLogger("spendgate.cache")
 HEADER = "x-spendgate-cache"
 THRESHOLD_HEADER = "x-spendgate-cache-threshold"
+
+
+@dataclass
+class CacheDecision(Decision):
+    """What the cache stage did (`extra.decisions.cache`)."""
+
+    key: ClassVar[str] = "cache"
+    outcome: str | None = None
+    """hit, semantic-hit, miss, refresh, bypass, skip, or shadow-hit / shadow-semantic-hit."""
+    reason: str | None = None
+    """Why a `skip` (the request is not cacheable)."""
+    semantic: dict[str, Any] | None = None
+    """The best semantic candidate: score, decision (hit, verify, explore, miss) and the
+    entry's own threshold when thresholds are learnt."""
+    lookup_ms: float | None = None
+    age_s: float | None = None
+    """A hit's lookup time and the stored answer's age."""
+    would_save_usd: str | None = None
+    """Shadow mode: what the hit would have saved (None when the price is unknown)."""
+    not_stored: str | None = None
+    """Why the answer was not stored."""
+    shadow: bool = field(default=False, metadata=HIDDEN)
+
+    def as_json(self) -> Any:
+        out = fields_json(self)
+        if self.shadow:  # written even when None: the hit happened, its price is unknown
+            out["would_save_usd"] = self.would_save_usd
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +215,12 @@ class CacheStage:
             )
         if mode == "bypass":
             call.cache_outcome = "bypass"
-            call.decisions[self.name] = {"outcome": "bypass"}
+            call.decisions.add(CacheDecision(outcome="bypass"))
             return await call_next(call)
         policy = self._stricter(call, policy)
         skip = request_skip_reason(call, cache_sampled=policy.cache_sampled)
         if skip is not None:
-            call.decisions[self.name] = {"outcome": "skip", "reason": skip}
+            call.decisions.add(CacheDecision(outcome="skip", reason=skip))
             return await call_next(call)
         key = exact_key(call, policy.scope)
         question: tuple[str, list[Any]] | None = None
@@ -210,7 +238,9 @@ class CacheStage:
             if reply is not None:
                 return reply
         call.cache_outcome = "refresh" if mode == "refresh" else "miss"
-        call.decisions.setdefault(self.name, {}).setdefault("outcome", call.cache_outcome)
+        decision = call.decisions.ensure(CacheDecision)
+        if decision.outcome is None:
+            decision.outcome = call.cache_outcome
         reply = await call_next(call)
         captured: list[bytes] | None = None
         if reply.is_stream and reply.chunks is not None:
@@ -259,7 +289,7 @@ class CacheStage:
                 if policy.delta is not None and self.thresholds is not None:
                     t = self.thresholds.threshold(entry.stats, policy.delta)
                     info["entry_threshold"] = round(min(t, 1.0), 5)
-                call.decisions.setdefault(self.name, {})["semantic"] = info
+                call.decisions.ensure(CacheDecision).semantic = info
                 if decision == "hit":
                     raw = await self.backend.get(entry.answer_key)
                     outcome = "semantic-hit"
@@ -273,16 +303,17 @@ class CacheStage:
             return None, pending
         lookup_ms = round((time.perf_counter() - started) * 1000, 3)
         saved = self._value(call, usage_from_dict(stored.get("usage") or {}))
-        decision = call.decisions.setdefault(self.name, {})
+        record = call.decisions.ensure(CacheDecision)
         if self.config.shadow:
-            would = format(saved, "f") if saved is not None else None
-            decision.update({"outcome": "shadow-" + outcome, "would_save_usd": would})
+            record.outcome = "shadow-" + outcome
+            record.shadow = True
+            record.would_save_usd = format(saved, "f") if saved is not None else None
             return None, None
         call.cache_outcome = outcome
         if saved is not None:
             call.savings["cache"] = saved
         age = round(time.time() - float(stored.get("at", 0)), 3)
-        decision.update({"outcome": outcome, "lookup_ms": lookup_ms, "age_s": age})
+        record.outcome, record.lookup_ms, record.age_s = outcome, lookup_ms, age
         return self._replay(call, stored), None
 
     def _replay(self, call: Call, stored: dict[str, Any]) -> Reply:
@@ -332,7 +363,7 @@ class CacheStage:
         if pending is not None and isinstance(body, dict) and reason is None:
             self._spawn(self._judge(pending, body, policy))
         if reason is not None:
-            call.decisions.setdefault(self.name, {})["not_stored"] = reason
+            call.decisions.ensure(CacheDecision).not_stored = reason
             return
         entry = {
             "body": body,

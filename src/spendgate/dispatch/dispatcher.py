@@ -2,7 +2,7 @@
 model, with retries, fallbacks and circuit breakers (rules in `spendgate.dispatch.resilience`).
 
 The plan for a call is: every deployment serving `call.model`, in configured order; then
-each model of those deployments' `fallbacks` for it (or of `call.decisions["fallbacks"]`
+each model of those deployments' `fallbacks` for it (or of a `FallbackChain` decision
 when a stage set one), with every deployment serving that; and, when routing changed the
 model, the requested model last. Each deployment gets `1 + retries` tries on retryable
 failures; a non-retryable one (a 4xx other than 429) ends the call at once. Streams are
@@ -25,9 +25,10 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from spendgate.accounting import Accountant
-from spendgate.call import Call
+from spendgate.call import Call, Decision
 from spendgate.dispatch.resilience import CircuitBreaker, Resilience, is_retryable
 from spendgate.dispatch.table import ModelTable
 from spendgate.errors import GatewayError
@@ -36,9 +37,30 @@ from spendgate.providers.registry import adapter_for
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Attempt, Reply
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "Fallback", "FallbackChain"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FallbackChain(Decision):
+    """Set by a stage to replace the configured fallbacks of this call's model."""
+
+    key: ClassVar[str] = "fallbacks"
+    models: list[str]
+
+    def as_json(self) -> Any:
+        return list(self.models)
+
+
+@dataclass
+class Fallback(Decision):
+    """Every deployment of the call's model failed; a fallback model served it."""
+
+    key: ClassVar[str] = "fallback"
+    from_model: str = field(metadata={"name": "from"})
+    to: str
+    deployment: str
 
 
 @dataclass
@@ -71,9 +93,9 @@ class Dispatcher:
         """(model, deployment) pairs to try, in order."""
         primary = self.table.serving(call.model)
         models: list[str] = [call.model]
-        override = call.decisions.get("fallbacks")
-        if isinstance(override, list | tuple):
-            chain = [str(m) for m in override]
+        override = call.decisions.get(FallbackChain)
+        if override is not None:
+            chain = list(override.models)
         else:
             chain = [m for dep in primary for m in dep.fallbacks.get(call.model, ())]
         if call.requested_model != call.model:
@@ -208,11 +230,7 @@ class Dispatcher:
                 reply.on_done(lambda r: breaker.record(False) if r.error is not None else None)
         reply.attempts = [*attempts, *reply.attempts]
         if target.model != call.model:
-            call.decisions["fallback"] = {
-                "from": call.model,
-                "to": target.model,
-                "deployment": dep.name,
-            }
+            call.decisions.add(Fallback(call.model, target.model, dep.name))
             log.warning(
                 "%s: %s failed on every deployment; served by fallback %s on %s",
                 call.request_id, call.model, target.model, dep.name,

@@ -40,7 +40,12 @@ from spendgate.server.admin import build_admin
 from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
-from spendgate.server.responses import ResponsesService, not_found, validate_responses
+from spendgate.server.responses import (
+    Chained,
+    ResponsesService,
+    not_found,
+    validate_responses,
+)
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
@@ -314,7 +319,8 @@ class Gateway:
             else:
                 reply = await self.pipeline.run(call)
                 if owner is not None:
-                    previous = call.decisions.get("responses", {}).get("previous_response_id")
+                    chained = call.decisions.get(Chained)
+                    previous = chained.previous_response_id if chained is not None else None
                     self.responses.attach(call, reply, owner, previous)
             await self._respond(send, receive, call, reply)
         finally:
