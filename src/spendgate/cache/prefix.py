@@ -471,6 +471,6 @@ def _without_cache_control(value: Any) -> Any:
 
 def build(ctx: StageContext) -> PrefixStage | None:
     config: PrefixConfig = ctx.settings.prefix
-    if not (config.enabled or any(f.enabled for f in config.features.values())):
+    if not config.on_anywhere():
         return None
     return PrefixStage(ctx, config)

@@ -90,6 +90,8 @@ class Policy:
     delta: float | None = None
     verify_rate: float = 0.0
     equivalence: str = "question"
+    shadow: bool = False
+    """Look up and record what a hit would have saved, but always call upstream."""
 
 
 @dataclass(slots=True)
@@ -146,9 +148,8 @@ class CacheStage:
     # ------------------------------------------------------------ policy
     def policy(self, call: Call) -> Policy | None:
         c = self.config
-        f = c.features.get(call.tags.feature or "")
-        enabled = c.enabled if f is None or f.enabled is None else f.enabled
-        if not enabled:
+        f = c.override(call.tags.feature)
+        if not c.enabled_for(call.tags.feature):
             return None
 
         def pick(name: str) -> Any:
@@ -174,6 +175,7 @@ class CacheStage:
             delta=sem("delta"),
             verify_rate=sem("verify_rate"),
             equivalence=sem("equivalence"),
+            shadow=c.shadow_for(call.tags.feature),
         )
 
     @staticmethod
@@ -304,7 +306,7 @@ class CacheStage:
         lookup_ms = round((time.perf_counter() - started) * 1000, 3)
         saved = self._value(call, usage_from_dict(stored.get("usage") or {}))
         record = call.decisions.ensure(CacheDecision)
-        if self.config.shadow:
+        if policy.shadow:
             record.outcome = "shadow-" + outcome
             record.shadow = True
             record.would_save_usd = format(saved, "f") if saved is not None else None
@@ -482,7 +484,7 @@ async def _replay_chunks(events: list[bytes]) -> AsyncIterator[bytes]:
 
 def build(ctx: StageContext) -> CacheStage | None:
     config: CacheConfig = ctx.settings.cache
-    if not config.enabled and not any(f.enabled for f in config.features.values()):
+    if not config.on_anywhere():
         return None
     try:
         stage = CacheStage(config, ctx)
