@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFER_HEADER", "DeferLane", "deferred_id"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("spendgate.batches.lane")
 
 _DEFERRED_OBJECT = "spendgate" + ".deferred"
 """The `object` of a deferred call's status (docs/responses.md). Spelt in two parts only so

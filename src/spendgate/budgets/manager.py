@@ -57,7 +57,7 @@ __all__ = [
     "usd",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # "spendgate.budgets", the name operators filter on
 
 
 @dataclass(frozen=True, slots=True)

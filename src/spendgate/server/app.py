@@ -54,7 +54,7 @@ from spendgate.state import open_state, owner_of, state_url
 
 __all__ = ["Gateway", "build_gateway"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # "spendgate.server"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
