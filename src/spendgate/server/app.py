@@ -127,10 +127,10 @@ class Gateway:
         )
         self.stage_context.run_internal = self.pipeline.run
         self.stage_context.record = self.accountant.record
-        self._start_services(settings)
-        self._start_edge(settings)
+        self._build_services(settings)
+        self._build_edge(settings)
 
-    def _start_services(self, settings: Settings) -> None:
+    def _build_services(self, settings: Settings) -> None:
         """What runs beside the pipeline: the batch service (and the deferral lane it
         completes), the admin app, and extensions with a start/stop (the alerts loop)."""
         lane = self.stage_context.defer_lane
@@ -150,7 +150,7 @@ class Gateway:
         """Started by the ASGI lifespan, stopped before the ledger flush."""
         self.responses = ResponsesService(self.state, settings.responses)
 
-    def _start_edge(self, settings: Settings) -> None:
+    def _build_edge(self, settings: Settings) -> None:
         """The edge's own state: virtual keys (cached, revocation polled), sessions, tags."""
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
