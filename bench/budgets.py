@@ -28,7 +28,7 @@ from spendgate.budgets.manager import BudgetManager
 from spendgate.budgets.store import CounterStore, MemoryStore
 from spendgate.call import Call, Cost, Tags, Usage
 from spendgate.config import simulated_settings
-from spendgate.pipeline import ModelTable
+from spendgate.dispatch.table import ModelTable
 from spendgate.pricing import PriceCatalog
 from spendgate.reply import Reply
 

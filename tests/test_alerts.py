@@ -107,7 +107,8 @@ def _hooks(receiver: Receiver, **extra: Any) -> list[dict[str, Any]]:
 
 def _check(h: Harness, now: datetime | None = None) -> list[Alert]:
     """Run one alert check on the gateway's own loop, as its periodic task would."""
-    service = h.gateway.stage_context.extra["alerts"]
+    service = h.gateway.stage_context.alerts
+    assert service is not None
     h.flush()
     result: list[Alert] = asyncio.run_coroutine_threadsafe(
         service.check(now), service.loop).result(30)  # fmt: skip
@@ -269,7 +270,9 @@ def test_a_failed_delivery_is_retried_on_the_next_check(make_gateway: Any) -> No
         sent = _check(h)
         assert [a.scope for a in sent] == [{"feature": feature}]
         assert receiver.posts.get(timeout=5)[1]["scope"] == {"feature": feature}
-        view = h.gateway.stage_context.extra["alerts"].recent_json()
+        service = h.gateway.stage_context.alerts
+        assert service is not None
+        view = service.recent_json()
         assert view[0]["scope"] == {"feature": feature}
     finally:
         receiver.close()
@@ -334,7 +337,7 @@ def test_config_errors_name_their_key(sim: SimulatedUpstream) -> None:
     with pytest.raises(ConfigError, match=r"alerts\.dedup"):
         parse_settings({"alerts": {"dedup": "memcached://x"}})
     settings = gateway_settings(sim, __import__("pathlib").Path("/tmp"), alerts={})
-    assert settings.section("alerts").active is False  # no webhooks: nothing runs
+    assert settings.alerts.active is False  # no webhooks: nothing runs
 
 
 def test_payload_formats() -> None:

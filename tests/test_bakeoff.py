@@ -118,7 +118,7 @@ def test_bakeoff_picks_the_cheapest_model_that_agrees(
     cfg = parse_settings({**snippet, "deployments": [
         {"name": "d", "provider": "simulated", "base_url": "http://x/v1",
          "models": ["gpt-4o", "gpt-4o-mini"]}]})  # fmt: skip
-    assert cfg.section("routing").rules[0].route == "gpt-4o-mini"
+    assert cfg.routing.rules[0].route == "gpt-4o-mini"
     # the replays: 20 per model, forced to that model, billed to spendgate-eval
     rows = eval_rows(gw)
     assert len(rows) == 60

@@ -40,7 +40,7 @@ def _chat(h: Harness, team: str) -> httpx2.Response:
 
 
 def _manager(h: Harness) -> BudgetManager:
-    m = h.gateway.stage_context.extra["budgets"]
+    m = h.gateway.stage_context.budgets
     assert isinstance(m, BudgetManager)
     return m
 

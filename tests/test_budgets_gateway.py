@@ -41,7 +41,7 @@ def _chat(
 
 
 def _manager(h: Harness) -> BudgetManager:
-    manager = h.gateway.stage_context.extra["budgets"]
+    manager = h.gateway.stage_context.budgets
     assert isinstance(manager, BudgetManager)
     return manager
 

@@ -108,7 +108,7 @@ def test_counters_equal_ledger_after_mixed_cached_traffic(
     served = [e for e in events if e.cache == "miss" and e.status == 200]
     assert len(served) == 6 and all((e.cost_nanos or 0) > 0 for e in served)
 
-    manager = h.gateway.stage_context.extra["budgets"]
+    manager = h.gateway.stage_context.budgets
     assert isinstance(manager, BudgetManager)
 
     async def read() -> tuple[int, int]:

@@ -23,8 +23,8 @@ CACHE_ON = {"cache": {"enabled": True}}
 
 
 def stage_of(h: Harness) -> CacheStage:
-    stage = h.gateway.stage_context.extra["cache"]
-    assert isinstance(stage, CacheStage)
+    stage = h.gateway.pipeline.find(CacheStage)
+    assert stage is not None
     return stage
 
 

@@ -80,20 +80,20 @@ def test_every_technique_is_recommended_with_a_valid_snippet() -> None:
         data = yaml.safe_load(r.how)
         assert isinstance(data, dict) and SECTION[r.technique] in data, (r.technique, r.how)
         settings = parse_settings(data)  # validates every section with its real model
-        section = settings.section(SECTION[r.technique])
+        section = getattr(settings, SECTION[r.technique])
         assert section is not None
         assert r.assumptions, r.technique
     by = {r.technique: r for r in recs}
-    cache = parse_settings(yaml.safe_load(by["cache"].how)).section("cache")
+    cache = parse_settings(yaml.safe_load(by["cache"].how)).cache
     assert cache.features["support"].enabled and cache.features["support"].semantic
-    routing = parse_settings(yaml.safe_load(by["routing"].how)).section("routing")
+    routing = parse_settings(yaml.safe_load(by["routing"].how)).routing
     assert routing.strong == "gpt-4o" and routing.overrides[0].feature == "support"
     assert routing.overrides[1].enabled is False
-    trim = parse_settings(yaml.safe_load(by["output_cap"].how)).section("trim")
+    trim = parse_settings(yaml.safe_load(by["output_cap"].how)).trim
     assert trim.output.feature_caps["support"] > 0 and trim.active
-    hist = parse_settings(yaml.safe_load(by["history"].how)).section("trim")
+    hist = parse_settings(yaml.safe_load(by["history"].how)).trim
     assert hist.history.features == ["support"]
-    prefix = parse_settings(yaml.safe_load(by["prompt_cache"].how)).section("prefix")
+    prefix = parse_settings(yaml.safe_load(by["prompt_cache"].how)).prefix
     assert prefix.features["support"].enabled
 
 
@@ -275,7 +275,7 @@ def test_batch_is_recommended_for_a_nightly_job_at_the_batch_price() -> None:
     rec = recs[0]
     assert rec.feature == "digest" and rec.evidence["calls"] == 120
     assert rec.evidence["share_in_busiest_4h_of_day"] == 1.0
-    features = parse_settings(yaml.safe_load(rec.how)).section("features")
+    features = parse_settings(yaml.safe_load(rec.how)).features
     assert features.get("digest").batchable
     # gpt-4o at half price over the ledger's 2-day span, projected to a month: the saving is
     # half of what the same calls cost, whatever the span.

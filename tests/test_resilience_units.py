@@ -9,16 +9,17 @@ from email.utils import format_datetime
 import pytest
 
 from spendgate.call import Call
-from spendgate.errors import GatewayError
-from spendgate.pipeline import Dispatcher, ModelTable
-from spendgate.providers.base import Deployment
-from spendgate.routing.resilience import (
+from spendgate.dispatch.dispatcher import Dispatcher, FallbackChain
+from spendgate.dispatch.resilience import (
     BreakerPolicy,
     CircuitBreaker,
     backoff_delay,
     is_retryable,
     parse_retry_after,
 )
+from spendgate.dispatch.table import ModelTable
+from spendgate.errors import GatewayError
+from spendgate.providers.base import Deployment
 
 
 class Clock:
@@ -136,7 +137,7 @@ def test_plan_order() -> None:
         ("claude-3-5-haiku", "c"),
         ("gpt-4o", "b"),
     ]
-    call.decisions["fallbacks"] = ["gpt-4o"]  # a stage may replace the configured chain
+    call.decisions.add(FallbackChain(["gpt-4o"]))  # a stage may replace the configured chain
     assert [(m, dep.name) for m, dep in d.plan(call)] == [
         ("gpt-4o-mini", "a"),
         ("gpt-4o-mini", "b"),

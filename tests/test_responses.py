@@ -15,6 +15,7 @@ import pytest
 
 from conftest import Harness, assert_priced, expected_cost_nanos, sse_events, unique
 from openai_schema import assert_valid
+from spendgate.cache.stage import CacheStage
 from spendgate.pricing import usage_from_openai
 
 TOOLS = [
@@ -41,6 +42,12 @@ SCHEMA = {
     "strict": True,
 }
 MODELS = ["gpt-4o", "claude-sonnet-4"]
+
+
+def _cache_stage(h: Harness) -> CacheStage:
+    stage = h.gateway.pipeline.find(CacheStage)
+    assert stage is not None
+    return stage
 
 
 @pytest.fixture(scope="module")
@@ -403,7 +410,7 @@ def test_exact_cache_replays_a_response_with_a_fresh_id(make_gateway: Any) -> No
     body = {"model": "gpt-4o-mini", "input": "What is a ledger?", "temperature": 0}
     with httpx2.Client(timeout=30) as http:
         first = http.post(h.v1 + "/responses", json=body, headers=headers)
-        h.gateway.stage_context.extra["cache"].drain_threadsafe()
+        _cache_stage(h).drain_threadsafe()
         second = http.post(h.v1 + "/responses", json=body, headers=headers)
         streamed = _stream(http, h.v1 + "/responses", body, **headers)
     assert second.headers["x-spendgate-cache"] == "hit"

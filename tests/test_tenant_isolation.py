@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from conftest import Harness, unique
+from spendgate.cache.stage import CacheStage
 from spendgate.keys import KeyRecord
 from test_cache_semantic import ASKED, RETYPED
 
@@ -64,7 +65,8 @@ def _ask(h: Harness, key: str, content: str, **extra: Any) -> httpx2.Response:
 
 
 def _drain(h: Harness) -> None:
-    stage = h.gateway.stage_context.extra["cache"]
+    stage = h.gateway.pipeline.find(CacheStage)
+    assert stage is not None
     stage.drain_threadsafe()
 
 

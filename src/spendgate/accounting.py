@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import time
 from decimal import Decimal
+from typing import Any
 
 import orjson
 
@@ -79,8 +80,8 @@ class Accountant:
         """Build the call's one ledger event and hand it to the writer (non-blocking)."""
         cost = self.price(call, reply)
         usage = reply.usage
-        if cost is not None and usage is not None and call.model != call.requested_model:
-            self._credit_routing(call, usage, cost, billed_tier(call, reply))
+        decisions = call.decisions.as_json()
+        route = decisions.pop("route", None)
         savings = {k: to_nanos(v) for k, v in call.savings.items() if v}
         # Shadow decisions ("would have saved") are recorded, never counted as savings.
         cost_nanos = cost.total_nanos if cost is not None else None
@@ -114,7 +115,7 @@ class Accountant:
             cost_estimated=bool(cost and cost.estimated),
             price_version=cost.price_version if cost else self.pricer.version,
             cache=call.cache_outcome,
-            route=call.decisions.get("route"),
+            route=route,
             attempts=[a.as_dict() for a in reply.attempts],
             stream=call.stream,
             status=reply.status,
@@ -123,7 +124,7 @@ class Accountant:
             ttfb_ms=reply.ttfb_ms,
             client_disconnected=reply.client_disconnected,
             prompt_fingerprint=prompt_fingerprint(call),
-            extra=_with_input_split(_extra(call, reply), call, cost, usage),
+            extra=_with_input_split(_extra(call, reply, decisions), call, cost, usage),
         )
         if self.prompts is not None:
             logged = self.prompts.capture(call)
@@ -133,15 +134,6 @@ class Accountant:
         if self.metrics is not None:
             self._observe(call, reply, cost, event)
         return event
-
-    def _credit_routing(self, call: Call, usage: Usage, cost: Cost, tier: str | None) -> None:
-        """Routing saved what the requested model would have cost on the same usage and tier,
-        minus what the served model cost (negative when routing up)."""
-        if "routing" in call.savings:
-            return
-        requested = self.pricer.total(call.requested_model, usage, service_tier=tier)
-        if requested is not None:
-            call.savings["routing"] = requested - cost.total
 
     def _provider_name(self, reply: Reply) -> str | None:
         dep = self.pricer.deployment(reply.deployment)
@@ -171,7 +163,7 @@ class Accountant:
                 m.savings.labels(feature, technique).inc(nanos / 1e9)
 
 
-def _extra(call: Call, reply: Reply) -> dict[str, object] | None:
+def _extra(call: Call, reply: Reply, decisions: dict[str, Any]) -> dict[str, object] | None:
     extra: dict[str, object] = {}
     if reply.finish_reason:
         extra["finish_reason"] = reply.finish_reason
@@ -187,8 +179,8 @@ def _extra(call: Call, reply: Reply) -> dict[str, object] | None:
         }
     if reply.extra:
         extra.update(reply.extra)
-    if call.decisions:
-        extra["decisions"] = {k: v for k, v in call.decisions.items() if k != "route"}
+    if call.decisions:  # (empty when the route, stored in its own column, is the only one)
+        extra["decisions"] = decisions
     if reply.error is not None:
         extra["error"] = reply.error.message[:500]
     return extra or None

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 __all__ = [
     "API",
+    "HIDDEN",
+    "KEEP_NONE",
     "NANOS_PER_USD",
     "TAG_NAMES",
     "Call",
     "Cost",
+    "Decision",
+    "Decisions",
     "Endpoint",
+    "Internal",
+    "Recorded",
     "Tags",
+    "UpstreamHook",
     "Usage",
+    "fields_json",
     "format_usd",
     "from_nanos",
     "new_request_id",
@@ -206,6 +215,140 @@ refusals of those routes (their successful calls cost nothing and leave no row);
 result lines are recorded under the endpoint each line called."""
 
 
+KEEP_NONE: dict[str, Any] = {"keep_none": True}
+"""Field metadata: a decision field written to the ledger even when None (by default a
+None field is left out, as the stage never set it)."""
+HIDDEN: dict[str, Any] = {"hidden": True}
+"""Field metadata: the stage's own bookkeeping, not written to the ledger."""
+
+
+class Decision:
+    """What one stage decided about one call, recorded in its ledger event.
+
+    Each stage defines its own subclass (a dataclass, in the stage's module) and adds it
+    with `call.decisions.add(...)`; `key` is its name in the ledger's `extra.decisions`
+    (`route` goes to the event's `route` column instead). `as_json()` is the ledger's
+    shape: the fields the stage set, by name (None fields left out unless marked
+    `KEEP_NONE`); a subclass with another shape overrides it."""
+
+    key: ClassVar[str] = ""
+
+    def ledger_key(self) -> str:
+        return type(self).key
+
+    def as_json(self) -> Any:
+        return fields_json(self)
+
+
+def fields_json(obj: Any) -> dict[str, Any]:
+    """A decision dataclass's fields as the ledger writes them (see `Decision`)."""
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("hidden") or (value is None and not f.metadata.get("keep_none")):
+            continue
+        out[f.metadata.get("name", f.name)] = _to_json(value)
+    return out
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Decision):
+        return value.as_json()
+    if is_dataclass(value) and not isinstance(value, type):
+        return fields_json(value)
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+@dataclass
+class Internal(Decision):
+    """Marks a call the gateway made itself (a judge, a label twin, a cascade's side call):
+    recorded as `"internal": purpose`, and never routed or prompt-logged again."""
+
+    key: ClassVar[str] = "internal"
+    purpose: str
+
+    def as_json(self) -> Any:
+        return self.purpose
+
+
+class Recorded(Decision):
+    """A decision read back from JSON (a deferred call restored from the state store): kept
+    as it was written, so its ledger row says what the live call decided."""
+
+    def __init__(self, key: str, value: Any) -> None:
+        self._key = key
+        self.value = value
+
+    def ledger_key(self) -> str:
+        return self._key
+
+    def as_json(self) -> Any:
+        return self.value
+
+
+D = TypeVar("D", bound=Decision)
+
+
+class Decisions:
+    """A call's decisions, at most one per key, typed: `call.decisions.get(RouteDecision)`
+    is the route stage's `RouteDecision` or None. `"route" in call.decisions` tests a key
+    (also for decisions restored from JSON)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Decision] = ()) -> None:
+        self._items: dict[str, Decision] = {d.ledger_key(): d for d in items}
+
+    def add(self, decision: Decision) -> None:
+        self._items[decision.ledger_key()] = decision
+
+    def get(self, kind: type[D]) -> D | None:
+        found = self._items.get(kind.key)
+        return found if isinstance(found, kind) else None
+
+    def ensure(self, kind: type[D]) -> D:
+        """This call's decision of that kind, created empty when there is none yet."""
+        found = self.get(kind)
+        if found is None:
+            found = kind()
+            self.add(found)
+        return found
+
+    def update(self, other: Decisions) -> None:
+        self._items.update(other._items)
+
+    def copy(self) -> Decisions:
+        return Decisions(self._items.values())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(self._items.values())
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def __repr__(self) -> str:
+        return f"Decisions({list(self._items.values())!r})"
+
+    def as_json(self) -> dict[str, Any]:
+        """Key → the decision's JSON, as the ledger (and the deferral queue) store it."""
+        return {key: d.as_json() for key, d in self._items.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Decisions:
+        return cls(Recorded(k, v) for k, v in (data or {}).items())
+
+
+UpstreamHook = Callable[["Call", API], "Call"]
+"""`hook(call, upstream_api)`: the call to send to a deployment of that wire format."""
+
+
 @dataclass(slots=True)
 class Call:
     """One request on its way through the pipeline.
@@ -226,17 +369,29 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     model: str = ""
     """The model that will serve the call (routing may change it)."""
-    decisions: dict[str, Any] = field(default_factory=dict)
-    """Stage name → what it decided (recorded in the ledger event)."""
+    decisions: Decisions = field(default_factory=Decisions)
+    """What each stage decided, typed (recorded in the ledger event)."""
     savings: dict[str, Decimal] = field(default_factory=dict)
     """Technique → USD it saved on this call (filled by the stage that acted)."""
     cache_outcome: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     """Lower-cased request headers the stages may consult (x-spendgate-*)."""
+    upstream_hooks: list[UpstreamHook] = field(default_factory=list)
+    """How a stage that shaped `body` for one upstream wire format adapts it to another:
+    the dispatcher sends each attempt `for_upstream(format of that deployment)`, so it
+    never reads a stage's decision to undo it (the prefix stage's breakpoints on an OpenAI
+    body meant for Anthropic are dropped for an OpenAI-format fallback)."""
 
     def __post_init__(self) -> None:
         if not self.model:
             self.model = self.requested_model
+
+    def for_upstream(self, api: API) -> Call:
+        """This call as sent to a deployment speaking `api` (itself when no hook applies)."""
+        call = self
+        for hook in self.upstream_hooks:
+            call = hook(call, api)
+        return call
 
     def with_body(self, body: dict[str, Any]) -> Call:
         return replace(self, body=body)

@@ -7,7 +7,6 @@ message per problem, each naming the dotted key.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -23,9 +22,17 @@ from pydantic import (
     model_validator,
 )
 
+from spendgate.alerts.config import AlertsConfig
+from spendgate.analytics.config import FeaturesConfig
+from spendgate.batches.config import BatchesConfig
+from spendgate.budgets.config import BudgetsConfig
+from spendgate.cache.config import CacheConfig, PrefixConfig
 from spendgate.errors import SpendgateError
 from spendgate.pricing import PriceCatalog, PriceFileError, PriceOverride, load_price_file
 from spendgate.providers.base import Deployment
+from spendgate.routing.config import RoutingConfig
+from spendgate.state.config import ResponsesConfig
+from spendgate.trim.config import TrimConfig
 
 __all__ = [
     "ConfigError",
@@ -255,33 +262,6 @@ class TagsConfig(_Strict):
         return v
 
 
-SECTIONS: dict[str, str] = {
-    "budgets": "spendgate.budgets.config:BudgetsConfig",
-    "cache": "spendgate.cache.config:CacheConfig",
-    "prefix": "spendgate.cache.config:PrefixConfig",
-    "routing": "spendgate.routing.config:RoutingConfig",
-    "trim": "spendgate.trim.config:TrimConfig",
-    "alerts": "spendgate.alerts.config:AlertsConfig",
-    "features": "spendgate.analytics.config:FeaturesConfig",
-    "responses": "spendgate.state.config:ResponsesConfig",
-    "batches": "spendgate.batches.config:BatchesConfig",
-}
-"""Sections owned by capability packages: each package defines its own pydantic model, so
-the core needs no change when a capability grows a setting."""
-
-
-def _section_model(name: str) -> type[BaseModel] | None:
-    module_name, _, attr = SECTIONS[name].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module_name.startswith(exc.name):
-            return None
-        raise
-    model: type[BaseModel] = getattr(module, attr)
-    return model
-
-
 class PricingConfig(_Strict):
     overrides: str | None = None
     """A price file (path or https URL, YAML or JSON; the shipped supplement's format) read
@@ -297,26 +277,35 @@ class Settings(_Strict):
     tags: TagsConfig = Field(default_factory=TagsConfig)
     deployments: list[DeploymentConfig] = Field(default_factory=list)
     keys: list[KeyConfig] = Field(default_factory=list)
-    budgets: dict[str, Any] | None = None
-    cache: dict[str, Any] | None = None
-    prefix: dict[str, Any] | None = None
-    routing: dict[str, Any] | None = None
-    trim: dict[str, Any] | None = None
-    alerts: dict[str, Any] | None = None
-    features: dict[str, Any] | None = None
-    responses: dict[str, Any] | None = None
-    batches: dict[str, Any] | None = None
-    _sections: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # Capability sections: each package defines its own pydantic model (so a setting is
+    # added in that package); here they are typed fields, defaults when absent.
+    budgets: BudgetsConfig | None = None
+    """None when the config has no `budgets:` section: budgets are off (an empty section
+    turns them on, with rules managed by the CLI or the admin API)."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    prefix: PrefixConfig = Field(default_factory=PrefixConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    trim: TrimConfig = Field(default_factory=TrimConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    batches: BatchesConfig = Field(default_factory=BatchesConfig)
     _catalog: PriceCatalog | None = PrivateAttr(default=None)
 
-    def section(self, name: str) -> Any:
-        """The validated model of a capability section (its defaults when absent), or None
-        when this build has no such capability."""
-        if name not in self._sections:
-            model = _section_model(name)
-            raw = getattr(self, name) or {}
-            self._sections[name] = model.model_validate(raw) if model is not None else None
-        return self._sections[name]
+    @field_validator(
+        "cache",
+        "prefix",
+        "routing",
+        "trim",
+        "alerts",
+        "features",
+        "responses",
+        "batches",
+        mode="before",
+    )
+    @classmethod
+    def _absent_is_default(cls, v: Any) -> Any:
+        return {} if v is None else v  # `cache:` with nothing under it (YAML null)
 
     @field_validator("deployments")
     @classmethod
@@ -372,33 +361,17 @@ def _format_errors(exc: ValidationError) -> str:
 
 
 def parse_settings(data: Any) -> Settings:
-    """Validated settings, or one ConfigError listing every problem at once: the core keys
-    and each capability's section are checked independently, so a typo in `cache:` is
-    reported together with one in `deployments:`, not after it is fixed."""
+    """Validated settings, or one ConfigError listing every problem at once (pydantic
+    checks every section, so a typo in `cache:` is reported together with one in
+    `deployments:`, not after it is fixed)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("invalid configuration: the top level must be a mapping of keys")
-    problems: list[str] = []
-    settings: Settings | None = None
     try:
-        settings = Settings.model_validate(data)
+        return Settings.model_validate(data)
     except ValidationError as exc:
-        problems += _error_lines(exc)
-    for name in SECTIONS:
-        raw = data.get(name)
-        if not isinstance(raw, dict):
-            continue  # absent, or the core check above already named its type
-        model = _section_model(name)
-        if model is None:
-            continue
-        try:
-            model.model_validate(raw)
-        except ValidationError as exc:
-            problems += _error_lines(exc, (name,))
-    if problems or settings is None:
-        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
-    return settings
+        raise ConfigError(_format_errors(exc)) from None
 
 
 def load_settings(path: str | Path) -> Settings:

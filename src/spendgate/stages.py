@@ -1,48 +1,57 @@
-"""Which stages a gateway runs, in which order, built from settings.
+"""The stage contract: `Stage`, `Next` and `StageContext` — what every stage module needs,
+and nothing else.
 
-Each optimization package exposes `build(ctx: StageContext) -> Stage | None` in its
-`stage` module (None when its settings switch it off). The order is fixed here, once:
+A leaf on purpose: stage modules import it, and it imports no stage module (only the
+shared nouns and, for types, the services a stage may be handed). The list of stages and
+their order live in `spendgate.pipeline`, which imports the stage modules; so the
+dependency points one way, pipeline → stages → this contract.
 
-    budget → cache → trim → route → prefix → defer → (dispatcher)
-
-Budgets first, so a refused call costs nothing; cache before trim and route, because a hit
-needs neither; prefix after them, because prompt-cache breakpoints must see the final
-prompt; defer last, so a call sent as a batch is the one every other stage shaped.
+A stage is one object with one method, `handle(call, call_next)`: it may answer by itself
+(a cache hit, a budget refusal), change the call and pass it on (trim, route), or act on
+the finished reply by registering `reply.on_done(...)` (settle a reservation, store in
+cache). Each stage module has `build(ctx) -> Stage | None` (None when its settings turn
+it off).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from spendgate.call import Call
 from spendgate.reply import Reply
 
 if TYPE_CHECKING:
     from spendgate.accounting import Accountant
+    from spendgate.alerts.service import AlertService
+    from spendgate.batches.lane import DeferLane
+    from spendgate.budgets.manager import BudgetManager
     from spendgate.config import Settings
+    from spendgate.dispatch.table import ModelTable
     from spendgate.ledger import LedgerStore
     from spendgate.metrics import Metrics
-    from spendgate.pipeline import ModelTable, Stage
     from spendgate.pricing import PriceCatalog, Pricer
+    from spendgate.state import StateStore
 
-__all__ = ["STAGE_ORDER", "StageContext", "build_stages"]
+__all__ = ["Next", "Stage", "StageContext"]
 
-STAGE_ORDER: tuple[tuple[str, str], ...] = (
-    ("budget", "spendgate.budgets.stage"),
-    ("cache", "spendgate.cache.stage"),
-    ("trim", "spendgate.trim.stage"),
-    ("route", "spendgate.routing.stage"),
-    ("prefix", "spendgate.cache.prefix"),
-    ("defer", "spendgate.batches.stage"),
-)
+Next = Callable[[Call], Awaitable[Reply]]
+"""The rest of the pipeline after a stage (the dispatcher at the end)."""
+
+
+class Stage(Protocol):
+    name: str
+
+    async def handle(self, call: Call, call_next: Next) -> Reply: ...
 
 
 @dataclass
 class StageContext:
-    """What a stage may use besides the call: shared services, never the HTTP edge."""
+    """What a stage may use besides the call: shared services, never the HTTP edge.
+
+    The optional services are typed fields, each set by the one party that owns it (named
+    on the field); readers (the admin API, the dashboard, tests) use them directly."""
 
     settings: Settings
     catalog: PriceCatalog
@@ -57,22 +66,16 @@ class StageContext:
     record: Callable[[Call, Reply], object] | None = None
     """Write the ledger event of a call a stage sent downstream itself and will not return
     (e.g. a cascade's weak answer that was escalated): its cost must still be counted."""
-    extra: dict[str, Any] = field(default_factory=dict)
     accountant: Accountant | None = None
     """The ledger's pricer: a stage that needs a reply's actual cost (budget settlement)
     prices it here, so it settles to exactly what the ledger row will say."""
-
-
-def build_stages(ctx: StageContext) -> list[Stage]:
-    stages: list[Stage] = []
-    for _name, module_name in STAGE_ORDER:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # that capability is not built yet
-            raise
-        stage = module.build(ctx)
-        if stage is not None:
-            stages.append(stage)
-    return stages
+    state: StateStore | None = None
+    """The gateway's state store (stored responses, batches, the deferral queue); set by
+    the gateway before it builds the stages."""
+    budgets: BudgetManager | None = None
+    """Set by the budget stage when budgets are on (the admin API and dashboard read it)."""
+    defer_lane: DeferLane | None = None
+    """Set by the defer stage when deferral is on (the `/v1/deferred` route reads it)."""
+    alerts: AlertService | None = None
+    """Set by `spendgate.alerts.service.install` after the stages are built; the budget
+    stage forwards threshold crossings to it, looking it up per crossing."""

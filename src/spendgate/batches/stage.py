@@ -3,18 +3,25 @@ deferral lane (`spendgate.batches.lane`) instead of a live upstream call."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import ClassVar
 
 from spendgate.batches.config import BatchesConfig
 from spendgate.batches.lane import DeferLane
-from spendgate.call import Call
-from spendgate.pipeline import Next
+from spendgate.call import Call, Decision
 from spendgate.reply import Reply
+from spendgate.stages import Next, StageContext
 
-if TYPE_CHECKING:
-    from spendgate.stages import StageContext
+__all__ = ["DeferDecision", "DeferStage", "build"]
 
-__all__ = ["DeferStage", "build"]
+
+@dataclass
+class DeferDecision(Decision):
+    """The call went to the deferral lane (why, and which deployment's batch API)."""
+
+    key: ClassVar[str] = "defer"
+    reason: str
+    deployment: str
 
 
 class DeferStage:
@@ -31,22 +38,22 @@ class DeferStage:
         deps = self.ctx.table.serving(call.model)
         if not deps:
             return await call_next(call)  # the dispatcher's 404
-        call.decisions[self.name] = {"reason": reason, "deployment": deps[0].name}
+        call.decisions.add(DeferDecision(reason=reason, deployment=deps[0].name))
         return await self.lane.enqueue(call, deps[0], reason)
 
 
 def build(ctx: StageContext) -> DeferStage | None:
     """On whenever the gateway keeps state (the lane's queue lives there) and
     `batches.defer.enabled` is not false."""
-    config: BatchesConfig | None = ctx.settings.section("batches")
-    state = ctx.extra.get("state")
-    if config is None or state is None or not config.defer.enabled:
+    config: BatchesConfig = ctx.settings.batches
+    state = ctx.state
+    if state is None or not config.defer.enabled:
         return None
     lane = DeferLane(
         state=state,
         config=config.defer,
         pricer=ctx.pricer,
-        features=ctx.settings.section("features"),
+        features=ctx.settings.features,
     )
-    ctx.extra["defer_lane"] = lane
+    ctx.defer_lane = lane
     return DeferStage(lane, ctx)

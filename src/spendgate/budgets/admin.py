@@ -42,8 +42,8 @@ def _error(status: int, message: str, code: str, param: str | None = None) -> Re
 def _manager(request: Request) -> BudgetManager | None:
     gateway = getattr(request.app.state, "gateway", None)
     if gateway is not None:
-        found = gateway.stage_context.extra.get("budgets")
-        return found if isinstance(found, BudgetManager) else None
+        found: BudgetManager | None = gateway.stage_context.budgets
+        return found
     return current_manager()
 
 

@@ -45,7 +45,7 @@ def _load(config_path: str | None) -> tuple[Settings, BudgetsConfig]:
     except ConfigError as exc:
         _fail(str(exc))
         raise
-    config: BudgetsConfig = settings.section("budgets")
+    config = settings.budgets or BudgetsConfig()
     return settings, config
 
 

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from spendgate.budgets.config import SCOPE_TAGS, BudgetRule, BudgetsConfig, RateLimitRule, Rule
+from spendgate.budgets.decision import BudgetDecision
 from spendgate.budgets.definitions import DefinitionStore
 from spendgate.budgets.outbox import Outbox, Pending
 from spendgate.budgets.periods import Period, human_delay, period_at
@@ -41,8 +42,8 @@ from spendgate.tokens import (
 )
 
 if TYPE_CHECKING:
+    from spendgate.dispatch.table import ModelTable
     from spendgate.ledger import LedgerStore
-    from spendgate.pipeline import ModelTable
     from spendgate.pricing import PriceCatalog
 
 __all__ = [
@@ -56,7 +57,7 @@ __all__ = [
     "usd",
 ]
 
-log = logging.getLogger("spendgate.budgets")
+log = logging.getLogger(__package__)  # "spendgate.budgets", the name operators filter on
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +393,9 @@ class BudgetManager:
                     r.name for r, _ in matched if isinstance(r, BudgetRule) and r.mode == "hard"
                 ]
                 if hard_names and self.config.unknown_price == "reject":
-                    call.decisions["budget"] = {"rejected_by": hard_names, "price_unknown": True}
+                    call.decisions.add(
+                        BudgetDecision({"rejected_by": hard_names, "price_unknown": True})
+                    )
                     self._refused(hard_names[0], "price")
                     raise GatewayError(
                         403,
@@ -468,7 +471,7 @@ class BudgetManager:
         }
         if unknown:
             decision["price_unknown"] = True
-        call.decisions["budget"] = decision
+        call.decisions.add(BudgetDecision(decision))
         try:
             result = await self.counters.reserve(
                 call.request_id, counters, now, self.config.lease_ttl_s

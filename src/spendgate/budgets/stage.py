@@ -20,13 +20,12 @@ from spendgate.budgets.manager import BudgetManager, ScopedBudget, ThresholdHook
 from spendgate.budgets.outbox import Outbox, default_outbox_dir
 from spendgate.budgets.store import CounterStore, MemoryStore
 from spendgate.call import Call
-from spendgate.pipeline import Next
 from spendgate.reply import Reply
+from spendgate.stages import Next, StageContext
 
 if TYPE_CHECKING:
     from spendgate.accounting import Accountant
     from spendgate.config import Settings
-    from spendgate.stages import StageContext
 
 __all__ = ["BudgetStage", "build", "current_manager", "definitions_url", "open_counters"]
 
@@ -130,7 +129,7 @@ def build(ctx: StageContext) -> BudgetStage | None:
     global _latest
     if ctx.settings.budgets is None:
         return None
-    config: BudgetsConfig = ctx.settings.section("budgets")
+    config: BudgetsConfig = ctx.settings.budgets
     counters = open_counters(config)
     writer = ctx.accountant.writer if ctx.accountant is not None else None
     manager = BudgetManager(
@@ -145,8 +144,8 @@ def build(ctx: StageContext) -> BudgetStage | None:
         flush_ledger=writer.flush if writer is not None else None,
         outbox=open_outbox(config, ctx.settings) if counters.epochs else None,
     )
-    ctx.extra["budgets"] = manager
-    manager.on_threshold.append(_alerts_hook(ctx.extra))
+    ctx.budgets = manager
+    manager.on_threshold.append(_alerts_hook(ctx))
     _add_metrics(manager, ctx.metrics.registry)
     _latest = weakref.ref(manager)
     return BudgetStage(manager, ctx.accountant)
@@ -176,19 +175,14 @@ def _add_metrics(manager: BudgetManager, registry: Any) -> None:
     )
 
 
-def _alerts_hook(extra: dict[str, Any]) -> ThresholdHook:
-    """Forward crossings to the alerts service (`extra["alerts"]`) when one is installed;
-    it is looked up per crossing because the gateway installs it after building stages."""
+def _alerts_hook(ctx: StageContext) -> ThresholdHook:
+    """Forward crossings to the alerts service (`ctx.alerts`) when one is installed; it is
+    looked up per crossing because the gateway installs it after building stages."""
 
     def forward(budget: ScopedBudget, spent: Decimal, limit: Decimal, fraction: float) -> None:
-        if "alerts" not in extra:
+        if ctx.alerts is None:
             return
-        try:
-            from spendgate.alerts.service import notify_budget_threshold
-        except ModuleNotFoundError:
-            return
-        notify_budget_threshold(
-            extra,
+        ctx.alerts.notify_budget_threshold(
             budget=budget.name,
             threshold=fraction,
             spent_usd=spent,

@@ -24,6 +24,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from spendgate.switch import FeatureOverride, FeatureSwitch
+
 __all__ = [
     "CacheConfig",
     "FeatureCacheConfig",
@@ -100,10 +102,9 @@ class SemanticConfig(_Strict):
         raise ValueError("use memory, sqlite:///path.db, redis://… or postgresql://…")
 
 
-class FeatureCacheConfig(_Strict):
+class FeatureCacheConfig(FeatureOverride):
     """Per-feature overrides; a field left unset inherits the top-level value."""
 
-    enabled: bool | None = None
     ttl_s: float | None = Field(default=None, gt=0)
     scope: Scope | None = None
     semantic: bool | None = None
@@ -116,8 +117,10 @@ class FeatureCacheConfig(_Strict):
     equivalence: Literal["question", "answer"] | None = None
 
 
-class CacheConfig(_Strict):
-    enabled: bool = False
+class CacheConfig(FeatureSwitch[FeatureCacheConfig]):
+    """`enabled`, `shadow` (look up and record what a hit would have saved, but always
+    call upstream) and per-feature `features` come from `FeatureSwitch`."""
+
     backend: str = "memory"
     """`memory` (in-process LRU), `sqlite:///path.db` (LRU in front of a SQLite file) or
     `redis://host:port/db` (shared by replicas)."""
@@ -133,9 +136,6 @@ class CacheConfig(_Strict):
     cache_tool_calls: bool = False
     cache_sampled: bool = False
     """Cache answers to requests with temperature > 0 (off: such answers are meant to vary)."""
-    shadow: bool = False
-    """Look up and record what a hit would have saved, but always call upstream."""
-    features: dict[str, FeatureCacheConfig] = Field(default_factory=dict)
     semantic: SemanticConfig = Field(default_factory=SemanticConfig)
 
     @field_validator("backend")
@@ -148,18 +148,16 @@ class CacheConfig(_Strict):
         raise ValueError("use memory, sqlite:///path.db or redis://host:port/db")
 
 
-class FeaturePrefixConfig(_Strict):
+class FeaturePrefixConfig(FeatureOverride):
     """Per-feature overrides of `prefix:`; a field left unset inherits the top-level value."""
 
-    enabled: bool | None = None
-    shadow: bool | None = None
     ttl: Literal["5m", "1h"] | None = None
     min_tokens: int | None = Field(default=None, ge=1)
     max_breakpoints: int | None = Field(default=None, ge=1, le=4)
     conversation: bool | None = None
 
 
-class PrefixConfig(_Strict):
+class PrefixConfig(FeatureSwitch[FeaturePrefixConfig]):
     """Provider prompt caching (`spendgate.cache.prefix`): `cache_control` breakpoints on
     stable prefixes of Anthropic-bound calls; stable-prefix tracking for OpenAI's automatic
     caching. See docs/prompt-caching.md.
@@ -175,9 +173,6 @@ class PrefixConfig(_Strict):
     ```
     """
 
-    enabled: bool = False
-    shadow: bool = False
-    """Decide and record the breakpoints (and what they would have saved), change nothing."""
     ttl: Literal["5m", "1h"] = "5m"
     min_tokens: int = Field(default=1024, ge=1)
     """Anthropic ignores breakpoints on shorter prefixes (1,024 tokens for Sonnet/Opus,
@@ -193,11 +188,10 @@ class PrefixConfig(_Strict):
     """In multi-turn calls, mark the end of the last two user turns, so each turn reads the
     history the previous one wrote."""
     conversation_min_turns: int = Field(default=2, ge=1)
-    features: dict[str, FeaturePrefixConfig] = Field(default_factory=dict)
 
     def for_feature(self, feature: str | None) -> PrefixConfig:
         """This config with the feature's overrides applied."""
-        override = self.features.get(feature) if feature else None
+        override = self.override(feature)
         if override is None:
             return self
         changes = {k: v for k, v in override.model_dump().items() if v is not None}

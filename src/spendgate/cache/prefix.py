@@ -38,22 +38,22 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
 from spendgate.cache.config import PrefixConfig
-from spendgate.call import Call, Usage
-from spendgate.pipeline import Next
+from spendgate.call import API, Call, Decision, Usage
 from spendgate.pricing import Pricer, billed_tier
 from spendgate.providers.translate import TranslationError, openai_to_anthropic_request
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 from spendgate.tokens import claude_version, count_text, estimated_counts, iter_anthropic_prompt
 
 __all__ = [
     "Breakpoint",
     "Plan",
+    "PrefixDecision",
     "PrefixStage",
     "build",
     "plan_breakpoints",
@@ -70,6 +70,28 @@ its minimum), and the gateway need not hold 200 MB of tokenizer tables for it.""
 _MARKABLE_ANTHROPIC = frozenset({"text", "image", "document", "tool_use", "tool_result"})
 _MARKABLE_OPENAI = frozenset({"text", "image_url", "file"})
 _TRACKED = 50_000
+
+
+@dataclass
+class PrefixDecision(Decision):
+    """What the prefix stage saw and did (`extra.decisions.prefix`)."""
+
+    key: ClassVar[str] = "prefix"
+    provider: str
+    """The wire format of the first deployment serving the call (`anthropic` is marked)."""
+    prefix_fp: str
+    prefix_tokens: int
+    """Hash and estimated tokens of the stable prefix (tools + leading system prompt)."""
+    prefix_changed: bool | None = None
+    """True when this feature's prefix differs from its previous call's on this model."""
+    breakpoints: list[dict[str, Any]] | None = None
+    source: str | None = None
+    """`injected` (this stage marked it), `client`, `none` or `automatic` (OpenAI)."""
+    reason: str | None = None
+    shadow: bool | None = None
+    would_save_usd: str | None = None
+    provider_saved_usd: str | None = None
+    """Caching the provider or the client did on its own: recorded, never credited."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,36 +358,35 @@ class PrefixStage:
             return await call_next(call)
         dep = deps[0]
         fingerprint, prefix_tokens = _prefix_fingerprint(call)
-        decision: dict[str, Any] = {
-            "provider": dep.api_for(call.model),
-            "prefix_fp": fingerprint,
-            "prefix_tokens": prefix_tokens,
-        }
-        changed = self._prefix_changed(call, fingerprint)
-        if changed:
-            decision["prefix_changed"] = True
+        decision = PrefixDecision(
+            provider=dep.api_for(call.model), prefix_fp=fingerprint, prefix_tokens=prefix_tokens
+        )
+        if self._prefix_changed(call, fingerprint):
+            decision.prefix_changed = True
         predicted: tuple[int, int] | None = None
-        if decision["provider"] == "anthropic":
+        if decision.provider == "anthropic":
             try:
                 plan = plan_breakpoints(call.body, call.api, dep.upstream_model(call.model), cfg)
             except Exception:  # an odd body is the validator's or upstream's to refuse
                 log.exception("prefix planning failed for %s", call.request_id)
                 plan = Plan(None, [], [], 0, 0, reason="error")
-            decision["prefix_tokens"] = plan.prefix_tokens or prefix_tokens
-            decision["breakpoints"] = [p.as_dict(cfg.ttl) for p in plan.points]
+            decision.prefix_tokens = plan.prefix_tokens or prefix_tokens
+            decision.breakpoints = [p.as_dict(cfg.ttl) for p in plan.points]
             if plan.reason:
-                decision["source"] = "client" if plan.reason == "client_managed" else "none"
-                decision["reason"] = plan.reason
+                decision.source = "client" if plan.reason == "client_managed" else "none"
+                decision.reason = plan.reason
             else:
-                decision["source"] = "injected"
+                decision.source = "injected"
                 predicted = self._predict(plan, cfg.ttl)
                 if cfg.shadow:
-                    decision["shadow"] = True
+                    decision.shadow = True
                 elif plan.body is not None:
                     call.body = plan.body
+                    if call.api == "openai":  # a new list: copies of the call share it
+                        call.upstream_hooks = [*call.upstream_hooks, _unmarked_for_openai]
         else:
-            decision["source"] = "automatic"
-        call.decisions[self.name] = decision
+            decision.source = "automatic"
+        call.decisions.add(decision)
         reply = await call_next(call)
         reply.on_done(lambda r: self._settle(call, r, decision, cfg, predicted))
         return reply
@@ -400,14 +421,14 @@ class PrefixStage:
         self,
         call: Call,
         reply: Reply,
-        decision: dict[str, Any],
+        decision: PrefixDecision,
         cfg: PrefixConfig,
         predicted: tuple[int, int] | None,
     ) -> None:
         usage = reply.usage
         if usage is None:
             return
-        if decision.get("shadow"):
+        if decision.shadow:
             if predicted is not None:
                 read, write = predicted
                 long = cfg.ttl == "1h"
@@ -420,7 +441,7 @@ class PrefixStage:
                 )
                 saved = prompt_cache_saving(self.ctx.pricer, call, reply, would)
                 if saved is not None:
-                    decision["would_save_usd"] = format(saved, "f")
+                    decision.would_save_usd = format(saved, "f")
             return
         cached = usage.cache_read_tokens + usage.cache_write_tokens + usage.cache_write_1h_tokens
         if not cached:
@@ -428,17 +449,33 @@ class PrefixStage:
         saved = prompt_cache_saving(self.ctx.pricer, call, reply, usage)
         if not saved:
             return
-        if decision.get("source") == "injected":
+        if decision.source == "injected":
             call.savings["prompt_cache"] = saved
         else:
             # The provider cached on its own (OpenAI's automatic caching) or on the client's
             # own breakpoints: that saving would have happened without spendgate, so it is
             # recorded, never credited (the baseline is the call without spendgate).
-            decision["provider_saved_usd"] = format(saved, "f")
+            decision.provider_saved_usd = format(saved, "f")
+
+
+def _unmarked_for_openai(call: Call, upstream: API) -> Call:
+    """The breakpoints were placed on an OpenAI-format body for an Anthropic upstream; an
+    OpenAI-format deployment (a fallback) gets it without them, as the client sent it."""
+    if upstream != "openai":
+        return call
+    return replace(call, body=_without_cache_control(call.body))
+
+
+def _without_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_without_cache_control(v) for v in value]
+    return value
 
 
 def build(ctx: StageContext) -> PrefixStage | None:
-    config: PrefixConfig | None = ctx.settings.section("prefix")
-    if config is None or not (config.enabled or any(f.enabled for f in config.features.values())):
+    config: PrefixConfig = ctx.settings.prefix
+    if not config.on_anywhere():
         return None
     return PrefixStage(ctx, config)

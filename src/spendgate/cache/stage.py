@@ -14,9 +14,9 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -32,22 +32,49 @@ from spendgate.cache.exact import (
     usage_to_dict,
     zero_usage_body,
 )
-from spendgate.call import Call, Usage
+from spendgate.call import HIDDEN, Call, Decision, Usage, fields_json
 from spendgate.errors import GatewayError
-from spendgate.pipeline import Next
 from spendgate.pricing import normalize_tier
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 
 if TYPE_CHECKING:
     from spendgate.cache.semantic import SemanticEntry, SemanticIndex
     from spendgate.cache.thresholds import ThresholdPolicy
 
-__all__ = ["CacheStage", "Policy", "build"]
+__all__ = ["CacheDecision", "CacheStage", "Policy", "build"]
 
 log = logging.getLogger("spendgate.cache")
 HEADER = "x-spendgate-cache"
 THRESHOLD_HEADER = "x-spendgate-cache-threshold"
+
+
+@dataclass
+class CacheDecision(Decision):
+    """What the cache stage did (`extra.decisions.cache`)."""
+
+    key: ClassVar[str] = "cache"
+    outcome: str | None = None
+    """hit, semantic-hit, miss, refresh, bypass, skip, or shadow-hit / shadow-semantic-hit."""
+    reason: str | None = None
+    """Why a `skip` (the request is not cacheable)."""
+    semantic: dict[str, Any] | None = None
+    """The best semantic candidate: score, decision (hit, verify, explore, miss) and the
+    entry's own threshold when thresholds are learnt."""
+    lookup_ms: float | None = None
+    age_s: float | None = None
+    """A hit's lookup time and the stored answer's age."""
+    would_save_usd: str | None = None
+    """Shadow mode: what the hit would have saved (None when the price is unknown)."""
+    not_stored: str | None = None
+    """Why the answer was not stored."""
+    shadow: bool = field(default=False, metadata=HIDDEN)
+
+    def as_json(self) -> Any:
+        out = fields_json(self)
+        if self.shadow:  # written even when None: the hit happened, its price is unknown
+            out["would_save_usd"] = self.would_save_usd
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +90,8 @@ class Policy:
     delta: float | None = None
     verify_rate: float = 0.0
     equivalence: str = "question"
+    shadow: bool = False
+    """Look up and record what a hit would have saved, but always call upstream."""
 
 
 @dataclass(slots=True)
@@ -119,9 +148,8 @@ class CacheStage:
     # ------------------------------------------------------------ policy
     def policy(self, call: Call) -> Policy | None:
         c = self.config
-        f = c.features.get(call.tags.feature or "")
-        enabled = c.enabled if f is None or f.enabled is None else f.enabled
-        if not enabled:
+        f = c.override(call.tags.feature)
+        if not c.enabled_for(call.tags.feature):
             return None
 
         def pick(name: str) -> Any:
@@ -147,6 +175,7 @@ class CacheStage:
             delta=sem("delta"),
             verify_rate=sem("verify_rate"),
             equivalence=sem("equivalence"),
+            shadow=c.shadow_for(call.tags.feature),
         )
 
     @staticmethod
@@ -188,12 +217,12 @@ class CacheStage:
             )
         if mode == "bypass":
             call.cache_outcome = "bypass"
-            call.decisions[self.name] = {"outcome": "bypass"}
+            call.decisions.add(CacheDecision(outcome="bypass"))
             return await call_next(call)
         policy = self._stricter(call, policy)
         skip = request_skip_reason(call, cache_sampled=policy.cache_sampled)
         if skip is not None:
-            call.decisions[self.name] = {"outcome": "skip", "reason": skip}
+            call.decisions.add(CacheDecision(outcome="skip", reason=skip))
             return await call_next(call)
         key = exact_key(call, policy.scope)
         question: tuple[str, list[Any]] | None = None
@@ -211,7 +240,9 @@ class CacheStage:
             if reply is not None:
                 return reply
         call.cache_outcome = "refresh" if mode == "refresh" else "miss"
-        call.decisions.setdefault(self.name, {}).setdefault("outcome", call.cache_outcome)
+        decision = call.decisions.ensure(CacheDecision)
+        if decision.outcome is None:
+            decision.outcome = call.cache_outcome
         reply = await call_next(call)
         captured: list[bytes] | None = None
         if reply.is_stream and reply.chunks is not None:
@@ -260,7 +291,7 @@ class CacheStage:
                 if policy.delta is not None and self.thresholds is not None:
                     t = self.thresholds.threshold(entry.stats, policy.delta)
                     info["entry_threshold"] = round(min(t, 1.0), 5)
-                call.decisions.setdefault(self.name, {})["semantic"] = info
+                call.decisions.ensure(CacheDecision).semantic = info
                 if decision == "hit":
                     raw = await self.backend.get(entry.answer_key)
                     outcome = "semantic-hit"
@@ -274,16 +305,17 @@ class CacheStage:
             return None, pending
         lookup_ms = round((time.perf_counter() - started) * 1000, 3)
         saved = self._value(call, usage_from_dict(stored.get("usage") or {}))
-        decision = call.decisions.setdefault(self.name, {})
-        if self.config.shadow:
-            would = format(saved, "f") if saved is not None else None
-            decision.update({"outcome": "shadow-" + outcome, "would_save_usd": would})
+        record = call.decisions.ensure(CacheDecision)
+        if policy.shadow:
+            record.outcome = "shadow-" + outcome
+            record.shadow = True
+            record.would_save_usd = format(saved, "f") if saved is not None else None
             return None, None
         call.cache_outcome = outcome
         if saved is not None:
             call.savings["cache"] = saved
         age = round(time.time() - float(stored.get("at", 0)), 3)
-        decision.update({"outcome": outcome, "lookup_ms": lookup_ms, "age_s": age})
+        record.outcome, record.lookup_ms, record.age_s = outcome, lookup_ms, age
         return self._replay(call, stored), None
 
     def _replay(self, call: Call, stored: dict[str, Any]) -> Reply:
@@ -333,7 +365,7 @@ class CacheStage:
         if pending is not None and isinstance(body, dict) and reason is None:
             self._spawn(self._judge(pending, body, policy))
         if reason is not None:
-            call.decisions.setdefault(self.name, {})["not_stored"] = reason
+            call.decisions.ensure(CacheDecision).not_stored = reason
             return
         entry = {
             "body": body,
@@ -451,10 +483,8 @@ async def _replay_chunks(events: list[bytes]) -> AsyncIterator[bytes]:
 
 
 def build(ctx: StageContext) -> CacheStage | None:
-    config: CacheConfig | None = ctx.settings.section("cache")
-    if config is None:
-        return None
-    if not config.enabled and not any(f.enabled for f in config.features.values()):
+    config: CacheConfig = ctx.settings.cache
+    if not config.on_anywhere():
         return None
     try:
         stage = CacheStage(config, ctx)
@@ -462,5 +492,4 @@ def build(ctx: StageContext) -> CacheStage | None:
         from spendgate.config import ConfigError
 
         raise ConfigError(str(exc)) from None
-    ctx.extra["cache"] = stage
     return stage

@@ -48,7 +48,7 @@ class Deployment:
     timeout_s: float = 120.0
     connect_timeout_s: float = 10.0
     extra_headers: Mapping[str, str] = field(default_factory=dict)
-    # Resilience (see spendgate.routing.resilience): retries on this deployment, then the
+    # Resilience (see spendgate.dispatch.resilience): retries on this deployment, then the
     # next deployment serving the model, then the models in `fallbacks`.
     retries: int = 0
     backoff_s: float = 0.5

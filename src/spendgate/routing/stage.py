@@ -18,15 +18,14 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
-from spendgate.call import Call, Tags, Usage
+from spendgate.call import Call, Decision, Decisions, Internal, Tags, Usage
 from spendgate.config import ConfigError
 from spendgate.errors import GatewayError
 from spendgate.ledger.prompts import EVAL_FEATURE
-from spendgate.pipeline import Next
 from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
 from spendgate.routing.cascade import escalation_reasons
@@ -37,13 +36,78 @@ from spendgate.routing.loop import FeatureLearner, Learners, Observation
 from spendgate.routing.multimodel import MultiModelRouter
 from spendgate.routing.routers import LinearRouter, Router, get_router
 from spendgate.routing.rules import CallFacts, facts_of, match_rule
-from spendgate.stages import StageContext
+from spendgate.routing.saving import credit_routing
+from spendgate.stages import Next, StageContext
 
-__all__ = ["RouteStage", "StickyTiers", "build", "conversation_key"]
+__all__ = [
+    "LabelOf",
+    "RouteDecision",
+    "RouteStage",
+    "SampleOf",
+    "StickyTiers",
+    "build",
+    "conversation_key",
+]
 
 log = logging.getLogger("spendgate.routing")
 
 HEADER = "x-spendgate-route"
+
+
+@dataclass
+class RouteDecision(Decision):
+    """What the route stage decided (the ledger event's `route` column)."""
+
+    key: ClassVar[str] = "route"
+    requested: str
+    mode: str
+    """`active` or `shadow` (decide and record, serve the requested model)."""
+    rule: str = ""
+    """What decided: header, sticky, a rule's name, router, multi, adaptive, rollback,
+    adapt_label, quality_sample, cascade_* (prefixed `rules[i]:` when a rule sent it to a
+    router; suffixed `:cascade` when the cascade escalated)."""
+    served: str = ""
+    tier: str = ""
+    """`strong`, `weak`, or the model when it is neither."""
+    would_serve: str | None = None
+    router: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    base_score: float | None = None
+    adapt: dict[str, Any] | None = None
+    predicted: dict[str, float] | None = None
+    target_quality: float | None = None
+    label_of: str | None = None
+    sample_of: str | None = None
+    of: str | None = None
+    """A cascade's side call: the request it was made for."""
+    reasons: list[str] | None = None
+    cascade: dict[str, Any] | None = None
+    sample: dict[str, Any] | None = None
+    would_save_usd: str | None = None
+    """Shadow mode: what serving `would_serve` would have saved."""
+
+
+@dataclass
+class LabelOf(Decision):
+    """Marks the adaptive router's labelling twin of a call (`route_label_of`)."""
+
+    key: ClassVar[str] = "route_label_of"
+    request_id: str
+
+    def as_json(self) -> Any:
+        return self.request_id
+
+
+@dataclass
+class SampleOf(Decision):
+    """Marks the quality-sampling twin of a call (`route_sample_of`)."""
+
+    key: ClassVar[str] = "route_sample_of"
+    request_id: str
+
+    def as_json(self) -> Any:
+        return self.request_id
 
 
 def conversation_key(call: Call) -> str | None:
@@ -209,34 +273,18 @@ class RouteStage:
         return "strong" if model == self.strong else "weak" if model == self.weak else model
 
     # ------------------------------------------------------------------ the decision
-    def decide(self, call: Call) -> dict[str, Any] | None:
+    def decide(self, call: Call) -> RouteDecision | None:
         """What should serve this call, and why (None: not ours to route)."""
         return self._decide(call)[0]
 
-    def _decide(self, call: Call) -> tuple[dict[str, Any] | None, _Pending | None]:
+    def _decide(self, call: Call) -> tuple[RouteDecision | None, _Pending | None]:
         """The decision, and what labelling needs when the adaptive router made it."""
-        if call.endpoint == "embeddings" or "internal" in call.decisions:
-            if "route_label_of" in call.decisions:
-                # a labelling twin: it must reach the tier it was sent to
-                return {
-                    "requested": call.requested_model,
-                    "served": call.model,
-                    "tier": self._tier(call.model),
-                    "rule": "adapt_label",
-                    "mode": "active",
-                    "label_of": call.decisions["route_label_of"],
-                }, None
-            return None, None
-        if "route_sample_of" in call.decisions:
-            # a quality-sampling twin: it must reach the strong model as asked
-            return {
-                "requested": call.requested_model,
-                "served": call.model,
-                "tier": "strong",
-                "rule": "quality_sample",
-                "mode": "active",
-                "sample_of": call.decisions["route_sample_of"],
-            }, None
+        if (
+            call.endpoint == "embeddings"
+            or "internal" in call.decisions
+            or (call.decisions.get(SampleOf) is not None)
+        ):
+            return self._twin_decision(call), None
         override = self._override(call)
         if override is not None and override.enabled is False:
             return None, None
@@ -245,56 +293,75 @@ class RouteStage:
             return None, None
         pending: _Pending | None = None
         mode = (override.mode if override and override.mode else None) or self.config.mode
-        decision: dict[str, Any] = {"requested": call.requested_model, "mode": mode}
+        decision = RouteDecision(requested=call.requested_model, mode=mode)
         key = conversation_key(call) if self.sticky is not None else None
         facts = facts_of(call)
         if header:
             target = self._model_for(header, HEADER)
-            decision["rule"] = "header"
+            decision.rule = "header"
         elif key is not None and facts.turns > 1 and (tier := self._sticky_get(key)):
             target = self._model_for(tier, "sticky tier")
-            decision["rule"] = "sticky"
+            decision.rule = "sticky"
         else:
-            target = ""
-            matched = match_rule(self.config.rules, call, facts)
-            if matched is not None and matched[1].route != "router":
-                i, rule = matched
-                target = self._model_for(rule.route, f"routing.rules[{i}].route")
-                decision["rule"] = rule.name or f"rules[{i}]"
-            elif self.multi is not None:
-                goal = self.multi_target
-                preds = self.multi.predict(call_text(call.body)[0])
-                target = MultiModelRouter.pick(preds, self.multi_prices, goal)
-                decision.update(
-                    rule="multi" if matched is None else f"rules[{matched[0]}]:multi",
-                    predicted={m: round(q, 4) for m, q in preds.items() if m in self.multi_prices},
-                    target_quality=goal,
-                )
-            elif (learner := self._learner(call, override)) is not None:
-                target, pending = self._adaptive(call, facts, learner, decision)
-                if matched is not None:
-                    decision["rule"] = f"rules[{matched[0]}]:{decision['rule']}"
-            else:
-                t = self.threshold(
-                    override.threshold
-                    if override and override.threshold is not None
-                    else self.config.threshold
-                )
-                score = self.router.score(call)
-                target = self.strong if score >= t else self.weak
-                decision.update(
-                    rule="router" if matched is None else f"rules[{matched[0]}]:router",
-                    router=self.router.name,
-                    score=round(score, 6),
-                    threshold=round(t, 6),
-                )
-        decision["tier"] = self._tier(target)
-        decision["served"] = target
-        if key is not None and decision["rule"] != "header" and self.sticky is not None:
-            self.sticky.put(
-                key, decision["tier"] if decision["tier"] in ("strong", "weak") else target
-            )
+            target, pending = self._pick(call, facts, override, decision)
+        decision.tier = self._tier(target)
+        decision.served = target
+        if key is not None and decision.rule != "header" and self.sticky is not None:
+            self.sticky.put(key, decision.tier if decision.tier in ("strong", "weak") else target)
         return decision, pending
+
+    def _twin_decision(self, call: Call) -> RouteDecision | None:
+        """A call the gateway made itself is never routed, but a labelling or quality
+        twin must reach the tier it was sent to, and says so."""
+        if call.endpoint == "embeddings" or "internal" in call.decisions:
+            label = call.decisions.get(LabelOf)
+            if label is None:
+                return None
+            return RouteDecision(
+                requested=call.requested_model, mode="active", rule="adapt_label",
+                served=call.model, tier=self._tier(call.model), label_of=label.request_id,
+            )  # fmt: skip
+        sample = call.decisions.get(SampleOf)
+        assert sample is not None
+        return RouteDecision(
+            requested=call.requested_model, mode="active", rule="quality_sample",
+            served=call.model, tier="strong", sample_of=sample.request_id,
+        )  # fmt: skip
+
+    def _pick(
+        self, call: Call, facts: CallFacts, override: Override | None, decision: RouteDecision
+    ) -> tuple[str, _Pending | None]:
+        """The target by the rules, else the multi-model, adaptive or fixed router."""
+        matched = match_rule(self.config.rules, call, facts)
+        if matched is not None and matched[1].route != "router":
+            i, rule = matched
+            decision.rule = rule.name or f"rules[{i}]"
+            return self._model_for(rule.route, f"routing.rules[{i}].route"), None
+        prefix = "" if matched is None else f"rules[{matched[0]}]:"
+        if self.multi is not None:
+            goal = self.multi_target
+            preds = self.multi.predict(call_text(call.body)[0])
+            decision.rule = prefix + "multi"
+            decision.predicted = {
+                m: round(q, 4) for m, q in preds.items() if m in self.multi_prices
+            }
+            decision.target_quality = goal
+            return MultiModelRouter.pick(preds, self.multi_prices, goal), None
+        if (learner := self._learner(call, override)) is not None:
+            target, pending = self._adaptive(call, facts, learner, decision)
+            decision.rule = prefix + decision.rule
+            return target, pending
+        t = self.threshold(
+            override.threshold
+            if override and override.threshold is not None
+            else self.config.threshold
+        )
+        score = self.router.score(call)
+        decision.rule = prefix + "router"
+        decision.router = self.router.name
+        decision.score = round(score, 6)
+        decision.threshold = round(t, 6)
+        return (self.strong if score >= t else self.weak), None
 
     # ------------------------------------------------------------------ adaptive routing
     def _learner(self, call: Call, override: Override | None) -> FeatureLearner | None:
@@ -314,7 +381,7 @@ class RouteStage:
         return self.learners.get(feature)
 
     def _adaptive(
-        self, call: Call, facts: CallFacts, learner: FeatureLearner, decision: dict[str, Any]
+        self, call: Call, facts: CallFacts, learner: FeatureLearner, decision: RouteDecision
     ) -> tuple[str, _Pending]:
         text, turns, tools = call_text(call.body)
         phi, base_score = learner.router.features(text, max(turns, 1), tools)
@@ -327,19 +394,17 @@ class RouteStage:
             if strong_c is not None and weak_c is not None:
                 threshold = float(strong_c - weak_c) / value
         choice = self.strong if score >= threshold else self.weak
-        decision.update(
-            router=learner.router.name,
-            score=round(score, 6),
-            threshold=round(threshold, 6),
-            base_score=round(base_score, 6),
-            adapt=learner.summary(),
-        )
+        decision.router = learner.router.name
+        decision.score = round(score, 6)
+        decision.threshold = round(threshold, 6)
+        decision.base_score = round(base_score, 6)
+        decision.adapt = learner.summary()
         if learner.serving:
-            decision["rule"] = "adaptive"
+            decision.rule = "adaptive"
             served = choice
         else:
-            decision["rule"] = "rollback" if learner.state == "rolled_back" else "adaptive:shadow"
-            decision["would_serve"] = choice
+            decision.rule = "rollback" if learner.state == "rolled_back" else "adaptive:shadow"
+            decision.would_serve = choice
             served = call.requested_model
         return served, _Pending(learner, phi, choice == self.strong)
 
@@ -352,8 +417,8 @@ class RouteStage:
         decision, pending = self._decide(call)
         if decision is None:
             return await call_next(call)
-        call.decisions["route"] = decision
-        target = decision["served"]
+        call.decisions.add(decision)
+        target = decision.served
         label = (
             pending is not None
             and not call.stream
@@ -361,9 +426,9 @@ class RouteStage:
             and len(self._tasks) < self.config.adapt.max_pending
             and self._rng.random() < self.config.adapt.sample
         )
-        if decision["mode"] == "shadow":
-            decision["served"] = call.model
-            decision["would_serve"] = target
+        if decision.mode == "shadow":
+            decision.served = call.model
+            decision.would_serve = target
             reply = await call_next(call)
             if target != call.model:
                 reply.on_done(lambda r: self._would_save(decision, call, target, r))
@@ -371,7 +436,23 @@ class RouteStage:
                 self._label_after(call, pending, reply)
             return reply
         call.model = target
+        reply = await self._serve_routed(call, call_next, decision, label, pending)
+        if self.ctx.accountant is not None:
+            accountant = self.ctx.accountant
+            reply.on_done(lambda r: credit_routing(accountant, call, r))
+        return reply
+
+    async def _serve_routed(
+        self,
+        call: Call,
+        call_next: Next,
+        decision: RouteDecision,
+        label: bool,
+        pending: _Pending | None,
+    ) -> Reply:
+        """Serve a call routed to `call.model`: labelled, sampled or plain."""
         override = self._override(call)
+        target = call.model
         if label and pending is not None:
             reply = await self._serve(call, call_next, decision, override)
             self._label_after(call, pending, reply)
@@ -384,7 +465,7 @@ class RouteStage:
         sample = (
             share > 0
             and target != self.strong
-            and decision["rule"] != "header"
+            and decision.rule != "header"
             and self.ctx.run_internal is not None
             and self._rng.random() < share
         )
@@ -393,7 +474,7 @@ class RouteStage:
         return await self._with_sample(call, call_next, decision)
 
     async def _serve(
-        self, call: Call, call_next: Next, decision: dict[str, Any], override: Override | None
+        self, call: Call, call_next: Next, decision: RouteDecision, override: Override | None
     ) -> Reply:
         """Send the call on; a weak-routed call goes through the cascade when it is on."""
         on = override.cascade if override is not None and override.cascade is not None else None
@@ -403,7 +484,7 @@ class RouteStage:
             and call.model == self.weak
             and call.model != call.requested_model
             and not call.stream
-            and decision.get("rule") != "header"
+            and decision.rule != "header"
             and self.ctx.record is not None
         ):
             expect_json = bool(override is not None and override.expect_json)
@@ -412,7 +493,7 @@ class RouteStage:
 
     # ------------------------------------------------------------------ cascade
     async def _cascade(
-        self, call: Call, call_next: Next, decision: dict[str, Any], expect_json: bool
+        self, call: Call, call_next: Next, decision: RouteDecision, expect_json: bool
     ) -> Reply:
         """Weak first; escalate to the strong model when the weak answer's signals say so.
         Every weak call made is costed in the ledger (see `spendgate.routing.cascade`)."""
@@ -421,7 +502,7 @@ class RouteStage:
         if cfg.request_logprobs and "logprobs" in cfg.signals and call.api == "openai":
             body["logprobs"] = True
         attempt = replace(
-            call, body=body, decisions=dict(call.decisions), savings=dict(call.savings)
+            call, body=body, decisions=call.decisions.copy(), savings=dict(call.savings)
         )
         second: Call | None = None
         if "consistency" in cfg.signals:
@@ -429,8 +510,8 @@ class RouteStage:
                 call,
                 body={**body, "temperature": cfg.sample_temperature},
                 request_id=call.request_id + "-c2",
-                decisions={"internal": "cascade_sample", "route": self._side_decision(
-                    call, "cascade_sample")},
+                decisions=Decisions([Internal("cascade_sample"), self._side_decision(
+                    call, "cascade_sample")]),
                 savings={},
                 headers={**call.headers, "x-spendgate-cache": "bypass"},
                 cache_outcome=None,
@@ -449,7 +530,7 @@ class RouteStage:
         if reply.status != 200 or reply.served_model is None or not isinstance(reply.body, dict):
             call.decisions.update(attempt.decisions)
             call.savings.update(attempt.savings)
-            decision["cascade"] = {**checked, "escalated": False, "note": "weak call failed"}
+            decision.cascade = {**checked, "escalated": False, "note": "weak call failed"}
             return reply
         reasons, measured = escalation_reasons(
             cfg.signals,
@@ -464,22 +545,22 @@ class RouteStage:
         if not reasons:
             call.decisions.update(attempt.decisions)
             call.savings.update(attempt.savings)
-            decision["cascade"] = {**checked, "escalated": False}
+            decision.cascade = {**checked, "escalated": False}
             return reply
         # Escalate: the weak answer is paid for and recorded, then the strong model answers.
         reply.finish()
         weak_call = replace(
             attempt,
             request_id=call.request_id + "-cw",
-            decisions={
-                "internal": "cascade_weak",
-                "route": {**self._side_decision(call, "cascade_weak"), "reasons": reasons},
-            },
+            decisions=Decisions(
+                [Internal("cascade_weak"), self._side_decision(call, "cascade_weak", reasons)]
+            ),
             savings={},
         )
         self._record_side(weak_call, reply)
-        decision.update(tier="strong", served=self.strong, rule=f"{decision['rule']}:cascade")
-        decision["cascade"] = {
+        decision.tier, decision.served = "strong", self.strong
+        decision.rule = f"{decision.rule}:cascade"
+        decision.cascade = {
             **checked,
             "escalated": True,
             "reasons": reasons,
@@ -489,15 +570,13 @@ class RouteStage:
         call.model = self.strong
         return await call_next(call)
 
-    def _side_decision(self, call: Call, rule: str) -> dict[str, Any]:
-        return {
-            "requested": call.requested_model,
-            "served": self.weak,
-            "tier": "weak",
-            "rule": rule,
-            "mode": "active",
-            "of": call.request_id,
-        }
+    def _side_decision(
+        self, call: Call, rule: str, reasons: list[str] | None = None
+    ) -> RouteDecision:
+        return RouteDecision(
+            requested=call.requested_model, served=self.weak, tier="weak", rule=rule,
+            mode="active", of=call.request_id, reasons=reasons,
+        )  # fmt: skip
 
     def _record_side(self, side: Call, reply: Reply) -> None:
         """Ledger row for a weak call the cascade made and did not serve: its whole cost is
@@ -537,7 +616,7 @@ class RouteStage:
                 model=other,
                 requested_model=other,
                 request_id=call.request_id + "-al",
-                decisions={"route_label_of": call.request_id, "internal": "adapt_label"},
+                decisions=Decisions([LabelOf(call.request_id), Internal("adapt_label")]),
                 savings={},
                 headers={
                     **{k: v for k, v in call.headers.items() if k != HEADER},
@@ -577,7 +656,7 @@ class RouteStage:
             body=body,
             requested_model=str(body.get("model")),
             tags=Tags(feature=EVAL_FEATURE, use_case="judge"),
-            decisions={"internal": "judge"},
+            decisions=Decisions([Internal("judge")]),
         )
         reply = await self.ctx.run_internal(judge_call)
         return reply.body if reply.status == 200 and isinstance(reply.body, dict) else None
@@ -598,17 +677,17 @@ class RouteStage:
             except OSError as exc:
                 log.warning("routing: cannot save routing.adapt.state: %s", exc)
 
-    def _would_save(self, decision: dict[str, Any], call: Call, target: str, r: Reply) -> None:
+    def _would_save(self, decision: RouteDecision, call: Call, target: str, r: Reply) -> None:
         if r.usage is None or r.cost is None:
             return
         alt = self._price(target, r.usage, billed_tier(call, r))
         if alt is not None:
-            decision["would_save_usd"] = format(r.cost.total - alt, "f")
+            decision.would_save_usd = format(r.cost.total - alt, "f")
 
     def _price(self, model: str, usage: Usage, tier: str | None = None) -> Decimal | None:
         return self.ctx.pricer.total(model, usage, service_tier=tier)
 
-    async def _with_sample(self, call: Call, call_next: Next, decision: dict[str, Any]) -> Reply:
+    async def _with_sample(self, call: Call, call_next: Next, decision: RouteDecision) -> Reply:
         """Quality sampling: the same request also goes to the strong model, as an internal
         call with its own ledger event; both answers' size, hash and cost are recorded."""
         assert self.ctx.run_internal is not None
@@ -622,7 +701,7 @@ class RouteStage:
             model=self.strong,
             requested_model=self.strong,
             request_id=call.request_id + "-qs",
-            decisions={"route_sample_of": call.request_id},
+            decisions=Decisions([SampleOf(call.request_id)]),
             savings={},
             # The twin must reach the strong model: no cached (possibly routed) answer.
             headers={
@@ -633,7 +712,8 @@ class RouteStage:
             started=time.perf_counter(),
         )
         sample_task = asyncio.ensure_future(self.ctx.run_internal(twin))
-        decision["sample"] = {"request_id": twin.request_id, "model": self.strong}
+        sample: dict[str, Any] = {"request_id": twin.request_id, "model": self.strong}
+        decision.sample = sample
         reply = await call_next(call)
         if reply.is_stream:
             # A stream cannot wait; the sample's own ledger row carries its answer.
@@ -646,18 +726,18 @@ class RouteStage:
             log.exception("quality sample failed for %s", call.request_id)
             return reply
         strong_reply.finish()
-        decision["sample"]["strong"] = _answer_summary(strong_reply)
+        sample["strong"] = _answer_summary(strong_reply)
 
         def record_weak(r: Reply) -> None:
-            decision["sample"]["weak"] = _answer_summary(r)
+            sample["weak"] = _answer_summary(r)
 
         reply.on_done(record_weak)
         return reply
 
 
 def build(ctx: StageContext) -> RouteStage | None:
-    config: RoutingConfig | None = ctx.settings.section("routing")
-    if config is None or not config.enabled:
+    config: RoutingConfig = ctx.settings.routing
+    if not config.enabled:
         return None
     served = set(ctx.table.models())
     for key in ("strong", "weak"):

@@ -3,8 +3,11 @@
 The edge hands every request under `/admin` and `/dashboard` to `build_admin(gateway)`.
 This is a Starlette app (unlike the raw-ASGI edge): it is off the hot path, and a route
 table with query parsing is what it needs. Other packages plug in: `spendgate.budgets.admin`
-(a list `routes`) is mounted at `/admin/budgets`, and `spendgate.server.dashboard` (`routes`,
-optional `public_paths`) at the root.
+(a list `routes`) is mounted at `/admin/budgets`, `spendgate.routing.admin` at
+`/admin/routing`, and `spendgate.server.dashboard` (`routes`, `public_paths`) at the root.
+
+It sees the gateway through `AdminHost` (what it reads), not the `Gateway` class, so the
+edge can import this module without this module importing the edge.
 
 Auth, decided once here:
 - the admin key is the value of the environment variable named by
@@ -25,13 +28,12 @@ Queries run in a worker thread so a long report never stalls the gateway's event
 from __future__ import annotations
 
 import hmac
-import importlib
 import io
 import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.applications import Starlette
@@ -42,14 +44,26 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from spendgate.analytics import reports
+from spendgate.analytics.config import FeaturesConfig
 from spendgate.analytics.tiers import TierClassifier
+from spendgate.budgets import admin as budgets_admin
+from spendgate.config import Settings
 from spendgate.errors import GatewayError
-from spendgate.ledger import DIMENSIONS, csv_text, parse_when
+from spendgate.ledger import DIMENSIONS, LedgerStore, csv_text, parse_when
+from spendgate.pricing import PriceCatalog
+from spendgate.routing import admin as routing_admin
+from spendgate.server import dashboard
 
-if TYPE_CHECKING:
-    from spendgate.server.app import Gateway
+__all__ = ["FORMATS", "AdminHost", "build_admin"]
 
-__all__ = ["FORMATS", "build_admin"]
+
+class AdminHost(Protocol):
+    """What the admin API reads from the gateway (`spendgate.server.app.Gateway`)."""
+
+    settings: Settings
+    store: LedgerStore
+    catalog: PriceCatalog
+
 
 FORMATS = ("json", "csv", "parquet")
 
@@ -187,13 +201,13 @@ def _render(doc: dict[str, Any], fmt: str, name: str) -> Response:
 class _Admin:
     """Route handlers bound to one gateway."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: AdminHost) -> None:
         self.gateway = gateway
         self.tiers = TierClassifier(gateway.catalog)
 
     @property
-    def features(self) -> Any:
-        return self.gateway.settings.section("features")
+    def features(self) -> FeaturesConfig:
+        return self.gateway.settings.features
 
     async def _run(
         self, request: Request, allowed: set[str], name: str, work: Callable[[_Params], Any]
@@ -289,15 +303,6 @@ class _Admin:
         )
 
 
-def _optional(module_name: str) -> Any:
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return None
-        raise
-
-
 class _AdminAuth:
     """ASGI wrapper: the admin key (or the documented open/closed modes) before any route."""
 
@@ -373,7 +378,7 @@ def _writes_are_json(scope: Any) -> GatewayError | None:
     )
 
 
-def build_admin(gateway: Gateway) -> Any:
+def build_admin(gateway: AdminHost) -> Any:
     """The ASGI app for `/admin/*` and `/dashboard*`, wrapped in the admin-key check."""
     admin = _Admin(gateway)
     routes: list[BaseRoute] = [
@@ -386,17 +391,10 @@ def build_admin(gateway: Gateway) -> Any:
         Route("/admin/savings", admin.savings),
         Route("/admin/features/economics", admin.economics),
     ]
-    budgets = _optional("spendgate.budgets.admin")
-    if budgets is not None and getattr(budgets, "routes", None):
-        routes.append(Mount("/admin/budgets", routes=list(budgets.routes)))
-    routing = _optional("spendgate.routing.admin")
-    if routing is not None and getattr(routing, "routes", None):
-        routes.append(Mount("/admin/routing", routes=list(routing.routes)))
-    public: set[str] = set()
-    dashboard = _optional("spendgate.server.dashboard")
-    if dashboard is not None and getattr(dashboard, "routes", None):
-        routes.extend(dashboard.routes)
-        public = set(getattr(dashboard, "public_paths", ()))
+    routes.append(Mount("/admin/budgets", routes=list(budgets_admin.routes)))
+    routes.append(Mount("/admin/routing", routes=list(routing_admin.routes)))
+    routes.extend(dashboard.routes)
+    public = set(dashboard.public_paths)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404

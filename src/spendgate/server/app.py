@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -19,35 +18,43 @@ from urllib.parse import quote
 import orjson
 
 from spendgate.accounting import Accountant, cost_header
-from spendgate.batches.config import BatchesConfig
+from spendgate.alerts import service as alerts_service
 from spendgate.batches.service import BatchService
 from spendgate.batches.upstream import Upstream
 from spendgate.call import API, Call, Endpoint, Tags
 from spendgate.config import Settings
+from spendgate.dispatch.dispatcher import Dispatcher
+from spendgate.dispatch.table import ModelTable
 from spendgate.errors import GatewayError, internal_error
 from spendgate.keys import KeyRecord, KeyStore
 from spendgate.ledger import BatchingWriter, LedgerStore, open_ledger
 from spendgate.ledger.prompts import PromptLog
 from spendgate.ledger.spool import open_spool
 from spendgate.metrics import Metrics
-from spendgate.pipeline import Dispatcher, ModelTable, Pipeline, Stage
+from spendgate.pipeline import Pipeline, build_stages
 from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
+from spendgate.server.admin import build_admin
 from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
-from spendgate.server.responses import ResponsesService, not_found, validate_responses
+from spendgate.server.responses import (
+    Chained,
+    ResponsesService,
+    not_found,
+    validate_responses,
+)
 from spendgate.server.sessions import SessionStore
 from spendgate.server.tags import TagGuard, read_tags
 from spendgate.server.validate import validate_chat, validate_embeddings, validate_messages
-from spendgate.stages import StageContext, build_stages
+from spendgate.stages import Stage, StageContext
 from spendgate.state import open_state, owner_of, state_url
 
 __all__ = ["Gateway", "build_gateway"]
 
-log = logging.getLogger("spendgate.server")
+log = logging.getLogger(__package__)  # "spendgate.server"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,17 +99,7 @@ class Gateway:
         self.settings = settings
         self._owns_store = store is None
         self.store = store or open_ledger(settings.storage.ledger)
-        self.writer = BatchingWriter(
-            self.store,
-            max_batch=settings.ledger.max_batch,
-            flush_interval=settings.ledger.flush_interval_s,
-            max_buffer=settings.ledger.max_buffer,
-            spool=(
-                open_spool(settings.ledger.spool, settings.storage.ledger)
-                if self._owns_store
-                else None  # a store handed in is not the one the URL names
-            ),
-        )
+        self.writer = _open_writer(settings, self.store, spooled=self._owns_store)
         self.metrics = Metrics()
         self.metrics.watch("spendgate_ledger", self.writer.stats)
         self.catalog = catalog or settings.price_catalog()
@@ -121,8 +118,8 @@ class Gateway:
             metrics=self.metrics,
             store=self.store,
             accountant=self.accountant,
+            state=self.state,
         )
-        self.stage_context.extra["state"] = self.state
         self.pipeline = Pipeline(
             build_stages(self.stage_context) if stages is None else stages,
             Dispatcher(self.table, self.http, self.accountant),
@@ -130,19 +127,31 @@ class Gateway:
         )
         self.stage_context.run_internal = self.pipeline.run
         self.stage_context.record = self.accountant.record
-        lane = self.stage_context.extra.get("defer_lane")
+        self._build_services(settings)
+        self._build_edge(settings)
+
+    def _build_services(self, settings: Settings) -> None:
+        """What runs beside the pipeline: the batch service (and the deferral lane it
+        completes), the admin app, and extensions with a start/stop (the alerts loop)."""
+        lane = self.stage_context.defer_lane
         if lane is not None:
             lane.accountant = self.accountant
         self.batches = BatchService(
-            config=settings.section("batches") or BatchesConfig(),
+            config=settings.batches,
             state=self.state,
             table=self.table,
             upstream=Upstream(self.http),
             accountant=self.accountant,
             lane=lane,
         )
-        self.admin = _admin_app(self)
-        self.extensions = [self.batches, *_extensions(self)]
+        self.admin = build_admin(self)
+        alerts = alerts_service.install(self)
+        self.extensions: list[Any] = [self.batches, *([alerts] if alerts is not None else [])]
+        """Started by the ASGI lifespan, stopped before the ledger flush."""
+        self.responses = ResponsesService(self.state, settings.responses)
+
+    def _build_edge(self, settings: Settings) -> None:
+        """The edge's own state: virtual keys (cached, revocation polled), sessions, tags."""
         declared = [
             KeyRecord(id=k.name, name=k.name, hash=k.hash, team=k.team, feature=k.feature,
                       use_case=k.use_case, tenant=k.tenant, user=k.user,
@@ -155,7 +164,6 @@ class Gateway:
             settings.server.auth == "auto" and self.keys.any()
         )
         self.tag_guard = TagGuard(settings.tags.max_values)
-        self.responses = ResponsesService(self.state, settings.section("responses"))
         self._auth_checked_until = time.monotonic() + KEY_CACHE_SECONDS
         self._key_cache: dict[str, tuple[KeyRecord | None, float]] = {}
         self._key_revision = self.keys.revision()
@@ -311,7 +319,8 @@ class Gateway:
             else:
                 reply = await self.pipeline.run(call)
                 if owner is not None:
-                    previous = call.decisions.get("responses", {}).get("previous_response_id")
+                    chained = call.decisions.get(Chained)
+                    previous = chained.previous_response_id if chained is not None else None
                     self.responses.attach(call, reply, owner, previous)
             await self._respond(send, receive, call, reply)
         finally:
@@ -561,37 +570,16 @@ def build_gateway(settings: Settings, **kwargs: Any) -> Gateway:
     return Gateway(settings, **kwargs)
 
 
-def _admin_app(gateway: Gateway) -> Any:
-    """The admin API and dashboard (`spendgate.server.admin.build_admin`), when built."""
-    try:
-        module = importlib.import_module("spendgate.server.admin")
-    except ModuleNotFoundError as exc:
-        if exc.name == "spendgate.server.admin":
-            from spendgate.server.dashboard import build_dashboard
-
-            return build_dashboard(gateway)  # no admin API built: serve the dashboard alone
-        raise
-    return module.build_admin(gateway)
-
-
-_EXTENSIONS = ("spendgate.alerts.service",)
-"""Optional modules with `install(gateway) -> object with async start()/stop() | None`;
-started by the ASGI lifespan (e.g. the alerts loop), stopped before the ledger flush."""
-
-
-def _extensions(gateway: Gateway) -> list[Any]:
-    found = []
-    for name in _EXTENSIONS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue
-            raise
-        ext = module.install(gateway)
-        if ext is not None:
-            found.append(ext)
-    return found
+def _open_writer(settings: Settings, store: LedgerStore, *, spooled: bool) -> BatchingWriter:
+    """The ledger's batching writer; with a spool only for a store this gateway opened
+    from its URL (a store handed in is not the one the URL names)."""
+    return BatchingWriter(
+        store,
+        max_batch=settings.ledger.max_batch,
+        flush_interval=settings.ledger.flush_interval_s,
+        max_buffer=settings.ledger.max_buffer,
+        spool=open_spool(settings.ledger.spool, settings.storage.ledger) if spooled else None,
+    )
 
 
 # -------------------------------------------------------------------- plumbing

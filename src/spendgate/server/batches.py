@@ -14,20 +14,43 @@ refusal); what a batch costs is recorded line by line when it ends.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
 
-from spendgate.call import Tags
+from spendgate.batches.service import BatchService
+from spendgate.call import Endpoint, Tags
+from spendgate.config import Settings
 from spendgate.errors import GatewayError
+from spendgate.keys import KeyRecord
 from spendgate.server.tags import read_tags
+from spendgate.stages import StageContext
 from spendgate.state import owner_of
 
-if TYPE_CHECKING:
-    from spendgate.server.app import Gateway
+__all__ = ["BATCH_PREFIXES", "BatchHost", "serve_batch_route"]
 
-__all__ = ["BATCH_PREFIXES", "serve_batch_route"]
+
+class BatchHost(Protocol):
+    """What these routes use of the gateway (`spendgate.server.app.Gateway`): named here so
+    the edge imports this module and not the other way round."""
+
+    settings: Settings
+    auth_required: bool
+    batches: BatchService
+    stage_context: StageContext
+
+    def _authenticate(self, headers: dict[str, str]) -> KeyRecord | None: ...
+
+    def refuse_unrouted(
+        self,
+        error: GatewayError,
+        headers: dict[str, str] | None = None,
+        path: str = "",
+        endpoint: Endpoint = "other",
+        model: str = "",
+    ) -> str: ...
+
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -75,7 +98,7 @@ def _base_url(scope: Scope, headers: dict[str, str]) -> str:
     return f"{scheme}://{host}"
 
 
-async def serve_batch_route(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"].rstrip("/")
     method: str = scope["method"]
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -108,7 +131,7 @@ async def serve_batch_route(gw: Gateway, scope: Scope, receive: Receive, send: S
 
 
 async def _route(
-    gw: Gateway,
+    gw: BatchHost,
     scope: Scope,
     method: str,
     path: str,
@@ -122,7 +145,7 @@ async def _route(
     json = b"application/json"
     parts = [p for p in path.split("/") if p][1:]  # drop "v1"
     if parts[0] == "deferred":
-        lane = gw.stage_context.extra.get("defer_lane")
+        lane = gw.stage_context.defer_lane
         if method != "GET" or len(parts) != 2 or lane is None:
             raise _not_found(method, path)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))

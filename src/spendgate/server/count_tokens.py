@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
+from spendgate.dispatch.table import ModelTable
 from spendgate.errors import GatewayError
-from spendgate.pipeline import ModelTable
 from spendgate.providers import responses as responses_dialect
 from spendgate.providers.anthropic import ANTHROPIC_VERSION
 from spendgate.providers.base import (

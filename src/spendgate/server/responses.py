@@ -20,11 +20,12 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import orjson
 
-from spendgate.call import Call
+from spendgate.call import Call, Decision
 from spendgate.errors import GatewayError
 from spendgate.providers import responses as dialect
 from spendgate.providers.responses_adapter import response_id
@@ -34,12 +35,13 @@ from spendgate.state.config import ResponsesConfig
 
 __all__ = [
     "RESPONSE_PARAMS",
+    "Chained",
     "ResponsesService",
     "owner_of",
     "validate_responses",
 ]
 
-log = logging.getLogger("spendgate.responses")
+log = logging.getLogger(__name__)
 
 KIND = "response"
 WRITE_GATHER_S = 0.02
@@ -61,6 +63,15 @@ _ITEM_TYPES = frozenset(
 _LIFECYCLE = re.compile(
     rb"^event: response\.(created|queued|in_progress|completed|incomplete|failed)\n"
 )
+
+
+@dataclass
+class Chained(Decision):
+    """A Responses call that continued a stored one (`previous_response_id`): the edge
+    echoes the id on the answer, the ledger records it as `decisions.responses`."""
+
+    key: ClassVar[str] = "responses"
+    previous_response_id: str
 
 
 # --------------------------------------------------------------------------- validation
@@ -225,7 +236,7 @@ class ResponsesService:
         new["input"] = items
         call.body = new
         if previous:
-            call.decisions["responses"] = {"previous_response_id": previous}
+            call.decisions.add(Chained(previous))
 
     # -------------------------------------------------------------- after the pipeline
     def attach(self, call: Call, reply: Reply, owner: str, previous: str | None) -> None:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
-from spendgate.call import Call, Cost, Usage
-from spendgate.pipeline import Next
+from spendgate.call import Call, Cost, Decision, Usage
 from spendgate.pricing import billed_tier
 from spendgate.reply import Reply
-from spendgate.stages import StageContext
+from spendgate.stages import Next, StageContext
 from spendgate.tokens import family
 from spendgate.trim.compress import warm_up
 from spendgate.trim.config import TrimConfig
@@ -32,14 +32,30 @@ from spendgate.trim.output import TRUNCATED, OutputLimiter
 from spendgate.trim.spans import MARK, compress_body, compression_counter, strip_marks
 from spendgate.trim.sysprompt import fingerprint, system_text
 
-__all__ = ["TrimStage", "build"]
+__all__ = ["TrimDecision", "TrimStage", "build"]
 
 log = logging.getLogger("spendgate.trim")
 
 
+@dataclass
+class TrimDecision(Decision):
+    """What the trim stage did (`extra.decisions.trim`); each part is present only when
+    that part ran and had something to say."""
+
+    key: ClassVar[str] = "trim"
+    system: dict[str, Any] | None = None
+    """The system prompt's short hash and token count (`trim.record_system_prompt`)."""
+    history: dict[str, Any] | None = None
+    """Turns kept and summarized, tokens before/after, shadow (or the summary's error)."""
+    compress: dict[str, Any] | None = None
+    """Spans compressed, tokens before/after, ratio, shadow."""
+    output: dict[str, Any] | None = None
+    """The max_tokens cap: cap, source, client_max, applied, hint, shadow, truncated…"""
+
+
 def build(ctx: StageContext) -> TrimStage | None:
-    cfg: TrimConfig | None = ctx.settings.section("trim")
-    if cfg is None or not cfg.active:
+    cfg: TrimConfig = ctx.settings.trim
+    if not cfg.active:
         return None  # off, or no feature/use case opted in to any part
     return TrimStage(cfg, ctx)
 
@@ -70,12 +86,12 @@ class TrimStage:
             if body is not call.body:
                 call.body = body
             return await call_next(call)
-        decision: dict[str, Any] = {}
+        decision = TrimDecision()
         saved: dict[str, int] = {}
         body = call.body
         if self.cfg.record_system_prompt:
             counter, _ = compression_counter(call.model)
-            decision["system"] = fingerprint(call.body, call.api, counter)
+            decision.system = fingerprint(call.body, call.api, counter)
 
         hc = self.cfg.history
         if hc.matches(call.tags):
@@ -97,7 +113,7 @@ class TrimStage:
                 cached_prefix=cc.cached_prefix,
             )
             if report.spans:
-                decision["compress"] = {
+                decision.compress = {
                     "spans": report.spans,
                     "tokens_before": report.tokens_before,
                     "tokens_after": report.tokens_after,
@@ -120,28 +136,28 @@ class TrimStage:
             capped, out_decision = self.output.apply(call, body)
             if out_decision:
                 out_decision["shadow"] = oc.shadow
-                decision["output"] = out_decision
+                decision.output = out_decision
                 if not oc.shadow:
                     body = capped
                     applied = bool(out_decision.get("applied"))
 
         if body is not call.body:
             call.body = body
-        if decision:
-            call.decisions[self.name] = decision
+        if decision.as_json():
+            call.decisions.add(decision)
         reply = await call_next(call)
         reply.on_done(lambda r: self._settle(call, r, saved, decision, applied))
         return reply
 
     async def _history(
-        self, call: Call, body: dict[str, Any], decision: dict[str, Any], saved: dict[str, int]
+        self, call: Call, body: dict[str, Any], decision: TrimDecision, saved: dict[str, int]
     ) -> dict[str, Any]:
         hc = self.cfg.history
         messages = body["messages"]
         try:
             win = await self.history.window(call, messages)
         except SummaryError as exc:
-            decision["history"] = {"error": str(exc)[:200]}
+            decision.history = {"error": str(exc)[:200]}
             return body
         if win is None:
             return body
@@ -156,7 +172,7 @@ class TrimStage:
             else:
                 new["system"] = [*system, note]
         before, after = _prompt_tokens(call, body), _prompt_tokens(call, new)
-        decision["history"] = {
+        decision.history = {
             "turns": win.turns_total,
             "summarized_turns": win.turns_summarized,
             "summary_calls": win.summary_calls,
@@ -175,17 +191,17 @@ class TrimStage:
         call: Call,
         reply: Reply,
         saved: dict[str, int],
-        decision: dict[str, Any],
+        decision: TrimDecision,
         applied: bool,
     ) -> None:
-        if applied:
+        if applied and decision.output is not None:
             truncated = reply.finish_reason in TRUNCATED
-            decision["output"]["truncated"] = truncated
+            decision.output["truncated"] = truncated
             if self.output.observe(call, reply.finish_reason, applied):
-                decision["output"]["backed_off"] = True
+                decision.output["backed_off"] = True
         if reply.status != 200 or reply.usage is None:
             return
-        out = decision.get("output")
+        out = decision.output
         if out and out.get("shadow") and out.get("cap") is not None:
             self._shadow_cap(call, reply, out)
         for technique, tokens in saved.items():

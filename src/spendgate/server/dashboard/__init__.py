@@ -258,10 +258,10 @@ def _compute(gateway: Any, q: Query, budgets: list[dict[str, Any]] | None) -> di
         TierClassifier(gateway.catalog),
         q,
         budgets=budgets,
-        features=gateway.settings.section("features"),
+        features=gateway.settings.features,
         catalog=gateway.catalog,
     )
-    alerts = gateway.stage_context.extra.get("alerts")
+    alerts = gateway.stage_context.alerts
     result["alerts"] = alerts.recent_json() if alerts is not None else None
     result["admin_key_required"] = auth.admin_key(gateway.settings.server.admin_key_env) is not None
     result["computed_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -1,7 +1,7 @@
 """The budgets panel, fed by the budgets package when it is on.
 
 `spendgate.budgets` keeps its `BudgetManager` in the gateway's stage context
-(`extra["budgets"]`) when the config has a `budgets:` section. The dashboard must render
+(`stage_context.budgets`) when the config has a `budgets:` section. The dashboard must render
 whether or not that is so, and a failure there must never break the page: no manager, or
 an error reading it, is "no budgets" (the error is logged).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["MAX_BUDGET_ROWS", "budget_rows", "budgets_for"]
 
-log = logging.getLogger("spendgate.dashboard")
+log = logging.getLogger(__package__)
 
 MAX_BUDGET_ROWS = 50
 """Per-value budgets (`tenant: "*"`) can have thousands of scopes; show the closest ones."""
@@ -26,7 +26,7 @@ def _scope_text(scope: dict[str, str]) -> str:
 async def budget_rows(gateway: Any) -> list[dict[str, Any]] | None:
     """Each USD budget scope with its spend this period, closest to its limit first; None
     when budgets are off. Runs on the gateway's loop (the counters may be async Redis)."""
-    manager = gateway.stage_context.extra.get("budgets")
+    manager = gateway.stage_context.budgets
     if manager is None:
         return None
     rows: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
 """Retries, backoff, fallbacks and circuit breakers: what the dispatcher does when an
 upstream fails.
 
-Why a separate module: the dispatcher (`spendgate.pipeline.Dispatcher`) only walks a plan;
+Why a separate module: the dispatcher (`spendgate.dispatch.dispatcher`) only walks a plan;
 the rules that decide *whether* to try again, *when*, and *which deployment is healthy* live
 here as small pure pieces so they can be tested without a network and reused by a library
 user who builds their own dispatcher.
