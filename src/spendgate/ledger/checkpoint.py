@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["Checkpointer"]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 
 class Checkpointer:

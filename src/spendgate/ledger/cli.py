@@ -60,7 +60,8 @@ def upgrade(config_path: str | None, ledger_url: str | None) -> None:
     """Bring the ledger schema to the latest version."""
     url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
-        from spendgate.ledger import SCHEMA_VERSION, open_ledger
+        from spendgate.ledger.sqlite import SCHEMA_VERSION
+        from spendgate.ledger.store import open_ledger
 
         try:
             open_ledger(url).close()
@@ -89,7 +90,7 @@ def current(config_path: str | None, ledger_url: str | None) -> None:
     """Print the schema version the ledger is at (0: not created yet)."""
     url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
-        from spendgate.ledger import SCHEMA_VERSION
+        from spendgate.ledger.sqlite import SCHEMA_VERSION
 
         click.echo(f"SQLite ledger: version {SCHEMA_VERSION} (applied on open)")
         return

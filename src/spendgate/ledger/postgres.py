@@ -52,7 +52,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 _DEFAULTS = {
     # Fail fast while the database is away; the writer retries with backoff.

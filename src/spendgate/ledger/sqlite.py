@@ -26,15 +26,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spendgate.ledger import rollup_job as _job
-from spendgate.ledger import rollups as _rollups
+import spendgate.ledger.rollup_job as _job
+import spendgate.ledger.rollups as _rollups
 from spendgate.ledger.checkpoint import Checkpointer
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
 from spendgate.ledger.spend import NONE_LABEL, SPEND_FIELDS, SpendRow, check_dimensions
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 SCHEMA_VERSION = 5
 

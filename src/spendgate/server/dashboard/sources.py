@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = ["MAX_BUDGET_ROWS", "budget_rows", "budgets_for"]
 
-log = logging.getLogger("spendgate.dashboard")
+log = logging.getLogger(__package__)
 
 MAX_BUDGET_ROWS = 50
 """Per-value budgets (`tenant: "*"`) can have thousands of scopes; show the closest ones."""
