@@ -60,8 +60,8 @@ def upgrade(config_path: str | None, ledger_url: str | None) -> None:
     """Bring the ledger schema to the latest version."""
     url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
+        from spendgate.ledger.backends import open_ledger
         from spendgate.ledger.sqlite import SCHEMA_VERSION
-        from spendgate.ledger.store import open_ledger
 
         try:
             open_ledger(url).close()
