@@ -30,7 +30,6 @@ import spendgate.ledger.rollups as _rollups
 from spendgate.ledger.checkpoint import Checkpointer
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
 from spendgate.ledger.rows import SQLITE, TimeRange, timestamp
-from spendgate.ledger.spend import NONE_LABEL
 from spendgate.ledger.store import LedgerStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
@@ -380,37 +379,31 @@ class SQLiteLedger(LedgerStore):
         with self._reader() as conn:
             return conn.execute(sql, params).fetchall()
 
+    def _query(self, dims: list[str], window: TimeRange, filters: dict[str, str]) -> _rollups.Query:
+        since, until = (None if w is None else timestamp(w) for w in window)
+        return _rollups.Query(dims, since, until, filters, use_rollups=self.use_rollups)
+
     def _aggregate_sql(
         self, dims: list[str], window: TimeRange, filters: dict[str, str], names: Sequence[str]
     ) -> tuple[str, list[Any]]:
-        sql, params, _ = _rollups.aggregate_sql(
-            dims, *_unix(window), filters, NONE_LABEL, use_rollups=self.use_rollups, fields=names
-        )
-        return sql, params
+        return _rollups.aggregate_sql(self._query(dims, window, filters), names)
 
     def _savings_sql(
         self, dims: list[str], window: TimeRange, filters: dict[str, str]
     ) -> tuple[str, list[Any]]:
-        return _rollups.savings_sql(
-            [*dims, "technique"], *_unix(window), filters, NONE_LABEL,
-            use_rollups=self.use_rollups,
-        )  # fmt: skip
+        return _rollups.savings_sql(self._query(dims, window, filters))
 
     def _active_users_sql(
         self, dims: list[str], window: TimeRange, filters: dict[str, str]
     ) -> tuple[str, list[Any]]:
-        return _rollups.active_users_sql(
-            dims, *_unix(window), filters, NONE_LABEL, use_rollups=self.use_rollups
-        )
+        return _rollups.active_users_sql(self._query(dims, window, filters))
 
     def _outcome_result(self, window: TimeRange, filters: dict[str, str]) -> list[Any] | None:
         """From the outcome rollup (plus raw edges and unfolded events). None when it
         cannot answer cheaply: a filter it does not hold (tenant, user), or more than
         `OUTCOME_MAX_LAG` events behind the other rollups (an older rollup file, still
         being backfilled)."""
-        built = _rollups.outcomes_sql(
-            *_unix(window), filters, NONE_LABEL, use_rollups=self.use_rollups
-        )
+        built = _rollups.outcomes_sql(self._query([], window, filters))
         if built is None:
             return None
         sql, params = built
@@ -504,12 +497,3 @@ class SQLiteLedger(LedgerStore):
 OUTCOME_MAX_LAG = 200_000
 """Events the outcome rollup may lag the others by and still answer (the rest is read raw,
 like unfolded events): past that, `outcomes()` leaves the figures to a bounded scan."""
-
-
-def _unix(window: TimeRange) -> tuple[float | None, float | None]:
-    """[since, until) as unix times, for the rollup SQL."""
-    since, until = window
-    return (
-        None if since is None else timestamp(since),
-        None if until is None else timestamp(until),
-    )
