@@ -19,6 +19,7 @@ from spendgate.config import ConfigError, Settings, load_settings
 __all__ = ["commands", "db"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def _with_url(func: F) -> F:
@@ -54,6 +55,24 @@ def db() -> None:
     """Ledger schema migrations (PostgreSQL; a SQLite ledger migrates itself on open)."""
 
 
+def _on_postgres(
+    url: str, doing: str, work: Callable[[Any, str], T], *errors: type[Exception]
+) -> tuple[str, T]:
+    """(schema, `work(connection, schema)`) on the PostgreSQL ledger `url` names; a failure
+    ends the command with "cannot {doing} {url}: …"."""
+    import psycopg
+
+    from spendgate.ledger.postgres import connect_ledger_db
+
+    caught: tuple[type[Exception], ...] = (psycopg.Error, ValueError, *errors)
+    try:
+        conn, schema = connect_ledger_db(url)
+        with conn:
+            return schema, work(conn, schema)
+    except caught as exc:
+        _fail(f"cannot {doing} {url}: {exc}")
+
+
 @db.command()
 @_with_url
 def upgrade(config_path: str | None, ledger_url: str | None) -> None:
@@ -69,17 +88,10 @@ def upgrade(config_path: str | None, ledger_url: str | None) -> None:
             _fail(f"cannot upgrade {url}: {exc}")
         click.echo(f"SQLite ledger at version {SCHEMA_VERSION}")
         return
-    import psycopg
-
     from spendgate.ledger.migrations import LATEST
-    from spendgate.ledger.postgres import connect_ledger_db, upgrade_schema
+    from spendgate.ledger.postgres import upgrade_schema
 
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            applied = upgrade_schema(conn, schema)
-    except (psycopg.Error, ValueError, RuntimeError) as exc:
-        _fail(f"cannot upgrade {url}: {exc}")
+    schema, applied = _on_postgres(url, "upgrade", upgrade_schema, RuntimeError)
     done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
     click.echo(f"ledger schema {schema!r} at version {LATEST} ({done})")
 
@@ -94,16 +106,9 @@ def current(config_path: str | None, ledger_url: str | None) -> None:
 
         click.echo(f"SQLite ledger: version {SCHEMA_VERSION} (applied on open)")
         return
-    import psycopg
+    from spendgate.ledger.postgres import schema_version
 
-    from spendgate.ledger.postgres import connect_ledger_db, schema_version
-
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            version = schema_version(conn, schema)
-    except (psycopg.Error, ValueError) as exc:
-        _fail(f"cannot read {url}: {exc}")
+    schema, version = _on_postgres(url, "read", schema_version)
     click.echo(f"ledger schema {schema!r}: version {version}")
 
 
@@ -114,16 +119,9 @@ def history(config_path: str | None, ledger_url: str | None) -> None:
     url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
         _fail("history is kept for PostgreSQL ledgers only", 2)
-    import psycopg
+    from spendgate.ledger.postgres import schema_history
 
-    from spendgate.ledger.postgres import connect_ledger_db, schema_history
-
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            rows = schema_history(conn, schema)
-    except (psycopg.Error, ValueError) as exc:
-        _fail(f"cannot read {url}: {exc}")
+    _, rows = _on_postgres(url, "read", schema_history)
     for version, description, applied_at in rows:
         when = applied_at.isoformat(timespec="seconds") if applied_at else "pending"
         click.echo(f"{version:>4}  {when:<25}  {description}")
