@@ -8,6 +8,7 @@ migrations as a release step, or whose gateway role may not run DDL. `current` a
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -18,16 +19,22 @@ from spendgate.config import ConfigError, Settings, load_settings
 
 __all__ = ["commands", "db"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-def _with_url(func: F) -> F:
-    func = click.option("--ledger", "ledger_url", default=None, help="Ledger URL.")(func)
-    func = click.option(
+def _with_url(func: Callable[[str], None]) -> Callable[..., None]:
+    """`func(url)` as a command taking `--ledger URL` or `--config` (whose storage.ledger
+    it then reads)."""
+
+    @functools.wraps(func)
+    def command(config_path: str | None, ledger_url: str | None) -> None:
+        func(_ledger_url(config_path, ledger_url))
+
+    with_ledger = click.option("--ledger", "ledger_url", default=None, help="Ledger URL.")
+    with_config = click.option(
         "--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings."
-    )(func)
-    return func
+    )
+    return with_config(with_ledger(command))
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -75,9 +82,8 @@ def _on_postgres(
 
 @db.command()
 @_with_url
-def upgrade(config_path: str | None, ledger_url: str | None) -> None:
+def upgrade(url: str) -> None:
     """Bring the ledger schema to the latest version."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
         from spendgate.ledger.backends import open_ledger
         from spendgate.ledger.sqlite import SCHEMA_VERSION
@@ -98,9 +104,8 @@ def upgrade(config_path: str | None, ledger_url: str | None) -> None:
 
 @db.command()
 @_with_url
-def current(config_path: str | None, ledger_url: str | None) -> None:
+def current(url: str) -> None:
     """Print the schema version the ledger is at (0: not created yet)."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
         from spendgate.ledger.sqlite import SCHEMA_VERSION
 
@@ -114,9 +119,8 @@ def current(config_path: str | None, ledger_url: str | None) -> None:
 
 @db.command()
 @_with_url
-def history(config_path: str | None, ledger_url: str | None) -> None:
+def history(url: str) -> None:
     """List every migration and when it was applied."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
         _fail("history is kept for PostgreSQL ledgers only", 2)
     from spendgate.ledger.postgres import schema_history
