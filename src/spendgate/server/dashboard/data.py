@@ -3,11 +3,11 @@
 Totals, series and top lists come from `LedgerStore.spend()` grouped queries. Model tiers,
 savings by technique and feature economics reuse `spendgate.analytics` (the same code as
 `/admin/trends`, `/admin/savings` and `/admin/features/economics`), so the page and the
-reports API never disagree. Cache outcomes and the routing share are not spend figures: on
-a SQLite ledger they come from its outcome rollup (`SQLiteLedger.outcomes`, exact over the
-range); where that cannot answer (a tenant or user filter, a rollup still being backfilled,
-another store), from one pass over the range's events capped at `SCAN_CAP` (the answer
-says `partial` when the cap was hit).
+reports API never disagree. Cache outcomes and the routing share are not spend figures:
+they come from `LedgerStore.outcomes` (exact over the range: SQLite's outcome rollup,
+PostgreSQL's GROUP BY); where that cannot answer (SQLite: a tenant or user filter, a rollup
+still being backfilled), from the range's `SCAN_CAP` most recent events
+(`LedgerStore.recent_outcomes`; the answer says `partial` when the cap was hit).
 
 The system-prompts panel takes its system tokens, share of input spend and system-prompt
 spend from `analytics.reports.system_prompt_report` (the code behind
