@@ -239,9 +239,6 @@ COLUMNS: tuple[str, ...] = (
 )
 """Stored column order, shared by every store so rows mean the same thing everywhere."""
 
-_FLAGS = ("usage_estimated", "cost_estimated", "stream", "client_disconnected")
-"""Boolean fields, stored as 0/1."""
-
 
 def _json_default(obj: Any) -> Any:
     # Stages record Decimal prices in their decisions; keep them exact as strings.
@@ -268,3 +265,7 @@ def _dumps(value: Any, request_id: str) -> str | None:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+_FLAGS = ("usage_estimated", "cost_estimated", "stream", "client_disconnected")
+"""Boolean fields, stored as 0/1."""
