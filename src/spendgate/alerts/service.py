@@ -31,7 +31,7 @@ from spendgate.ledger import LedgerStore
 
 __all__ = ["AlertService", "install", "notify_budget_threshold"]
 
-log = logging.getLogger("spendgate.alerts")
+log = logging.getLogger(__package__)
 
 _DEDUP_TTL_S = 40 * 86_400
 """Long enough to outlive the longest period (a month) a key stands for."""

@@ -20,7 +20,7 @@ from spendgate.alerts.config import WebhookConfig
 
 __all__ = ["Alert", "deliver", "money", "payload"]
 
-log = logging.getLogger("spendgate.alerts")
+log = logging.getLogger(__package__)
 
 _ICONS = {"budget": ":moneybag:", "anomaly": ":chart_with_upwards_trend:",
           "error_spike": ":rotating_light:"}  # fmt: skip

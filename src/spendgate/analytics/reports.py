@@ -3,9 +3,9 @@ system-prompt share, savings by technique, feature economics.
 
 Every report is a plain dict (JSON-ready; money as exact decimal strings with 9 places)
 whose `rows` list is also what CSV and Parquet exports contain. They read the ledger
-through `LedgerQuery`, which uses a store's rollup-backed methods (`aggregate`,
-`active_users`, `savings_by_technique` on `SQLiteLedger`) when it has them and otherwise
-folds `store.events()` in Python — slower, same answers — so any `LedgerStore` works.
+through `LedgerQuery`: the `LedgerStore` contract's grouped queries (`aggregate`,
+`active_users`, `savings_by_technique`; rollup-backed on SQLite, partition-pruned on
+PostgreSQL) over a report `Window`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any
 from spendgate.analytics.config import FeaturesConfig
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.call import from_nanos
-from spendgate.ledger import NONE_LABEL, LedgerStore, check_dimensions
-from spendgate.ledger.rollups import AGGREGATES, system_input_nanos
+from spendgate.ledger import LedgerStore, check_dimensions
+from spendgate.ledger.rollups import AGGREGATES
 from spendgate.ledger.spend import SPEND_FIELDS
 
 __all__ = [
@@ -98,7 +98,7 @@ def month_window(month: str | None, now: datetime | None = None) -> tuple[str, W
 
 
 class LedgerQuery:
-    """Grouped aggregates over any `LedgerStore`, rollup-backed when the store can."""
+    """A `LedgerStore`'s grouped queries over a report `Window`."""
 
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
@@ -110,75 +110,21 @@ class LedgerQuery:
         filters: Mapping[str, str],
         fields: Sequence[str] | None = None,
     ) -> list[tuple[dict[str, str], dict[str, int]]]:
-        """Per group: `fields` of `AGGREGATES` (default all; a store may give more)."""
-        fast = getattr(self.store, "aggregate", None)
-        if fast is not None:
-            result: list[tuple[dict[str, str], dict[str, int]]] = fast(
-                by, window.since, window.until, filters, fields=fields
-            )
-            return result
-        groups: dict[tuple[str, ...], dict[str, int]] = {}
-        for e in self._events(window, filters):
-            key = tuple(_dim(e, d) for d in by)
-            acc = groups.setdefault(key, dict.fromkeys(AGGREGATES, 0))
-            sys_tokens, in_cost, sys_cost = system_input_nanos(e)
-            acc["calls"] += 1
-            acc["errors"] += e.status >= 400
-            acc["input_tokens"] += e.input_tokens
-            acc["output_tokens"] += e.output_tokens
-            acc["cache_read_tokens"] += e.cache_read_tokens
-            acc["cost_nanos"] += e.cost_nanos or 0
-            acc["unknown_cost_calls"] += e.cost_nanos is None
-            acc["baseline_nanos"] += e.baseline_nanos or 0
-            acc["savings_nanos"] += sum(e.savings.values())
-            acc["system_tokens"] += sys_tokens
-            acc["input_cost_nanos"] += in_cost
-            acc["system_input_nanos"] += sys_cost
-        return [(dict(zip(by, k, strict=True)), v) for k, v in groups.items()]
+        """Per group: `fields` of `AGGREGATES` (default all), plus `calls`."""
+        return self.store.aggregate(by, window.since, window.until, filters, fields=fields)
 
     def active_users(
         self, by: Sequence[str], window: Window, filters: Mapping[str, str]
     ) -> dict[tuple[str, ...], int]:
-        fast = getattr(self.store, "active_users", None)
-        if fast is not None:
-            return {
-                tuple(k[d] for d in by): n for k, n in fast(by, window.since, window.until, filters)
-            }
-        users: dict[tuple[str, ...], set[str]] = defaultdict(set)
-        for e in self._events(window, filters):
-            if e.user is not None:
-                users[tuple(_dim(e, d) for d in by)].add(e.user)
-        return {k: len(v) for k, v in users.items()}
+        """Distinct tagged users per group, keyed by the group's values in `by` order."""
+        rows = self.store.active_users(by, window.since, window.until, filters)
+        return {tuple(keys[d] for d in by): n for keys, n in rows}
 
     def savings(
         self, by: Sequence[str], window: Window, filters: Mapping[str, str]
     ) -> list[tuple[dict[str, str], str, int, int]]:
-        fast = getattr(self.store, "savings_by_technique", None)
-        if fast is not None:
-            result: list[tuple[dict[str, str], str, int, int]] = fast(
-                by, window.since, window.until, filters
-            )
-            return result
-        acc: dict[tuple[tuple[str, ...], str], list[int]] = {}
-        for e in self._events(window, filters):
-            for technique, nanos in e.savings.items():
-                slot = acc.setdefault((tuple(_dim(e, d) for d in by), technique), [0, 0])
-                slot[0] += 1
-                slot[1] += nanos
-        return [(dict(zip(by, k, strict=True)), t, c, n) for (k, t), (c, n) in acc.items()]
-
-    def _events(self, window: Window, filters: Mapping[str, str]) -> Any:
-        return self.store.events(since=window.since, until=window.until, filters=dict(filters))
-
-
-def _dim(event: Any, dim: str) -> str:
-    if dim == "model":
-        value = event.model
-    elif dim == "day":
-        value = event.day
-    else:
-        value = getattr(event, dim)
-    return NONE_LABEL if value is None else str(value)
+        """(group keys, technique, calls it acted on, nanos saved) per group."""
+        return self.store.savings_by_technique(by, window.since, window.until, filters)
 
 
 def _per(total_nanos: int, count: int) -> str | None:

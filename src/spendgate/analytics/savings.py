@@ -18,8 +18,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from spendgate.analytics.reports import LedgerQuery, Window
 from spendgate.call import from_nanos
-from spendgate.ledger import LedgerStore
+from spendgate.ledger import LedgerStore, check_dimensions
+from spendgate.ledger.rows import label
 
 __all__ = ["SavingsRow", "savings_by_technique"]
 
@@ -50,41 +52,42 @@ class SavingsRow:
         }
 
 
-def _key(event: Any, dim: str) -> str:
-    if dim == "day":
-        return str(event.day)
-    if dim == "model":
-        return str(event.served_model or event.requested_model)
-    value = getattr(event, dim, None)
-    return "(none)" if value in (None, "") else str(value)
-
-
 def savings_by_technique(
     store: LedgerStore,
     by: Sequence[str] = ("feature",),
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[SavingsRow]:
-    """Group events and add up savings per technique (integer nanos, exact)."""
+    """Per group: calls, baseline, cost and the savings per technique — the same store
+    queries as `reports.savings_report` (`aggregate`, `savings_by_technique`; exact integer
+    nanos) — plus what shadow decisions would have saved, which only the events hold."""
+    dims = check_dimensions(by)
+    window = Window(since, until)
+    q = LedgerQuery(store)
     rows: dict[tuple[str, ...], SavingsRow] = {}
+    for keys, agg in q.aggregate(dims, window, {}, _FIELDS):
+        rows[tuple(keys.values())] = SavingsRow(
+            keys=keys,
+            calls=agg["calls"],
+            baseline_nanos=agg["baseline_nanos"],
+            cost_nanos=agg["cost_nanos"],
+        )
+    for keys, technique, calls, nanos in q.savings(dims, window, {}):
+        row = rows[tuple(keys.values())]
+        row.by_technique[technique] = nanos
+        row.touched[technique] = calls
     for event in store.events(since=since, until=until):
-        key = tuple(_key(event, d) for d in by)
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = SavingsRow(keys=dict(zip(by, key, strict=True)))
-        row.calls += 1
-        if event.cost_nanos is not None:
-            row.cost_nanos += event.cost_nanos
-            row.baseline_nanos += (
-                event.baseline_nanos if event.baseline_nanos is not None else event.cost_nanos
-            )
-        for technique, nanos in (event.savings or {}).items():
-            row.by_technique[technique] = row.by_technique.get(technique, 0) + int(nanos)
-            row.touched[technique] = row.touched.get(technique, 0) + 1
-        for technique, nanos in _shadow(event).items():
-            row.would_have_saved[technique] = row.would_have_saved.get(technique, 0) + nanos
-    ordered = sorted(rows.values(), key=lambda r: r.baseline_nanos - r.cost_nanos, reverse=True)
-    return ordered
+        shadow = _shadow(event)
+        if shadow:
+            row = rows[tuple(label(getattr(event, d)) for d in dims)]
+            for technique, nanos in shadow.items():
+                row.would_have_saved[technique] = row.would_have_saved.get(technique, 0) + nanos
+    return sorted(
+        rows.values(), key=lambda r: (r.cost_nanos - r.baseline_nanos, tuple(r.keys.values()))
+    )
+
+
+_FIELDS = ("calls", "cost_nanos", "baseline_nanos")
 
 
 def _shadow(event: Any) -> dict[str, int]:

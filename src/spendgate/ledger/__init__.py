@@ -5,11 +5,12 @@ on the hot path (no I/O), and on shutdown `writer.close()` (writes everything qu
 `store.close()`. Reports read the same store from any thread.
 """
 
+from spendgate.ledger.backends import open_ledger
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent, utc_day
 from spendgate.ledger.report import FORMATS, csv_text, parse_when, render_report, report_command
 from spendgate.ledger.spend import DIMENSIONS, NONE_LABEL, SpendRow, check_dimensions, total
 from spendgate.ledger.sqlite import SCHEMA_VERSION, SQLiteLedger
-from spendgate.ledger.store import LedgerStore, open_ledger
+from spendgate.ledger.store import LedgerStore
 from spendgate.ledger.writer import BatchingWriter
 
 __all__ = [

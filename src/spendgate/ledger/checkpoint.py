@@ -31,27 +31,24 @@ from typing import Any
 
 __all__ = ["Checkpointer"]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 
 class Checkpointer:
     """Checkpoints one WAL-mode database every `interval` seconds, in the background."""
 
-    def __init__(
-        self,
-        path: str,
-        *,
-        interval: float = 0.5,
-        restart_frames: int = 4096,
-        restart_wait: float = 0.05,
-        truncate_bytes: int = 64 * 2**20,
-    ) -> None:
+    restart_frames = 4096
+    """WAL frames past which a passive checkpoint is followed by a RESTART one."""
+    restart_wait = 0.05
+    """Seconds a RESTART checkpoint waits for readers before giving up (busy)."""
+    truncate_bytes = 64 * 2**20
+    """A WAL bigger than this is truncated instead (gives back a burst's disk)."""
+
+    def __init__(self, path: str, *, interval: float = 0.5) -> None:
         self.path = path
         self.interval = interval
-        self.restart_frames = restart_frames
-        self.truncate_bytes = truncate_bytes
         self._conn = sqlite3.connect(
-            path, isolation_level=None, check_same_thread=False, timeout=restart_wait
+            path, isolation_level=None, check_same_thread=False, timeout=self.restart_wait
         )
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._stop = threading.Event()

@@ -8,6 +8,7 @@ migrations as a release step, or whose gateway role may not run DDL. `current` a
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -18,15 +19,22 @@ from spendgate.config import ConfigError, Settings, load_settings
 
 __all__ = ["commands", "db"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
-def _with_url(func: F) -> F:
-    func = click.option("--ledger", "ledger_url", default=None, help="Ledger URL.")(func)
-    func = click.option(
+def _with_url(func: Callable[[str], None]) -> Callable[..., None]:
+    """`func(url)` as a command taking `--ledger URL` or `--config` (whose storage.ledger
+    it then reads)."""
+
+    @functools.wraps(func)
+    def command(config_path: str | None, ledger_url: str | None) -> None:
+        func(_ledger_url(config_path, ledger_url))
+
+    with_ledger = click.option("--ledger", "ledger_url", default=None, help="Ledger URL.")
+    with_config = click.option(
         "--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings."
-    )(func)
-    return func
+    )
+    return with_config(with_ledger(command))
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -54,13 +62,31 @@ def db() -> None:
     """Ledger schema migrations (PostgreSQL; a SQLite ledger migrates itself on open)."""
 
 
+def _on_postgres(
+    url: str, doing: str, work: Callable[[Any, str], T], *errors: type[Exception]
+) -> tuple[str, T]:
+    """(schema, `work(connection, schema)`) on the PostgreSQL ledger `url` names; a failure
+    ends the command with "cannot {doing} {url}: …"."""
+    import psycopg
+
+    from spendgate.ledger.postgres import connect_ledger_db
+
+    caught: tuple[type[Exception], ...] = (psycopg.Error, ValueError, *errors)
+    try:
+        conn, schema = connect_ledger_db(url)
+        with conn:
+            return schema, work(conn, schema)
+    except caught as exc:
+        _fail(f"cannot {doing} {url}: {exc}")
+
+
 @db.command()
 @_with_url
-def upgrade(config_path: str | None, ledger_url: str | None) -> None:
+def upgrade(url: str) -> None:
     """Bring the ledger schema to the latest version."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
-        from spendgate.ledger import SCHEMA_VERSION, open_ledger
+        from spendgate.ledger.backends import open_ledger
+        from spendgate.ledger.sqlite import SCHEMA_VERSION
 
         try:
             open_ledger(url).close()
@@ -68,61 +94,38 @@ def upgrade(config_path: str | None, ledger_url: str | None) -> None:
             _fail(f"cannot upgrade {url}: {exc}")
         click.echo(f"SQLite ledger at version {SCHEMA_VERSION}")
         return
-    import psycopg
-
     from spendgate.ledger.migrations import LATEST
-    from spendgate.ledger.postgres import connect_ledger_db, upgrade_schema
+    from spendgate.ledger.postgres import upgrade_schema
 
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            applied = upgrade_schema(conn, schema)
-    except (psycopg.Error, ValueError, RuntimeError) as exc:
-        _fail(f"cannot upgrade {url}: {exc}")
+    schema, applied = _on_postgres(url, "upgrade", upgrade_schema, RuntimeError)
     done = f"applied {', '.join(map(str, applied))}" if applied else "nothing to do"
     click.echo(f"ledger schema {schema!r} at version {LATEST} ({done})")
 
 
 @db.command()
 @_with_url
-def current(config_path: str | None, ledger_url: str | None) -> None:
+def current(url: str) -> None:
     """Print the schema version the ledger is at (0: not created yet)."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
-        from spendgate.ledger import SCHEMA_VERSION
+        from spendgate.ledger.sqlite import SCHEMA_VERSION
 
         click.echo(f"SQLite ledger: version {SCHEMA_VERSION} (applied on open)")
         return
-    import psycopg
+    from spendgate.ledger.postgres import schema_version
 
-    from spendgate.ledger.postgres import connect_ledger_db, schema_version
-
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            version = schema_version(conn, schema)
-    except (psycopg.Error, ValueError) as exc:
-        _fail(f"cannot read {url}: {exc}")
+    schema, version = _on_postgres(url, "read", schema_version)
     click.echo(f"ledger schema {schema!r}: version {version}")
 
 
 @db.command()
 @_with_url
-def history(config_path: str | None, ledger_url: str | None) -> None:
+def history(url: str) -> None:
     """List every migration and when it was applied."""
-    url = _ledger_url(config_path, ledger_url)
     if not _is_postgres(url):
         _fail("history is kept for PostgreSQL ledgers only", 2)
-    import psycopg
+    from spendgate.ledger.postgres import schema_history
 
-    from spendgate.ledger.postgres import connect_ledger_db, schema_history
-
-    try:
-        conn, schema = connect_ledger_db(url)
-        with conn:
-            rows = schema_history(conn, schema)
-    except (psycopg.Error, ValueError) as exc:
-        _fail(f"cannot read {url}: {exc}")
+    _, rows = _on_postgres(url, "read", schema_history)
     for version, description, applied_at in rows:
         when = applied_at.isoformat(timespec="seconds") if applied_at else "pending"
         click.echo(f"{version:>4}  {when:<25}  {description}")

@@ -16,7 +16,7 @@ import orjson
 
 from spendgate.errors import SpendgateError
 
-__all__ = ["COLUMNS", "InvalidEvent", "UsageEvent", "utc_day"]
+__all__ = ["COLUMNS", "TAGS", "InvalidEvent", "UsageEvent", "utc_day"]
 
 
 class InvalidEvent(SpendgateError, ValueError):
@@ -188,46 +188,18 @@ class UsageEvent:
     def from_row(cls, row: tuple[Any, ...]) -> UsageEvent:
         """Inverse of `to_row` (derived columns — day, savings_nanos — are recomputed)."""
         v = dict(zip(COLUMNS, row, strict=True))
-        return cls(
-            request_id=v["request_id"],
-            ts=v["ts"],
-            endpoint=v["endpoint"],
-            api=v["api"],
-            feature=v["feature"],
-            use_case=v["use_case"],
-            team=v["team"],
-            tenant=v["tenant"],
-            user=v["user"],
-            key_id=v["key_id"],
-            requested_model=v["requested_model"],
-            served_model=v["served_model"],
-            provider=v["provider"],
-            deployment=v["deployment"],
-            input_tokens=v["input_tokens"],
-            output_tokens=v["output_tokens"],
-            cache_read_tokens=v["cache_read_tokens"],
-            cache_write_tokens=v["cache_write_tokens"],
-            cache_write_1h_tokens=v["cache_write_1h_tokens"],
-            reasoning_tokens=v["reasoning_tokens"],
-            usage_estimated=bool(v["usage_estimated"]),
-            cost_nanos=v["cost_nanos"],
-            baseline_nanos=v["baseline_nanos"],
-            savings=_loads(v["savings"]) or {},
-            cost_estimated=bool(v["cost_estimated"]),
-            price_version=v["price_version"],
-            cache=v["cache"],
-            route=_loads(v["route"]),
-            attempts=_loads(v["attempts"]) or [],
-            stream=bool(v["stream"]),
-            status=v["status"],
-            error_type=v["error_type"],
-            latency_ms=v["latency_ms"],
-            ttfb_ms=v["ttfb_ms"],
-            client_disconnected=bool(v["client_disconnected"]),
-            prompt_fingerprint=v["prompt_fingerprint"],
-            extra=_loads(v["extra"]),
-        )
+        del v["day"], v["savings_nanos"]
+        for name in _FLAGS:
+            v[name] = bool(v[name])
+        for name in ("route", "extra"):
+            v[name] = _loads(v[name])
+        v["savings"] = _loads(v["savings"]) or {}
+        v["attempts"] = _loads(v["attempts"]) or []
+        return cls(**v)
 
+
+TAGS: tuple[str, ...] = ("feature", "use_case", "team", "tenant", "user", "key_id")
+"""The attribution tags a call carries (each may be missing)."""
 
 COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -235,12 +207,7 @@ COLUMNS: tuple[str, ...] = (
     "day",
     "endpoint",
     "api",
-    "feature",
-    "use_case",
-    "team",
-    "tenant",
-    "user",
-    "key_id",
+    *TAGS,
     "requested_model",
     "served_model",
     "provider",
@@ -298,3 +265,7 @@ def _dumps(value: Any, request_id: str) -> str | None:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+_FLAGS = ("usage_estimated", "cost_estimated", "stream", "client_disconnected")
+"""Boolean fields, stored as 0/1."""

@@ -28,7 +28,7 @@ import logging
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
@@ -41,7 +41,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
 from spendgate.ledger.migrations import LATEST, MIGRATIONS
-from spendgate.ledger.spend import NONE_LABEL, SpendRow, check_dimensions
+from spendgate.ledger.rollups import CACHE_MIN_TOKENS, OUTCOME_AGGREGATES
+from spendgate.ledger.rows import DIMENSION_SQL, POSTGRES, TimeRange, where_clause
+from spendgate.ledger.store import LedgerStore
 
 __all__ = [
     "PostgresLedger",
@@ -52,7 +54,7 @@ __all__ = [
     "upgrade_schema",
 ]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 _DEFAULTS = {
     # Fail fast while the database is away; the writer retries with backoff.
@@ -70,34 +72,6 @@ _T = TypeVar("_T")
 _JSON = frozenset({"savings", "route", "attempts", "extra"})
 _MAX_IDLE_READERS = 4
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
-
-_DIMENSION_SQL: dict[str, str] = {
-    "feature": "feature",
-    "use_case": "use_case",
-    "team": "team",
-    "tenant": "tenant",
-    "user": '"user"',
-    "key_id": "key_id",
-    "model": "COALESCE(served_model, requested_model)",
-    "requested_model": "requested_model",
-    "provider": "provider",
-    "day": "day",
-    "status": "status",
-    "endpoint": "endpoint",
-}
-
-_AGGREGATES = (
-    "COUNT(*)",
-    "COALESCE(SUM((status >= 400)::int), 0)",
-    "COALESCE(SUM(input_tokens), 0)",
-    "COALESCE(SUM(output_tokens), 0)",
-    "COALESCE(SUM(cache_read_tokens), 0)",
-    # SUM(bigint) is NUMERIC in PostgreSQL: exact, converted to int below.
-    "COALESCE(SUM(cost_nanos), 0)",
-    "COALESCE(SUM((cost_nanos IS NULL)::int), 0)",
-    "COALESCE(SUM(baseline_nanos), 0)",
-    "COALESCE(SUM(savings_nanos), 0)",
-)
 
 
 def _json_int(key: str) -> str:
@@ -130,8 +104,27 @@ _REPORT: dict[str, str] = {
 }
 """`ledger.rollups.AGGREGATES`, computed from raw events (partition pruning keeps a
 windowed report to the days it covers)."""
-_REPORT_NAMES = tuple(_REPORT)
-_REPORT_AGGREGATES = tuple(_REPORT.values())
+
+_MEASURED = "(input_tokens > 0 AND extra->>'input_cost_nanos' IS NOT NULL)"
+_ROUTED = (
+    "(status < 400 AND route IS NOT NULL AND COALESCE(route->>'mode', '') <> 'shadow' "
+    "AND route->>'served' IS NOT NULL "
+    "AND route->>'served' <> COALESCE(route->>'requested', requested_model))"
+)
+_OUTCOMES: dict[str, str] = {
+    "calls": "COUNT(*)",
+    "answered": "COALESCE(SUM((status < 400)::int), 0)",
+    "routed": f"COALESCE(SUM({_ROUTED}::int), 0)",
+    "measured": f"COALESCE(SUM({_MEASURED}::int), 0)",
+    "measured_system_tokens": (
+        f"COALESCE(SUM(CASE WHEN {_MEASURED} THEN {_SYSTEM_TOKENS} ELSE 0 END), 0)"
+    ),
+    "cacheable_system_tokens": (
+        f"COALESCE(SUM(CASE WHEN {_MEASURED} AND {_SYSTEM_TOKENS} >= {CACHE_MIN_TOKENS} "
+        f"THEN GREATEST({_SYSTEM_TOKENS} - cache_read_tokens, 0) ELSE 0 END), 0)"
+    ),
+}
+"""`rollups.OUTCOME_AGGREGATES` from raw events, as the SQLite outcome rollup sums them."""
 
 _QUOTED = [f'"{c}"' for c in COLUMNS]
 _SELECT = ", ".join(f'"{c}"::text' if c in _JSON else f'"{c}"' for c in COLUMNS)
@@ -166,11 +159,15 @@ def parse_postgres_url(url: str) -> tuple[str, str | None]:
     return conninfo, schema
 
 
-class PostgresLedger:
+class PostgresLedger(LedgerStore):
     """A `LedgerStore` in PostgreSQL, safe to share between any number of processes."""
 
-    parallel_reads = True
-    """Queries from several threads run at once, each on a pooled connection of its own."""
+    dialect = POSTGRES
+
+    @property
+    def parallel_reads(self) -> bool:
+        """Queries from several threads run at once, each on a pooled connection of its own."""
+        return True
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
@@ -383,160 +380,55 @@ class PostgresLedger:
                 ).format(t=self._table, c=cols)
             )
 
-    def spend(
-        self,
-        by: Sequence[str],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[SpendRow]:
-        """Totals grouped by `by` over calls received in [since, until), most costly first."""
-        self._require_ready()
-        dims = check_dimensions(by)
-        where, params = _where(since, until, filters)
-        keys_sql = [_DIMENSION_SQL[d] for d in dims]
-        query = (
-            f"SELECT {', '.join([*keys_sql, *_AGGREGATES])} "
-            f"FROM {self._table.as_string(None)}{where}"
-        )
-        if dims:
-            query += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
-        result = self._read(lambda conn: conn.execute(query.encode(), params).fetchall())
-        rows = []
-        n = len(dims)
-        for r in result:
-            if not dims and r[0] == 0:
-                continue  # an ungrouped aggregate over nothing is no group at all
-            keys = {d: _label(v) for d, v in zip(dims, r, strict=False)}
-            rows.append(SpendRow(keys, *(int(x) for x in r[n:])))
-        rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
-        return rows
-
     def count(self) -> int:
         self._require_ready()
         count = sql.SQL("SELECT COUNT(*) FROM {}").format(self._table)
         row = self._read(lambda conn: conn.execute(count).fetchone())
         return int(row[0]) if row else 0
 
-    # -- report fast paths (`analytics.reports.LedgerQuery` uses them when present) -----
+    # -- LedgerStore reads (shaped by the shared half in `ledger.store`) ---------------
+    # Every figure comes from raw events: one GROUP BY over the day partitions the window
+    # touches (the same figures the SQLite store's raw-event path gives).
 
-    def aggregate(
-        self,
-        by: Sequence[str],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-        *,
-        fields: Sequence[str] | None = None,
-    ) -> list[tuple[dict[str, str], dict[str, int]]]:
-        """(group keys, every aggregate in `rollups.AGGREGATES`) per group of `by`: one
-        GROUP BY over the partitions the window touches, the same figures the SQLite
-        store's raw-event path gives. `fields` is accepted for the SQLite store's sake
-        (which sums only those); here every aggregate comes from the one scan anyway."""
-        self._require_ready()
-        dims = check_dimensions(by)
-        where, params = _where(since, until, filters)
-        result = self._grouped(dims, _REPORT_AGGREGATES, self._table.as_string(None), where, params)
-        out = []
-        n = len(dims)
-        for r in result:
-            if not r[n]:
-                continue  # no calls: no group (an ungrouped aggregate over nothing)
-            keys = {d: _label(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, dict(zip(_REPORT_NAMES, (int(x) for x in r[n:]), strict=True))))
-        return out
-
-    def savings_by_technique(
-        self,
-        by: Sequence[str] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[tuple[dict[str, str], str, int, int]]:
-        """(group keys, technique, calls it acted on, nanos saved) per group of `by`."""
-        self._require_ready()
-        dims = check_dimensions(by)
-        where, params = _where(since, until, filters)
-        source = f"{self._table.as_string(None)} AS e, jsonb_each_text(e.savings) AS j"
-        result = self._grouped(
-            [*dims, "technique"], ("COUNT(*)", "SUM(j.value::numeric)"), source, where, params
-        )
-        n = len(dims)
-        out = []
-        for r in result:
-            if r[n] is None or not r[n + 1]:
-                continue
-            keys = {d: _label(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, str(r[n]), int(r[n + 1]), int(r[n + 2])))
-        return out
-
-    def active_users(
-        self,
-        by: Sequence[str] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[tuple[dict[str, str], int]]:
-        """(group keys, distinct tagged users) per group of `by` over [since, until)."""
-        self._require_ready()
-        dims = check_dimensions(by)
-        where, params = _where(since, until, filters)
-        where = where + (" AND" if where else " WHERE") + ' "user" IS NOT NULL'
-        result = self._grouped(
-            dims, ('COUNT(DISTINCT "user")',), self._table.as_string(None), where, params
-        )
-        n = len(dims)
-        out = []
-        for r in result:
-            if not r[n]:
-                continue
-            keys = {d: _label(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, int(r[n])))
-        return out
-
-    def _grouped(
-        self,
-        dims: Sequence[str],
-        aggregates: Sequence[str],
-        source: str,
-        where: str,
-        params: list[Any],
-    ) -> list[Any]:
-        keys = [("j.key" if d == "technique" else _DIMENSION_SQL[d]) for d in dims]
-        query = f"SELECT {', '.join([*keys, *aggregates])} FROM {source}{where}"
-        if dims:
-            query += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+    def _fetch(self, query: str, params: list[Any]) -> list[Any]:
         return self._read(partial(_fetch_all, query.encode(), params))
 
-    def events(
-        self,
-        limit: int | None = None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-        chunk: int = 1000,
-    ) -> Iterator[UsageEvent]:
-        """Events in insertion order (the id sequence), keyset-paged: each page is its own
-        short query, so a slow or abandoned export holds nothing open."""
-        self._require_ready()
-        where, params = _where(since, until, filters)
-        where = where + (" AND" if where else " WHERE") + " id > %s"
-        query = (
-            f"SELECT id, {_SELECT} FROM {self._table.as_string(None)}{where} ORDER BY id LIMIT %s"
-        ).encode()
-        remaining = limit
-        last_id = 0
-        while remaining is None or remaining > 0:
-            size = chunk if remaining is None else min(chunk, remaining)
-            page = self._read(partial(_fetch_all, query, [*params, last_id, size]))
-            for row in page:
-                yield UsageEvent.from_row(tuple(row[1:]))
-            if len(page) < size:
-                return
-            last_id = page[-1][0]
-            if remaining is not None:
-                remaining -= len(page)
+    def _from(self) -> str:
+        self._require_ready()  # the schema may come from the search path on first connect
+        return self._table.as_string(None)
+
+    def _aggregate_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str], names: Sequence[str]
+    ) -> tuple[str, list[Any]]:
+        where, params = where_clause(POSTGRES, *window, filters)
+        return _grouped(dims, [_REPORT[a] for a in names], self._from(), where), params
+
+    def _savings_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str]
+    ) -> tuple[str, list[Any]]:
+        where, params = where_clause(POSTGRES, *window, filters)
+        source = f"{self._from()} AS e, jsonb_each_text(e.savings) AS j"
+        aggregates = ("COUNT(*)", "SUM(j.value::numeric)")
+        return _grouped([*dims, "technique"], aggregates, source, where), params
+
+    def _active_users_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str]
+    ) -> tuple[str, list[Any]]:
+        where, params = where_clause(POSTGRES, *window, filters)
+        where += (" AND" if where else " WHERE") + ' "user" IS NOT NULL'
+        return _grouped(dims, ('COUNT(DISTINCT "user")',), self._from(), where), params
+
+    def _outcome_result(self, window: TimeRange, filters: dict[str, str]) -> list[Any] | None:
+        """Exact over the whole window, like every other figure here (no rollup to lag)."""
+        where, params = where_clause(POSTGRES, *window, filters)
+        return self._fetch(_outcomes_sql(self._from() + where), params)
+
+    def _recent_outcomes_sql(self, where: str, limit: int) -> str:
+        newest = f'(SELECT * FROM {self._from()}{where} ORDER BY "ts" DESC LIMIT {int(limit)}) AS e'
+        return _outcomes_sql(newest)
+
+    def _events_sql(self, where: str) -> str:
+        return f"SELECT id, {_SELECT} FROM {self._from()}{where} ORDER BY id LIMIT %s"
 
     def close(self) -> None:
         with self._lock:
@@ -552,12 +444,6 @@ class PostgresLedger:
                 except queue.Empty:
                     break
             self._idle_count = 0
-
-    def __enter__(self) -> PostgresLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresLedger(schema={getattr(self, 'schema', None)!r})"
@@ -666,51 +552,18 @@ def _fetch_all(query: bytes, params: list[Any], conn: psycopg.Connection[Any]) -
     return conn.execute(query, params).fetchall()
 
 
-def _label(value: Any) -> str:
-    if value is None:
-        return NONE_LABEL
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+def _grouped(dims: Sequence[str], aggregates: Sequence[str], source: str, where: str) -> str:
+    keys = [("j.key" if d == "technique" else DIMENSION_SQL[d]) for d in dims]
+    query = f"SELECT {', '.join([*keys, *aggregates])} FROM {source}{where}"
+    if dims:
+        query += " GROUP BY " + ", ".join(str(i + 1) for i in range(len(dims)))
+    return query
 
 
-def _utc(when: datetime) -> datetime:
-    """Naive datetimes are taken as UTC, matching the ledger's UTC `day`."""
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
-
-
-def _where(
-    since: datetime | None, until: datetime | None, filters: Mapping[str, str] | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    # The `day` bounds are implied by the `ts` ones; they are there so the planner prunes
-    # partitions outside the range.
-    if since is not None:
-        start = _utc(since)
-        clauses.append("ts >= %s AND day >= %s")
-        params += [start.timestamp(), start.date()]
-    if until is not None:
-        end = _utc(until)
-        clauses.append("ts < %s AND day <= %s")
-        params += [end.timestamp(), end.date()]
-    for name in check_dimensions((filters or {}).keys()):
-        value = (filters or {})[name]
-        expr = _DIMENSION_SQL[name]
-        if value == NONE_LABEL:
-            clauses.append(f"{expr} IS NULL")
-            continue
-        if name == "status":
-            try:
-                params.append(int(value))
-            except ValueError:
-                raise ValueError(f"status filter must be an integer, got {value!r}") from None
-        elif name == "day":
-            try:
-                params.append(date.fromisoformat(value))
-            except ValueError:
-                raise ValueError(f"day filter must be YYYY-MM-DD, got {value!r}") from None
-        else:
-            params.append(value)
-        clauses.append(f"{expr} = %s")
-    return ((" WHERE " + " AND ".join(clauses)) if clauses else ""), params
+def _outcomes_sql(source: str) -> str:
+    """(cache, feature, model, `OUTCOME_AGGREGATES`…) rows over the events of `source`."""
+    sums = ", ".join(_OUTCOMES[a] for a in OUTCOME_AGGREGATES)
+    return (
+        f'SELECT "cache", "feature", {DIMENSION_SQL["model"]}, {sums} '
+        f"FROM {source} GROUP BY 1, 2, 3"
+    )

@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from spendgate.call import format_usd, from_nanos
+from spendgate.ledger.backends import open_ledger
 from spendgate.ledger.spend import SpendRow, check_dimensions, total
-from spendgate.ledger.store import open_ledger
 
 __all__ = ["FORMATS", "csv_text", "parse_when", "render_report", "report_command"]
 

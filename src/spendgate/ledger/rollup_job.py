@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any
 
-from spendgate.ledger import rollups as _rollups
+import spendgate.ledger.rollups as _rollups
 
 __all__ = [
     "ROLLUP_FILE_VERSION",
@@ -40,7 +40,7 @@ __all__ = [
     "rollup_path",
 ]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 ROLLUP_FILE_VERSION = 1
 """`PRAGMA user_version` of a rollup file. Another value (or no tables) means the file is

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from spendgate.call import from_nanos
+from spendgate.ledger.event import TAGS
 
 __all__ = ["DIMENSIONS", "NONE_LABEL", "SPEND_FIELDS", "SpendRow", "check_dimensions", "total"]
 
 DIMENSIONS: tuple[str, ...] = (
-    "feature",
-    "use_case",
-    "team",
-    "tenant",
-    "user",
-    "key_id",
+    *TAGS,
     "model",
     "requested_model",
     "provider",
@@ -92,15 +88,4 @@ class SpendRow:
 
 def total(rows: Sequence[SpendRow]) -> SpendRow:
     """One row adding up all of `rows` (integer sums, so the total is exact)."""
-    out = SpendRow(keys={})
-    for row in rows:
-        out.calls += row.calls
-        out.errors += row.errors
-        out.input_tokens += row.input_tokens
-        out.output_tokens += row.output_tokens
-        out.cache_read_tokens += row.cache_read_tokens
-        out.cost_nanos += row.cost_nanos
-        out.unknown_cost_calls += row.unknown_cost_calls
-        out.baseline_nanos += row.baseline_nanos
-        out.savings_nanos += row.savings_nanos
-    return out
+    return SpendRow({}, *(sum(getattr(row, name) for row in rows) for name in SPEND_FIELDS))

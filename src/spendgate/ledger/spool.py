@@ -35,7 +35,7 @@ from spendgate.ledger.event import UsageEvent, _json_default
 
 __all__ = ["Spool", "default_spool_dir", "open_spool"]
 
-log = logging.getLogger("spendgate.ledger.spool")
+log = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 4 * 1024 * 1024
 """A segment is closed for appends past this size (deleted once its events are stored)."""

@@ -20,21 +20,21 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spendgate.ledger import rollup_job as _job
-from spendgate.ledger import rollups as _rollups
+import spendgate.ledger.rollup_job as _job
+import spendgate.ledger.rollups as _rollups
 from spendgate.ledger.checkpoint import Checkpointer
 from spendgate.ledger.event import COLUMNS, InvalidEvent, UsageEvent
-from spendgate.ledger.spend import NONE_LABEL, SPEND_FIELDS, SpendRow, check_dimensions
+from spendgate.ledger.rows import SQLITE, TimeRange, timestamp
+from spendgate.ledger.store import LedgerStore
 
 __all__ = ["SCHEMA_VERSION", "SQLiteLedger"]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 SCHEMA_VERSION = 5
 
@@ -109,23 +109,8 @@ _INSERT = (
 )
 _SELECT_COLUMNS = ", ".join(f'"{c}"' for c in COLUMNS)
 
-_DIMENSION_SQL: dict[str, str] = {
-    "feature": '"feature"',
-    "use_case": '"use_case"',
-    "team": '"team"',
-    "tenant": '"tenant"',
-    "user": '"user"',
-    "key_id": '"key_id"',
-    "model": 'COALESCE("served_model", "requested_model")',
-    "requested_model": '"requested_model"',
-    "provider": '"provider"',
-    "day": '"day"',
-    "status": '"status"',
-    "endpoint": '"endpoint"',
-}
 
-
-class SQLiteLedger:
+class SQLiteLedger(LedgerStore):
     """A `LedgerStore` in one SQLite file (or `:memory:` for tests).
 
     `rollup_job=False` starts no fold thread: the rollups then move only on
@@ -137,6 +122,8 @@ class SQLiteLedger:
     `fold_interval` is how long the job lets events accumulate between folds. A `:memory:`
     ledger folds inline, in `write_batch`, once `fold_every` events are unfolded.
     """
+
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -386,117 +373,37 @@ class SQLiteLedger:
         except sqlite3.Error:
             log.exception("rollup fold failed; events stay unfolded (reports remain exact)")
 
-    def spend(
-        self,
-        by: Sequence[str],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[SpendRow]:
-        """Totals grouped by `by` over calls received in [since, until), most costly first.
-        Read from the rollups when they cover the dimensions (exact: ragged edges of the
-        window come from raw events)."""
-        dims = check_dimensions(by)
-        rows = []
-        for keys, agg in self.aggregate(dims, since, until, filters, fields=SPEND_FIELDS):
-            rows.append(SpendRow(keys, *(agg[a] for a in SPEND_FIELDS)))
-        rows.sort(key=lambda row: (-row.cost_nanos, -row.calls, tuple(row.keys.values())))
-        return rows
+    # -- LedgerStore reads (shaped by the shared half in `ledger.store`) ---------------
 
-    def aggregate(
-        self,
-        by: Sequence[str],
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-        *,
-        fields: Sequence[str] | None = None,
-    ) -> list[tuple[dict[str, str], dict[str, int]]]:
-        """(group keys, aggregates) per group of `by`: every one in `rollups.AGGREGATES`, or
-        only `fields` of them (plus `calls`, which says whether a group exists)."""
-        dims = check_dimensions(by)
-        flt = _checked(filters)
-        names = _fields(fields)
-        sql, params, _ = _rollups.aggregate_sql(
-            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL,
-            use_rollups=self.use_rollups, fields=names,
-        )  # fmt: skip
+    def _fetch(self, sql: str, params: list[Any]) -> list[Any]:
         with self._reader() as conn:
-            result = conn.execute(sql, params).fetchall()
-        out = []
-        n = len(dims)
-        for r in result:
-            if not dims and r[0] == 0:
-                continue  # an ungrouped aggregate over nothing is no group at all
-            if not r[n]:
-                continue
-            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, dict(zip(names, r[n:], strict=True))))
-        return out
+            return conn.execute(sql, params).fetchall()
 
-    def savings_by_technique(
-        self,
-        by: Sequence[str] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[tuple[dict[str, str], str, int, int]]:
-        """(group keys, technique, calls it acted on, nanos saved) per group of `by`."""
-        dims = check_dimensions(by)
-        flt = _checked(filters)
-        sql, params = _rollups.savings_sql(
-            [*dims, "technique"], _opt_ts(since), _opt_ts(until), flt, NONE_LABEL,
-            use_rollups=self.use_rollups,
-        )  # fmt: skip
-        with self._reader() as conn:
-            result = conn.execute(sql, params).fetchall()
-        n = len(dims)
-        out = []
-        for r in result:
-            if r[n] is None or not r[n + 1]:
-                continue
-            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, str(r[n]), int(r[n + 1]), int(r[n + 2])))
-        return out
+    def _query(self, dims: list[str], window: TimeRange, filters: dict[str, str]) -> _rollups.Query:
+        since, until = (None if w is None else timestamp(w) for w in window)
+        return _rollups.Query(dims, since, until, filters, use_rollups=self.use_rollups)
 
-    def active_users(
-        self,
-        by: Sequence[str] = (),
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[tuple[dict[str, str], int]]:
-        """(group keys, distinct tagged users) per group of `by` over [since, until)."""
-        dims = check_dimensions(by)
-        flt = _checked(filters)
-        sql, params = _rollups.active_users_sql(
-            dims, _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
-        )
-        with self._reader() as conn:
-            result = conn.execute(sql, params).fetchall()
-        n = len(dims)
-        out = []
-        for r in result:
-            if not dims and not r[0]:
-                continue
-            keys = {d: NONE_LABEL if v is None else str(v) for d, v in zip(dims, r, strict=False)}
-            out.append((keys, int(r[n])))
-        return out
+    def _aggregate_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str], names: Sequence[str]
+    ) -> tuple[str, list[Any]]:
+        return _rollups.aggregate_sql(self._query(dims, window, filters), names)
 
-    def outcomes(
-        self,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-    ) -> list[tuple[str | None, str, str, dict[str, int]]] | None:
-        """(cache outcome, feature, model, `rollups.OUTCOME_AGGREGATES`) per group over
-        [since, until), exact. None when the outcome rollup cannot answer cheaply: a filter
-        it does not hold (tenant, user), or more than `OUTCOME_MAX_LAG` events behind the
-        other rollups (an older rollup file, still being backfilled)."""
-        flt = _checked(filters)
-        built = _rollups.outcomes_sql(
-            _opt_ts(since), _opt_ts(until), flt, NONE_LABEL, use_rollups=self.use_rollups
-        )
+    def _savings_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str]
+    ) -> tuple[str, list[Any]]:
+        return _rollups.savings_sql(self._query(dims, window, filters))
+
+    def _active_users_sql(
+        self, dims: list[str], window: TimeRange, filters: dict[str, str]
+    ) -> tuple[str, list[Any]]:
+        return _rollups.active_users_sql(self._query(dims, window, filters))
+
+    def _outcome_result(self, window: TimeRange, filters: dict[str, str]) -> list[Any] | None:
+        """From the outcome rollup (plus raw edges and unfolded events). None when it
+        cannot answer cheaply: a filter it does not hold (tenant, user), or more than
+        `OUTCOME_MAX_LAG` events behind the other rollups (an older rollup file, still
+        being backfilled)."""
+        built = _rollups.outcomes_sql(self._query([], window, filters))
         if built is None:
             return None
         sql, params = built
@@ -507,20 +414,13 @@ class SQLiteLedger:
             ).fetchone()
             if self.use_rollups and main - level > OUTCOME_MAX_LAG:
                 return None
-            return _outcome_rows(conn.execute(sql, params))
+            return conn.execute(sql, params).fetchall()
 
-    def recent_outcomes(
-        self,
-        since: datetime | None,
-        until: datetime | None,
-        filters: Mapping[str, str] | None,
-        limit: int,
-    ) -> list[tuple[str | None, str, str, dict[str, int]]]:
-        """`outcomes()`'s rows over the `limit` most recent events in [since, until) that
-        match `filters`, read raw: the bounded answer where the outcome rollup has none."""
-        where, params = _where(since, until, filters)
-        with self._reader() as conn:
-            return _outcome_rows(conn.execute(_rollups.recent_outcomes_sql(where, limit), params))
+    def _recent_outcomes_sql(self, where: str, limit: int) -> str:
+        return _rollups.recent_outcomes_sql(where, limit)
+
+    def _events_sql(self, where: str) -> str:
+        return f"SELECT id, {_SELECT_COLUMNS} FROM usage_events{where} ORDER BY id LIMIT ?"
 
     def rebuild_rollups(self) -> None:
         """Recompute every rollup from the raw events (after a bulk load, or to repair)."""
@@ -574,34 +474,6 @@ class SQLiteLedger:
         with self._reader() as conn:
             return int(conn.execute("SELECT COUNT(*) FROM usage_events").fetchone()[0])
 
-    def events(
-        self,
-        limit: int | None = None,
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        filters: Mapping[str, str] | None = None,
-        chunk: int = 1000,
-    ) -> Iterator[UsageEvent]:
-        """Events in write order. Reads in keyset-paged chunks, each its own short read, so
-        an export that is slow or abandoned never pins a WAL snapshot."""
-        where, params = _where(since, until, filters)
-        where = where + (" AND" if where else " WHERE") + " id > ?"
-        remaining = limit
-        last_id = 0
-        while remaining is None or remaining > 0:
-            size = chunk if remaining is None else min(chunk, remaining)
-            sql = f"SELECT id, {_SELECT_COLUMNS} FROM usage_events{where} ORDER BY id LIMIT ?"
-            with self._reader() as conn:
-                page = conn.execute(sql, [*params, last_id, size]).fetchall()
-            for row in page:
-                yield UsageEvent.from_row(row[1:])
-            if len(page) < size:
-                return
-            last_id = page[-1][0]
-            if remaining is not None:
-                remaining -= len(page)
-
     def close(self) -> None:
         """Stop the rollup job, fold what it left (one step, at most `max_events`: a bigger
         backlog is folded by the next open), checkpoint, close every connection."""
@@ -618,12 +490,6 @@ class SQLiteLedger:
         with self._lock:
             self._close_connections()
 
-    def __enter__(self) -> SQLiteLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"SQLiteLedger({self.path!r})"
 
@@ -631,75 +497,3 @@ class SQLiteLedger:
 OUTCOME_MAX_LAG = 200_000
 """Events the outcome rollup may lag the others by and still answer (the rest is read raw,
 like unfolded events): past that, `outcomes()` leaves the figures to a bounded scan."""
-
-
-def _outcome_rows(
-    result: Iterator[tuple[Any, ...]],
-) -> list[tuple[str | None, str, str, dict[str, int]]]:
-    out = []
-    for cache, feature, model, *sums in result:
-        if not sums[0]:
-            continue
-        out.append(
-            (
-                cache,
-                NONE_LABEL if feature is None else str(feature),
-                NONE_LABEL if model is None else str(model),
-                dict(zip(_rollups.OUTCOME_AGGREGATES, sums, strict=True)),
-            )
-        )
-    return out
-
-
-def _fields(wanted: Sequence[str] | None) -> tuple[str, ...]:
-    """`wanted` in `AGGREGATES` order, `calls` first (a group with no calls is no group)."""
-    if wanted is None:
-        return _rollups.AGGREGATES
-    unknown = set(wanted) - set(_rollups.AGGREGATES)
-    if unknown:
-        raise ValueError(f"unknown aggregates: {', '.join(sorted(unknown))}")
-    return tuple(a for a in _rollups.AGGREGATES if a == "calls" or a in wanted)
-
-
-def _checked(filters: Mapping[str, str] | None) -> dict[str, str]:
-    filters = filters or {}
-    return {name: filters[name] for name in check_dimensions(filters.keys())}
-
-
-def _opt_ts(when: datetime | None) -> float | None:
-    return None if when is None else _ts(when)
-
-
-def _ts(when: datetime) -> float:
-    """Naive datetimes are taken as UTC, matching the ledger's UTC `day`."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
-
-
-def _where(
-    since: datetime | None, until: datetime | None, filters: Mapping[str, str] | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        clauses.append('"ts" >= ?')
-        params.append(_ts(since))
-    if until is not None:
-        clauses.append('"ts" < ?')
-        params.append(_ts(until))
-    for name in check_dimensions((filters or {}).keys()):
-        value = (filters or {})[name]
-        expr = _DIMENSION_SQL[name]
-        if value == NONE_LABEL:
-            clauses.append(f"{expr} IS NULL")
-        elif name == "status":
-            try:
-                params.append(int(value))
-            except ValueError:
-                raise ValueError(f"status filter must be an integer, got {value!r}") from None
-            clauses.append(f"{expr} = ?")
-        else:
-            clauses.append(f"{expr} = ?")
-            params.append(value)
-    return ((" WHERE " + " AND ".join(clauses)) if clauses else ""), params

@@ -32,7 +32,7 @@ from spendgate.ledger.store import LedgerStore
 
 __all__ = ["BatchingWriter"]
 
-log = logging.getLogger("spendgate.ledger")
+log = logging.getLogger(__package__)
 
 _UNSTORABLE = (InvalidEvent, TypeError, OverflowError)
 """Errors that belong to an event, not to the store: retrying the same event cannot help."""

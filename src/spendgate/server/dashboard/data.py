@@ -3,11 +3,11 @@
 Totals, series and top lists come from `LedgerStore.spend()` grouped queries. Model tiers,
 savings by technique and feature economics reuse `spendgate.analytics` (the same code as
 `/admin/trends`, `/admin/savings` and `/admin/features/economics`), so the page and the
-reports API never disagree. Cache outcomes and the routing share are not spend figures: on
-a SQLite ledger they come from its outcome rollup (`SQLiteLedger.outcomes`, exact over the
-range); where that cannot answer (a tenant or user filter, a rollup still being backfilled,
-another store), from one pass over the range's events capped at `SCAN_CAP` (the answer
-says `partial` when the cap was hit).
+reports API never disagree. Cache outcomes and the routing share are not spend figures:
+they come from `LedgerStore.outcomes` (exact over the range: SQLite's outcome rollup,
+PostgreSQL's GROUP BY); where that cannot answer (SQLite: a tenant or user filter, a rollup
+still being backfilled), from the range's `SCAN_CAP` most recent events
+(`LedgerStore.recent_outcomes`; the answer says `partial` when the cap was hit).
 
 The system-prompts panel takes its system tokens, share of input spend and system-prompt
 spend from `analytics.reports.system_prompt_report` (the code behind
@@ -31,7 +31,6 @@ from typing import Any
 
 from spendgate.analytics.config import FeaturesConfig
 from spendgate.analytics.reports import (
-    LedgerQuery,
     Window,
     feature_economics,
     system_prompt_report,
@@ -39,6 +38,7 @@ from spendgate.analytics.reports import (
 from spendgate.analytics.tiers import TierClassifier
 from spendgate.call import from_nanos
 from spendgate.ledger import NONE_LABEL, LedgerStore, SpendRow, total
+from spendgate.ledger.fold import outcome_rows_of
 from spendgate.ledger.rollups import CACHE_MIN_TOKENS
 from spendgate.pricing import PriceCatalog
 
@@ -167,68 +167,37 @@ class _Scan:
     their system prompts those ≥ `CACHE_MIN_TOKENS`, minus what the call already read from
     the provider's cache."""
 
-    def add_system(self, feature: str, model: str, system: int, cache_read: int) -> None:
-        slot = self.system.setdefault((feature, model), [0, 0, 0])
-        slot[0] += 1
-        slot[1] += system
-        if system >= CACHE_MIN_TOKENS:
-            slot[2] += max(system - cache_read, 0)
-
 
 def _scan(store: LedgerStore, q: Query) -> _Scan:
-    """Cache outcomes and routing decisions (neither is a spend dimension): from the
-    SQLite ledger's outcome rollup when it can answer (exact over the whole range), else
-    from its `SCAN_CAP` most recent events in SQL, else from one pass over the range's
-    events in Python, bounded by `SCAN_CAP`."""
-    exact = _scan_rollup(store, q)
-    if exact is not None:
-        return exact
-    fast = _scan_recent(store, q)
-    if fast is not None:
-        return fast
-    out = _Scan()
-    for event in store.events(SCAN_CAP, since=q.since, until=q.until, filters=q.filters or None):
-        out.events += 1
-        if event.cache:
-            out.cache[event.cache] = out.cache.get(event.cache, 0) + 1
-        if event.status < 400:
-            out.answered += 1
-            route = event.route
-            if (
-                route
-                and route.get("mode") != "shadow"
-                and route.get("served") not in (None, route.get("requested", event.requested_model))
-            ):
-                out.routed += 1
-        extra = event.extra or {}
-        cost, system = extra.get("input_cost_nanos"), extra.get("system_tokens") or 0
-        if cost is not None and event.input_tokens > 0 and type(system) is int:
-            out.add_system(event.feature or NONE_LABEL, event.model,
-                           min(system, event.input_tokens), event.cache_read_tokens)  # fmt: skip
+    """Cache outcomes and routing decisions (neither is a spend dimension): exact over the
+    whole range when the store can answer cheaply (`outcomes`), else from the range's
+    `SCAN_CAP` most recent events in SQL, else (a SQLite without JSON functions) from one
+    pass over the range's events in Python, bounded by `SCAN_CAP`."""
+    return _scan_rollup(store, q) or _scan_recent(store, q) or _scan_events(store, q)
+
+
+def _scan_events(store: LedgerStore, q: Query) -> _Scan:
+    """The figures folded in Python from the range's first `SCAN_CAP` events."""
+    events = store.events(SCAN_CAP, since=q.since, until=q.until, filters=q.filters or None)
+    out = _from_outcomes(outcome_rows_of(events))
     out.capped = out.events >= SCAN_CAP
     return out
 
 
 def _scan_rollup(store: LedgerStore, q: Query) -> _Scan | None:
-    """The figures from `SQLiteLedger.outcomes` (the outcome rollup plus raw edges and
-    unfolded events): exact, uncapped. None when it cannot answer (a tenant or user
-    filter, an outcome rollup still being backfilled, another store)."""
-    outcomes = getattr(store, "outcomes", None)
-    if outcomes is None:
-        return None
-    rows = outcomes(q.since, q.until, q.filters or None)
+    """The figures from `LedgerStore.outcomes` (SQLite: the outcome rollup plus raw edges
+    and unfolded events): exact, uncapped. None when it cannot answer cheaply (a tenant or
+    user filter, an outcome rollup still being backfilled)."""
+    rows = store.outcomes(q.since, q.until, q.filters or None)
     return None if rows is None else _from_outcomes(rows)
 
 
 def _scan_recent(store: LedgerStore, q: Query) -> _Scan | None:
-    """The same figures from a SQLite ledger's `SCAN_CAP` most recent events in the range
-    (`SQLiteLedger.recent_outcomes`, the outcome rollup's own per-event sums): 200k events
+    """The same figures from the range's `SCAN_CAP` most recent events
+    (`LedgerStore.recent_outcomes`, the outcome rollup's own per-event sums): 200k events
     take well under a second where `events()` in Python took ~6 s."""
-    recent = getattr(store, "recent_outcomes", None)
-    if recent is None:
-        return None
     try:
-        rows = recent(q.since, q.until, q.filters or None, SCAN_CAP)
+        rows = store.recent_outcomes(q.since, q.until, q.filters or None, SCAN_CAP)
     except sqlite3.Error:
         return None  # e.g. a SQLite without JSON functions: fall back to the Python pass
     out = _from_outcomes(rows)
@@ -380,11 +349,95 @@ the third keeps a core busy while another thread builds rows in Python."""
 def _gather(store: LedgerStore, jobs: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
     """Run a view's independent queries: at once on a store that says its reads run in
     parallel (`parallel_reads`: each thread gets its own connection), else in turn."""
-    if not getattr(store, "parallel_reads", False):
+    if not store.parallel_reads:
         return {name: job() for name, job in jobs.items()}
     with ThreadPoolExecutor(READ_WORKERS, thread_name_prefix="spendgate-dashboard") as pool:
         futures = {name: pool.submit(job) for name, job in jobs.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+def _dims() -> list[str]:
+    """The dimensions one view groups spend by. Slowest first, so they start first when the
+    store reads in parallel: per-user spend (20,000 rows at 10 M events)."""
+    dims = list(dict.fromkeys((*TOP_DIMENSIONS, *FILTER_DIMENSIONS)))
+    dims.sort(key=lambda d: d != "user")
+    return dims
+
+
+def _jobs(
+    store: LedgerStore, q: Query, features: FeaturesConfig | None, now: datetime | None
+) -> dict[str, Callable[[], Any]]:
+    """A view's independent ledger queries, by name."""
+    f = q.filters or None
+    window = Window(q.since, q.until)
+    jobs: dict[str, Callable[[], Any]] = {}
+    for dim in _dims():
+        jobs[f"spend:{dim}"] = partial(store.spend, [dim], q.since, q.until, f)
+    jobs["scan"] = lambda: _scan(store, q)
+    if f is not None:
+        # Filter choices ignore the filters (so a chosen value's siblings stay offered).
+        for dim in _dims():
+            if dim in FILTER_DIMENSIONS:
+                jobs[f"options:{dim}"] = partial(store.spend, [dim], q.since, q.until)
+    jobs["series"] = lambda: _series(store, q)
+    jobs["savings"] = lambda: store.savings_by_technique([], q.since, q.until, q.filters)
+    jobs["system"] = lambda: system_prompt_report(store, ["feature"], window, q.filters)
+    if features is not None and features.root:
+        jobs["economics"] = lambda: feature_economics(
+            store, features, None, q.filters, now=now or q.until
+        )
+    return jobs
+
+
+def _per_user_month(per_user: str | None, q: Query) -> str | None:
+    """Cost per active user scaled from the range to 30 days (ranges of a day or more)."""
+    if per_user is None or q.since is None:
+        return None
+    span_days = (q.until - q.since).total_seconds() / 86400
+    if span_days < 1:
+        return None
+    scaled = Decimal(per_user) * Decimal(30) / Decimal(str(round(span_days, 6)))
+    return format(scaled.quantize(Decimal("0.000001")).normalize(), "f")
+
+
+def _headline(grand: SpendRow, users: int, scan: _Scan, q: Query) -> dict[str, Any]:
+    """The view's totals: spend, cost per call and per active user, cache and routing."""
+    cache = scan.cache
+    looked_up = sum(cache.values()) - cache.get("bypass", 0)
+    hits = sum(v for k, v in cache.items() if "hit" in k)
+    per_user = _ratio_usd(grand.cost_nanos, users)
+    return {
+        "cost_usd": _usd(grand.cost_nanos),
+        "baseline_usd": _usd(grand.baseline_nanos),
+        "savings_usd": _usd(grand.savings_nanos),
+        "calls": grand.calls,
+        "errors": grand.errors,
+        "unknown_cost_calls": grand.unknown_cost_calls,
+        "input_tokens": grand.input_tokens,
+        "output_tokens": grand.output_tokens,
+        "cost_per_call_usd": _ratio_usd(grand.cost_nanos, grand.calls),
+        "active_users": users,
+        "cost_per_active_user_usd": per_user,
+        "cost_per_active_user_month_usd": _per_user_month(per_user, q),
+        "cache_hit_rate": (hits / looked_up) if looked_up else None,
+        "cache_lookups": looked_up,
+        "routing_share": (scan.routed / scan.answered) if scan.answered else None,
+        "routed_calls": scan.routed,
+    }
+
+
+def _economics(econ: dict[str, Any] | None, q: Query) -> dict[str, Any] | None:
+    """The month's economics per feature; a feature filter shows only that feature."""
+    if econ is None or "feature" not in q.filters:
+        return econ
+    return {**econ, "rows": [r for r in econ["rows"] if r["feature"] == q.filters["feature"]]}
+
+
+def _technique_savings(rows: list[tuple[dict[str, str], str, int, int]]) -> list[dict[str, Any]]:
+    savings: dict[str, int] = {}
+    for _keys, technique, _count, nanos in rows:
+        savings[technique] = savings.get(technique, 0) + nanos
+    return _techniques(savings)
 
 
 def summary(
@@ -398,70 +451,18 @@ def summary(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Everything one dashboard view draws, as JSON-ready data."""
-    f = q.filters or None
-    window = Window(q.since, q.until)
-    dims = list(dict.fromkeys((*TOP_DIMENSIONS, *FILTER_DIMENSIONS)))
-    # Slowest first, so they start first when the store reads in parallel: per-user
-    # spend (20,000 rows at 10 M events) and the bounded event scan.
-    dims.sort(key=lambda d: d != "user")
-    jobs: dict[str, Callable[[], Any]] = {}
-    for dim in dims:
-        jobs[f"spend:{dim}"] = partial(store.spend, [dim], q.since, q.until, f)
-    jobs["scan"] = lambda: _scan(store, q)
-    if f is not None:
-        # Filter choices ignore the filters (so a chosen value's siblings stay offered).
-        for dim in dims:
-            if dim in FILTER_DIMENSIONS:
-                jobs[f"options:{dim}"] = partial(store.spend, [dim], q.since, q.until)
-    jobs["series"] = lambda: _series(store, q)
-    jobs["savings"] = lambda: LedgerQuery(store).savings([], window, q.filters)
-    jobs["system"] = lambda: system_prompt_report(store, ["feature"], window, q.filters)
-    if features is not None and features.root:
-        jobs["economics"] = lambda: feature_economics(
-            store, features, None, q.filters, now=now or q.until
-        )
-    got = _gather(store, jobs)
-
-    grouped = {dim: got[f"spend:{dim}"] for dim in dims}
+    got = _gather(store, _jobs(store, q, features, now))
+    grouped = {dim: got[f"spend:{dim}"] for dim in _dims()}
     by_model = grouped["model"]
-    grand = total(by_model)
     users = [r for r in grouped["user"] if r.keys["user"] != NONE_LABEL]
-    top = {dim: [_row(r, dim) for r in grouped[dim][:TOP_N]] for dim in TOP_DIMENSIONS}
     # Unfiltered, the filter choices are the same queries' answers.
-    unfiltered = grouped if f is None else {
-        dim: got[f"options:{dim}"] for dim in FILTER_DIMENSIONS}  # fmt: skip
-    options = {dim: [r.keys[dim] for r in unfiltered[dim][:OPTIONS_N]]
-               for dim in FILTER_DIMENSIONS}  # fmt: skip
+    choices = (
+        grouped if not q.filters else {dim: got[f"options:{dim}"] for dim in FILTER_DIMENSIONS}
+    )
     unit, labels, series = got["series"]
     tiers = {model: tiers_of(model) for model in {*series, *(r.keys["model"] for r in by_model)}}
-    savings: dict[str, int] = {}
-    for _keys, technique, _count, nanos in got["savings"]:
-        savings[technique] = savings.get(technique, 0) + nanos
     scan = got["scan"]
-    cache = scan.cache
-    looked_up = sum(cache.values()) - cache.get("bypass", 0)
-    hits = sum(v for k, v in cache.items() if "hit" in k)
-
-    span_days: float | None = None
-    if q.since is not None:
-        span_days = (q.until - q.since).total_seconds() / 86400
-    per_user = _ratio_usd(grand.cost_nanos, len(users))
-    per_user_month = None
-    if per_user is not None and span_days and span_days >= 1:
-        per_user_month = format(
-            (Decimal(per_user) * Decimal(30) / Decimal(str(round(span_days, 6))))
-            .quantize(Decimal("0.000001"))
-            .normalize(),
-            "f",
-        )
-
-    econ = got.get("economics")
-    if econ is not None and "feature" in q.filters:
-        # The month's economics per feature; a feature filter shows only that feature.
-        econ = {**econ, "rows": [r for r in econ["rows"] if r["feature"] == q.filters["feature"]]}
     days = _observed_days(q, unit, series)
-    system = _system_prompts(got["system"], scan, catalog or PriceCatalog.default(), days)
-
     return {
         "range": {
             "since": q.since.isoformat() if q.since else None,
@@ -469,24 +470,7 @@ def summary(
             "unit": unit,
         },
         "filters": q.filters,
-        "totals": {
-            "cost_usd": _usd(grand.cost_nanos),
-            "baseline_usd": _usd(grand.baseline_nanos),
-            "savings_usd": _usd(grand.savings_nanos),
-            "calls": grand.calls,
-            "errors": grand.errors,
-            "unknown_cost_calls": grand.unknown_cost_calls,
-            "input_tokens": grand.input_tokens,
-            "output_tokens": grand.output_tokens,
-            "cost_per_call_usd": _ratio_usd(grand.cost_nanos, grand.calls),
-            "active_users": len(users),
-            "cost_per_active_user_usd": per_user,
-            "cost_per_active_user_month_usd": per_user_month,
-            "cache_hit_rate": (hits / looked_up) if looked_up else None,
-            "cache_lookups": looked_up,
-            "routing_share": (scan.routed / scan.answered) if scan.answered else None,
-            "routed_calls": scan.routed,
-        },
+        "totals": _headline(total(by_model), len(users), scan, q),
         "series": {
             "labels": labels,
             "models": {m: [_usd(v.get(label, 0)) for label in labels] for m, v in series.items()},
@@ -495,15 +479,19 @@ def summary(
         "models": [
             _row(r, "model") | {"tier": tiers.get(r.keys["model"], "unknown")} for r in by_model
         ],
-        "top": top,
+        "top": {dim: [_row(r, dim) for r in grouped[dim][:TOP_N]] for dim in TOP_DIMENSIONS},
         "savings_by_feature": [
             _row(r, "feature") for r in grouped["feature"] if r.savings_nanos or r.baseline_nanos
         ][:TOP_N],
-        "savings": _techniques(savings),
-        "cache_outcomes": dict(sorted(cache.items())),
+        "savings": _technique_savings(got["savings"]),
+        "cache_outcomes": dict(sorted(scan.cache.items())),
         "scan": {"events": scan.events, "partial": scan.capped},
         "budgets": budgets,
-        "economics": econ,
-        "system_prompts": system,
-        "options": options,
+        "economics": _economics(got.get("economics"), q),
+        "system_prompts": _system_prompts(
+            got["system"], scan, catalog or PriceCatalog.default(), days
+        ),
+        "options": {
+            dim: [r.keys[dim] for r in choices[dim][:OPTIONS_N]] for dim in FILTER_DIMENSIONS
+        },
     }
