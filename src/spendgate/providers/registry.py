@@ -5,6 +5,7 @@ from __future__ import annotations
 from spendgate.call import API
 from spendgate.providers.anthropic import AnthropicAdapter
 from spendgate.providers.base import Deployment, Provider
+from spendgate.providers.dialects import dialect_for
 from spendgate.providers.openai import OpenAIAdapter
 from spendgate.providers.responses_adapter import ResponsesAdapter
 
@@ -26,6 +27,6 @@ _RESPONSES = ResponsesAdapter(_chat_adapter)
 def adapter_for(dep: Deployment, model: str, api: API = "openai") -> Provider:
     """A Responses call gets the Responses adapter (native or translated per deployment);
     Chat, Messages and Embeddings calls get the adapter of the deployment's wire format."""
-    if api == "responses":
+    if not dialect_for(api).chat_family:
         return _RESPONSES
     return _chat_adapter(dep, model)
