@@ -14,13 +14,14 @@ a streaming request is answered by synthesising the SSE events from it.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import orjson
 
 from spendgate.call import Call, Usage
 from spendgate.providers import responses as responses_dialect
+from spendgate.providers.dialects import dialect_for
+from spendgate.providers.dialects.base import NON_ANSWER_FIELDS
 
 __all__ = [
     "NON_ANSWER_FIELDS",
@@ -33,9 +34,6 @@ __all__ = [
     "zero_usage_body",
 ]
 
-NON_ANSWER_FIELDS = frozenset(
-    {"stream", "stream_options", "user", "metadata", "store", "include", "safety_identifier"}
-)
 _GOOD_FINISH = frozenset({"stop", "end_turn", "stop_sequence"})
 _TOOL_FINISH = frozenset({"tool_calls", "tool_use", "function_call"})
 
@@ -53,7 +51,7 @@ def scope_value(call: Call, scope: str) -> str:
 
 
 def exact_key(call: Call, scope: str) -> str:
-    material = {k: v for k, v in call.body.items() if k not in NON_ANSWER_FIELDS}
+    material = dialect_for(call.api).cache_key_body(call.body)
     material["model"] = call.model
     payload = orjson.dumps(
         {"api": call.api, "endpoint": call.endpoint, "scope": scope_value(call, scope),
@@ -128,176 +126,18 @@ def zero_usage_body(body: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------ streams ↔ bodies
 
 
-def _events(raw: bytes) -> list[tuple[str | None, bytes]]:
-    out: list[tuple[str | None, bytes]] = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        event: str | None = None
-        data: list[bytes] = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
-        if data:
-            out.append((event, b"\n".join(data)))
-    return out
-
-
 def body_from_sse(api: str, raw: bytes) -> dict[str, Any] | None:
     """Rebuild the non-streaming body a stream amounts to (text answers only; None when the
     stream holds anything we would not replay faithfully)."""
     try:
-        if api == "responses":
-            return responses_dialect.body_from_events(_events(raw))
-        if api == "openai":
-            return _openai_body(raw)
-        return _anthropic_body(raw)
+        return dialect_for(api).body_from_sse(raw)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def _openai_body(raw: bytes) -> dict[str, Any] | None:
-    text: list[str] = []
-    finish = None
-    head: dict[str, Any] = {}
-    done = False
-    for _, data in _events(raw):
-        if data == b"[DONE]":
-            done = True
-            continue
-        chunk = orjson.loads(data)
-        if "error" in chunk:
-            return None
-        head = head or chunk
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                return None
-            delta = choice.get("delta") or {}
-            if delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
-                return None
-            if delta.get("content"):
-                text.append(delta["content"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-    if not done or not head:
-        return None
-    return {
-        "id": head.get("id"),
-        "object": "chat.completion",
-        "created": head.get("created", int(time.time())),
-        "model": head.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(text), "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
-    }
-
-
-def _anthropic_body(raw: bytes) -> dict[str, Any] | None:
-    message: dict[str, Any] | None = None
-    text: list[str] = []
-    stop = None
-    stopped = False
-    for event, data in _events(raw):
-        payload = orjson.loads(data)
-        kind = event or payload.get("type")
-        if kind == "message_start":
-            message = dict(payload["message"])
-        elif kind == "content_block_start":
-            if payload["content_block"].get("type") != "text":
-                return None
-        elif kind == "content_block_delta":
-            delta = payload["delta"]
-            if delta.get("type") != "text_delta":
-                return None
-            text.append(delta["text"])
-        elif kind == "message_delta":
-            stop = (payload.get("delta") or {}).get("stop_reason")
-        elif kind == "message_stop":
-            stopped = True
-        elif kind == "error":
-            return None
-    if message is None or not stopped:
-        return None
-    message.update(
-        content=[{"type": "text", "text": "".join(text)}], stop_reason=stop, stop_sequence=None
-    )
-    return message
-
-
-def _sse(name: str | None, payload: Any) -> bytes:
-    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + data + b"\n\n"
-
-
 def sse_from_body(api: str, body: dict[str, Any], *, include_usage: bool) -> list[bytes]:
     """The SSE events a provider would have streamed for `body`, with zero usage."""
-    if api == "responses":
-        return [responses_dialect.sse(e) for e in responses_dialect.events_from_response(body)]
-    if api == "openai":
-        return _openai_sse(body, include_usage)
-    return _anthropic_sse(body)
-
-
-def _openai_sse(body: dict[str, Any], include_usage: bool) -> list[bytes]:
-    base = {
-        "id": body.get("id"),
-        "object": "chat.completion.chunk",
-        "created": body.get("created", int(time.time())),
-        "model": body.get("model"),
-    }
-
-    def chunk(delta: dict[str, Any], finish: Any = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return _sse(None, {**base, "choices": [choice]})
-
-    choice = body["choices"][0]
-    message = choice.get("message") or {}
-    out = [chunk({"role": "assistant", "content": ""})]
-    if message.get("content"):
-        out.append(chunk({"content": message["content"]}))
-    for i, tc in enumerate(message.get("tool_calls") or ()):
-        out.append(chunk({"tool_calls": [{"index": i, **tc}]}))
-    out.append(chunk({}, choice.get("finish_reason")))
-    if include_usage:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        out.append(_sse(None, {**base, "choices": [], "usage": usage}))
-    out.append(b"data: [DONE]\n\n")
-    return out
-
-
-def _anthropic_sse(body: dict[str, Any]) -> list[bytes]:
-    start = {k: v for k, v in body.items() if k not in ("content", "stop_reason", "usage")}
-    start.update(
-        content=[],
-        stop_reason=None,
-        stop_sequence=None,
-        usage={"input_tokens": 0, "output_tokens": 0},
-    )
-    out = [_sse("message_start", {"type": "message_start", "message": start})]
-    for i, block in enumerate(body.get("content") or ()):
-        delta: dict[str, Any]
-        if block.get("type") == "tool_use":
-            empty = {**block, "input": {}}
-            partial = orjson.dumps(block["input"]).decode()
-            delta = {"type": "input_json_delta", "partial_json": partial}
-        else:
-            empty = {"type": "text", "text": ""}
-            delta = {"type": "text_delta", "text": block.get("text", "")}
-        start_ev = {"type": "content_block_start", "index": i, "content_block": empty}
-        out.append(_sse("content_block_start", start_ev))
-        delta_ev = {"type": "content_block_delta", "index": i, "delta": delta}
-        out.append(_sse("content_block_delta", delta_ev))
-        out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": i}))
-    stop = {"stop_reason": body.get("stop_reason"), "stop_sequence": body.get("stop_sequence")}
-    message_delta = {"type": "message_delta", "delta": stop, "usage": {"output_tokens": 0}}
-    out.append(_sse("message_delta", message_delta))
-    out.append(_sse("message_stop", {"type": "message_stop"}))
-    return out
+    return dialect_for(api).sse_from_body(body, include_usage=include_usage)
 
 
 def usage_to_dict(usage: Usage) -> dict[str, int]:

@@ -21,7 +21,7 @@ from spendgate.providers.base import (
     iter_sse,
     sse_event,
 )
-from spendgate.providers.dialects import dialect_for
+from spendgate.providers.dialects import OPENAI, dialect_for
 from spendgate.providers.streaming import StreamTally, stream_cut
 from spendgate.providers.translate import OpenAIToAnthropicStream
 from spendgate.reply import Attempt, Reply
@@ -70,7 +70,7 @@ class OpenAIAdapter:
         client_wants_usage: bool,
     ) -> AsyncIterator[bytes]:
         tally = StreamTally(dep.upstream_model(call.model), "openai", sent)
-        relayed = call.api == self.api
+        relayed = dialect_for(call.api) is OPENAI
         to_anthropic = None if relayed else OpenAIToAnthropicStream(tally.model)
         completed = False
         try:

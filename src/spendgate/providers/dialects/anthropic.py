@@ -66,6 +66,7 @@ class AnthropicDialect:
     path = "/v1/messages"
     chat_family = True
     system_in_messages = False
+    client_cache_control = True
     passes_upstream_errors = False
     client_headers: Mapping[str, str] = {"anthropic-version": ANTHROPIC_VERSION}
     logprobs_field: str | None = None

@@ -53,6 +53,8 @@ class Dialect(Protocol):
     Messages, translating between the two); False when it has an adapter of its own."""
     system_in_messages: bool
     """True when the system prompt is a leading message; False when it is a top-level field."""
+    client_cache_control: bool
+    """True when clients mark prompt-cache breakpoints themselves (`cache_control` blocks)."""
     passes_upstream_errors: bool
     """Whether an upstream 4xx body is relayed verbatim to a client of this format."""
     client_headers: Mapping[str, str]

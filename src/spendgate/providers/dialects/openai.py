@@ -76,6 +76,7 @@ class OpenAIDialect:
     path = "/v1/chat/completions"
     chat_family = True
     system_in_messages = True
+    client_cache_control = False
     passes_upstream_errors = True
     client_headers: Mapping[str, str] = {}
     logprobs_field: str | None = "logprobs"

@@ -36,6 +36,7 @@ class ResponsesDialect:
     path = "/v1/responses"
     chat_family = False
     system_in_messages = True
+    client_cache_control = False
     passes_upstream_errors = True
     client_headers: Mapping[str, str] = {}
     logprobs_field: str | None = None
