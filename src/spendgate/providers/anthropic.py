@@ -61,7 +61,7 @@ class AnthropicAdapter:
                              stream=call.stream, keep_error_body=client is ANTHROPIC)  # fmt: skip
         if not isinstance(got, dict):
             reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-            reply.chunks = self._stream(got, call, dep, reply, body)
+            reply.chunks = self._stream(got, call, reply, StreamTally(model, "anthropic", body))
             return reply
         raw_usage = got.get("usage") if isinstance(got.get("usage"), dict) else None
         return Reply(
@@ -80,11 +80,9 @@ class AnthropicAdapter:
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "anthropic", sent)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         to_openai = (
             None
@@ -135,7 +133,7 @@ class AnthropicAdapter:
                 yield b"data: [DONE]\n\n"
             if not completed:
                 why = "upstream stream ended without message_stop"
-                yield stream_cut(reply, dep.name, call.api, why)
+                yield stream_cut(reply, call.api, why)
         finally:
             resp.close()
             if reply.usage is None:

@@ -56,7 +56,8 @@ class OpenAIAdapter:
                              stream=stream)  # fmt: skip
         if not isinstance(got, dict):
             reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-            reply.chunks = self._stream(got, call, dep, reply, body, client_wants_usage)
+            tally = StreamTally(model, "openai", body)
+            reply.chunks = self._stream(got, call, reply, tally, client_wants_usage)
             return reply
         return _reply(got, call, dep, model, attempt)
 
@@ -64,12 +65,10 @@ class OpenAIAdapter:
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
         client_wants_usage: bool,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "openai", sent)
         relayed = dialect_for(call.api) is OPENAI
         to_anthropic = None if relayed else OpenAIToAnthropicStream(tally.model)
         completed = False
@@ -102,7 +101,7 @@ class OpenAIAdapter:
             elif completed:
                 yield b"data: [DONE]\n\n"
             if not completed:
-                yield stream_cut(reply, dep.name, call.api, "upstream stream ended without [DONE]")
+                yield stream_cut(reply, call.api, "upstream stream ended without [DONE]")
         finally:
             resp.close()
             if reply.usage is None:

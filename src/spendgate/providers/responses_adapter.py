@@ -72,7 +72,8 @@ class ResponsesAdapter:
                              stream=call.stream)  # fmt: skip
         if not isinstance(got, dict):
             reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-            reply.chunks = self._stream(got, call, dep, reply, body)
+            tally = StreamTally(model, "openai", wire.chat_view(body))
+            reply.chunks = self._stream(got, call, reply, tally)
             return reply
         reply = Reply(body=got, served_model=model, deployment=dep.name, attempts=[attempt])
         self._observe(got, reply)
@@ -83,11 +84,9 @@ class ResponsesAdapter:
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "openai", wire.chat_view(sent))
         completed = False
         deltas: list[bytes] = []
         """Delta events, parsed only if the stream ends without usage (most never are):
@@ -118,7 +117,7 @@ class ResponsesAdapter:
                 reply.extra["stream_error"] = f"{type(exc).__name__}: {exc}"
             if not completed:
                 why = "upstream stream ended without response.completed"
-                yield stream_cut(reply, dep.name, "responses", why)
+                yield stream_cut(reply, "responses", why)
         finally:
             resp.close()
             if reply.usage is None:

@@ -44,7 +44,7 @@ def error_frame(client_api: API, message: str, code: str) -> bytes:
     return dialect_for(client_api).error_frame(message, code)
 
 
-def stream_cut(reply: Any, deployment: str, client_api: API, why: str) -> bytes:
+def stream_cut(reply: Any, client_api: API, why: str) -> bytes:
     """Mark a reply whose upstream stream ended early, and the frame that tells the client.
 
     The 200 status has already gone out, so the error travels in-band; the ledger keeps the
@@ -52,7 +52,7 @@ def stream_cut(reply: Any, deployment: str, client_api: API, why: str) -> bytes:
     reply.extra.setdefault("stream_error", why)
     reply.error = GatewayError(
         502,
-        f"upstream deployment {deployment!r} cut the stream short",
+        f"upstream deployment {reply.deployment!r} cut the stream short",
         type="upstream_error",
         code="upstream_stream_cut",
     )
