@@ -14,11 +14,9 @@ from spendgate.errors import GatewayError
 from spendgate.pricing import usage_from_anthropic
 from spendgate.providers.dialects.base import (
     JSON,
-    NON_ANSWER_FIELDS,
-    content_text,
+    DialectDefaults,
     events,
     sse,
-    without,
 )
 from spendgate.providers.translate import (
     anthropic_to_openai_request,
@@ -60,7 +58,7 @@ def messages_answer_text(body: JSON) -> str:
     return "".join(parts)
 
 
-class AnthropicDialect:
+class AnthropicDialect(DialectDefaults):
     api: API = "anthropic"
     endpoint: Endpoint = "messages"
     path = "/v1/messages"
@@ -75,24 +73,15 @@ class AnthropicDialect:
     def count_request(self, model: str, body: JSON) -> int:
         return count_anthropic_request(model, body)
 
-    def content_text(self, content: Any) -> str:
-        return content_text(content)
-
     def system_text(self, body: JSON) -> str:
         return _system_text(body)
 
     def system_material(self, body: JSON) -> Any:
         return body.get("system")
 
-    def cache_key_body(self, body: JSON) -> JSON:
-        return without(body, NON_ANSWER_FIELDS)
-
     def output_limit(self, body: JSON, reasoning: bool) -> tuple[str, int | None]:
         value = body.get("max_tokens")
         return "max_tokens", value if isinstance(value, int) else None
-
-    def answers_per_call(self, body: JSON) -> int:
-        return 1
 
     # ---- changing a request
     def with_hint(self, body: JSON, text: str, *, reasoning: bool, json_mode: bool) -> JSON:
@@ -132,9 +121,6 @@ class AnthropicDialect:
         return _events_from_body(body)
 
     # ---- between formats
-    def upstream_api(self, serves_natively: bool, wire: API) -> API:
-        return wire
-
     def request_as(self, wire: API, body: JSON) -> JSON:
         return anthropic_to_openai_request(body) if wire == "openai" else body
 

@@ -23,6 +23,7 @@ __all__ = [
     "JSON",
     "NON_ANSWER_FIELDS",
     "Dialect",
+    "DialectDefaults",
     "content_text",
     "events",
     "sse",
@@ -158,6 +159,27 @@ class Dialect(Protocol):
     ) -> JSON:
         """An upstream answer in format `wire`, rewritten in this format."""
         ...
+
+
+class DialectDefaults:
+    """What most formats do the same way; a dialect inherits it and overrides the rest."""
+
+    client_headers: Mapping[str, str] = {}
+
+    def content_text(self, content: Any) -> str:
+        return content_text(content)
+
+    def cache_key_body(self, body: JSON) -> JSON:
+        return without(body, NON_ANSWER_FIELDS)
+
+    def answers_per_call(self, body: JSON) -> int:
+        return 1
+
+    def client_request(self, payload: JSON) -> JSON:
+        return payload
+
+    def upstream_api(self, serves_natively: bool, wire: API) -> API:
+        return wire
 
 
 def content_text(content: Any) -> str:

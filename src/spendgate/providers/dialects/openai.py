@@ -15,11 +15,9 @@ from spendgate.errors import GatewayError
 from spendgate.pricing import usage_from_openai
 from spendgate.providers.dialects.base import (
     JSON,
-    NON_ANSWER_FIELDS,
-    content_text,
+    DialectDefaults,
     events,
     sse,
-    without,
 )
 from spendgate.providers.translate import (
     anthropic_response_to_openai,
@@ -70,7 +68,7 @@ def chat_answer_text(body: JSON) -> str:
     return json.dumps(calls, sort_keys=True) if calls else ""
 
 
-class OpenAIDialect:
+class OpenAIDialect(DialectDefaults):
     api: API = "openai"
     endpoint: Endpoint = "chat"
     path = "/v1/chat/completions"
@@ -78,24 +76,17 @@ class OpenAIDialect:
     system_in_messages = True
     client_cache_control = False
     passes_upstream_errors = True
-    client_headers: Mapping[str, str] = {}
     logprobs_field: str | None = "logprobs"
 
     # ---- reading a request
     def count_request(self, model: str, body: JSON) -> int:
         return count_openai_request(model, body)
 
-    def content_text(self, content: Any) -> str:
-        return content_text(content)
-
     def system_text(self, body: JSON) -> str:
         return chat_system_text(body)
 
     def system_material(self, body: JSON) -> Any:
         return _leading_system(body)
-
-    def cache_key_body(self, body: JSON) -> JSON:
-        return without(body, NON_ANSWER_FIELDS)
 
     def output_limit(self, body: JSON, reasoning: bool) -> tuple[str, int | None]:
         for key in ("max_completion_tokens", "max_tokens"):
@@ -127,9 +118,6 @@ class OpenAIDialect:
     def conversation(self, model: str, system: str, messages: list[Any]) -> JSON:
         return {"model": model, "messages": [{"role": "system", "content": system}, *messages]}
 
-    def client_request(self, payload: JSON) -> JSON:
-        return payload
-
     # ---- answers
     def parse_usage(self, raw: Mapping[str, Any]) -> Usage:
         return usage_from_openai(dict(raw))
@@ -152,9 +140,6 @@ class OpenAIDialect:
         return _chunks_from_body(body, include_usage)
 
     # ---- between formats
-    def upstream_api(self, serves_natively: bool, wire: API) -> API:
-        return wire
-
     def request_as(self, wire: API, body: JSON) -> JSON:
         return openai_to_anthropic_request(body) if wire == "anthropic" else body
 
