@@ -61,8 +61,7 @@ def plan_line(
     if endpoint == "embeddings":
         return LinePlan("openai", "/v1/embeddings", {**body, "model": upstream})
     client = dialect_for(api)
-    native = dep.api_for(model) == "openai" and dep.serves_responses(model)
-    target = client.upstream_api(native, dep.api_for(model))
+    target = client.upstream_api(dep.serves_responses(model), dep.api_for(model))
     params = client.request_as(target, body)
     params = {k: v for k, v in params.items() if k not in _LIVE_ONLY}
     batch_api: API = "anthropic" if target == "anthropic" else "openai"

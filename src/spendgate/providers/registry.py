@@ -13,12 +13,12 @@ __all__ = ["PROVIDER_KINDS", "adapter_for"]
 
 PROVIDER_KINDS = ("openai", "anthropic", "simulated")
 
-_OPENAI = OpenAIAdapter()
-_ANTHROPIC = AnthropicAdapter()
+_UPSTREAM: dict[API, Provider] = {a.api: a for a in (OpenAIAdapter(), AnthropicAdapter())}
+"""The adapter of each wire format a deployment can speak (`Deployment.api_for`)."""
 
 
 def _chat_adapter(dep: Deployment, model: str) -> Provider:
-    return _ANTHROPIC if dep.api_for(model) == "anthropic" else _OPENAI
+    return _UPSTREAM[dep.api_for(model)]
 
 
 _RESPONSES = ResponsesAdapter(_chat_adapter)
