@@ -341,3 +341,20 @@ def test_responses_goes_native_or_through_chat() -> None:
     )
     assert bridged["id"] == "r2" and RESPONSES.answer_text(bridged) == "4."
     assert not RESPONSES.chat_family and OPENAI.chat_family and ANTHROPIC.chat_family
+
+
+def test_answers_are_told_apart_by_shape_and_judged_for_caching() -> None:
+    bodies = {OPENAI: CHAT_RESPONSE, ANTHROPIC: MESSAGES_RESPONSE, RESPONSES: _responses_body()}
+    for dialect, body in bodies.items():
+        assert [d for d in DIALECTS.values() if d.is_answer(body)] == [dialect]
+        assert dialect.skip_reason(body, cache_tool_calls=False) is None
+        zero = dialect.zero_usage(body)
+        assert not any(v for v in zero["usage"].values() if isinstance(v, int))
+        assert body["usage"] != zero["usage"]  # a copy: the stored body keeps its usage
+    cut = {**CHAT_RESPONSE, "choices": [{**CHAT_RESPONSE["choices"][0], "finish_reason": "length"}]}
+    assert OPENAI.skip_reason(cut, cache_tool_calls=True) == "finish_reason=length"
+    tool = {**MESSAGES_RESPONSE, "stop_reason": "tool_use"}
+    assert ANTHROPIC.skip_reason(tool, cache_tool_calls=False) == "tool_calls"
+    assert ANTHROPIC.skip_reason(tool, cache_tool_calls=True) is None
+    refused = {**MESSAGES_RESPONSE, "stop_reason": "refusal"}
+    assert ANTHROPIC.skip_reason(refused, cache_tool_calls=True) == "refusal"

@@ -19,8 +19,7 @@ from typing import Any
 import orjson
 
 from spendgate.call import Call, Usage
-from spendgate.providers import responses as responses_dialect
-from spendgate.providers.dialects import dialect_for
+from spendgate.providers.dialects import ANTHROPIC, DIALECTS, Dialect, dialect_for
 from spendgate.providers.dialects.base import NON_ANSWER_FIELDS
 
 __all__ = [
@@ -33,9 +32,6 @@ __all__ = [
     "sse_from_body",
     "zero_usage_body",
 ]
-
-_GOOD_FINISH = frozenset({"stop", "end_turn", "stop_sequence"})
-_TOOL_FINISH = frozenset({"tool_calls", "tool_use", "function_call"})
 
 
 def scope_value(call: Call, scope: str) -> str:
@@ -75,52 +71,25 @@ def request_skip_reason(call: Call, *, cache_sampled: bool) -> str | None:
     return None
 
 
+def _answer_dialect(body: dict[str, Any]) -> Dialect | None:
+    """The format a stored or fresh answer is in, by its shape."""
+    return next((d for d in DIALECTS.values() if d.is_answer(body)), None)
+
+
 def response_skip_reason(body: dict[str, Any] | None, *, cache_tool_calls: bool) -> str | None:
     """Why this answer must not be stored (None: it may). Errors, refusals, truncated and
     filtered answers are never stored; tool calls only when enabled."""
     if not isinstance(body, dict):
         return "no body"
-    if body.get("object") == "response":  # OpenAI Responses
-        return responses_dialect.is_cacheable(body, cache_tool_calls=cache_tool_calls)
-    if "choices" in body:  # OpenAI
-        choices = body.get("choices") or []
-        if len(choices) != 1 or not isinstance(choices[0], dict):
-            return "choices"
-        choice = choices[0]
-        finish = choice.get("finish_reason")
-        message = choice.get("message") or {}
-        if message.get("refusal"):
-            return "refusal"
-        if finish in _TOOL_FINISH or message.get("tool_calls"):
-            return None if cache_tool_calls else "tool_calls"
-        if finish not in _GOOD_FINISH:
-            return f"finish_reason={finish}"
-        return None
-    if body.get("type") == "message":  # Anthropic
-        stop = body.get("stop_reason")
-        blocks = body.get("content") or []
-        if stop == "refusal":
-            return "refusal"
-        if stop in _TOOL_FINISH or any(b.get("type") == "tool_use" for b in blocks):
-            return None if cache_tool_calls else "tool_calls"
-        if stop not in _GOOD_FINISH:
-            return f"stop_reason={stop}"
-        if any(b.get("type") not in ("text",) for b in blocks):
-            return "non-text content"
-        return None
-    return "unknown shape"
+    dialect = _answer_dialect(body)
+    if dialect is None:
+        return "unknown shape"
+    return dialect.skip_reason(body, cache_tool_calls=cache_tool_calls)
 
 
 def zero_usage_body(body: dict[str, Any]) -> dict[str, Any]:
     """The stored body as a hit returns it: nothing was billed for this call."""
-    out = dict(body)
-    if out.get("object") == "response":
-        out["usage"] = responses_dialect.zero_usage()
-    elif "choices" in out:
-        out["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    else:
-        out["usage"] = {"input_tokens": 0, "output_tokens": 0}
-    return out
+    return (_answer_dialect(body) or ANTHROPIC).zero_usage(body)
 
 
 # ------------------------------------------------------------------ streams ↔ bodies

@@ -13,7 +13,9 @@ from spendgate.call import API, Endpoint, Usage
 from spendgate.errors import GatewayError
 from spendgate.pricing import usage_from_anthropic
 from spendgate.providers.dialects.base import (
+    GOOD_FINISH,
     JSON,
+    TOOL_FINISH,
     DialectDefaults,
     events,
     sse,
@@ -106,6 +108,25 @@ class AnthropicDialect(DialectDefaults):
 
     def answer_text(self, body: JSON) -> str:
         return messages_answer_text(body)
+
+    def is_answer(self, body: JSON) -> bool:
+        return body.get("type") == "message"
+
+    def skip_reason(self, body: JSON, *, cache_tool_calls: bool) -> str | None:
+        stop = body.get("stop_reason")
+        blocks = body.get("content") or []
+        if stop == "refusal":
+            return "refusal"
+        if stop in TOOL_FINISH or any(b.get("type") == "tool_use" for b in blocks):
+            return None if cache_tool_calls else "tool_calls"
+        if stop not in GOOD_FINISH:
+            return f"stop_reason={stop}"
+        if any(b.get("type") not in ("text",) for b in blocks):
+            return "non-text content"
+        return None
+
+    def zero_usage(self, body: JSON) -> JSON:
+        return {**body, "usage": {"input_tokens": 0, "output_tokens": 0}}
 
     def error_body(self, error: GatewayError) -> JSON:
         return error.to_anthropic()

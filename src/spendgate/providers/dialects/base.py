@@ -20,8 +20,10 @@ from spendgate.call import API, Endpoint, Usage
 from spendgate.errors import GatewayError
 
 __all__ = [
+    "GOOD_FINISH",
     "JSON",
     "NON_ANSWER_FIELDS",
+    "TOOL_FINISH",
     "Dialect",
     "DialectDefaults",
     "content_text",
@@ -128,6 +130,20 @@ class Dialect(Protocol):
         """The answer of a response body (tool calls as JSON)."""
         ...
 
+    def is_answer(self, body: JSON) -> bool:
+        """Whether `body` is an answer in this format (told apart by shape alone, for
+        stored answers that do not say which format they are in)."""
+        ...
+
+    def skip_reason(self, body: JSON, *, cache_tool_calls: bool) -> str | None:
+        """Why this answer must not be cached (None: it may). Errors, refusals, truncated
+        and filtered answers never are; tool calls only when `cache_tool_calls`."""
+        ...
+
+    def zero_usage(self, body: JSON) -> JSON:
+        """`body` with the usage of a call nobody was billed for (a cache hit)."""
+        ...
+
     def error_body(self, error: GatewayError) -> JSON:
         """A gateway error as this format's error body."""
         ...
@@ -159,6 +175,12 @@ class Dialect(Protocol):
     ) -> JSON:
         """An upstream answer in format `wire`, rewritten in this format."""
         ...
+
+
+GOOD_FINISH = frozenset({"stop", "end_turn", "stop_sequence"})
+"""Finish reasons of a complete answer (Chat's and Messages' names)."""
+TOOL_FINISH = frozenset({"tool_calls", "tool_use", "function_call"})
+"""Finish reasons of an answer that calls tools."""
 
 
 class DialectDefaults:

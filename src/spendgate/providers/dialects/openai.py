@@ -14,7 +14,9 @@ from spendgate.call import API, Endpoint, Usage
 from spendgate.errors import GatewayError
 from spendgate.pricing import usage_from_openai
 from spendgate.providers.dialects.base import (
+    GOOD_FINISH,
     JSON,
+    TOOL_FINISH,
     DialectDefaults,
     events,
     sse,
@@ -124,6 +126,27 @@ class OpenAIDialect(DialectDefaults):
 
     def answer_text(self, body: JSON) -> str:
         return chat_answer_text(body)
+
+    def is_answer(self, body: JSON) -> bool:
+        return "choices" in body
+
+    def skip_reason(self, body: JSON, *, cache_tool_calls: bool) -> str | None:
+        choices = body.get("choices") or []
+        if len(choices) != 1 or not isinstance(choices[0], dict):
+            return "choices"
+        choice = choices[0]
+        finish = choice.get("finish_reason")
+        message = choice.get("message") or {}
+        if message.get("refusal"):
+            return "refusal"
+        if finish in TOOL_FINISH or message.get("tool_calls"):
+            return None if cache_tool_calls else "tool_calls"
+        if finish not in GOOD_FINISH:
+            return f"finish_reason={finish}"
+        return None
+
+    def zero_usage(self, body: JSON) -> JSON:
+        return {**body, "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
     def error_body(self, error: GatewayError) -> JSON:
         return error.to_openai()

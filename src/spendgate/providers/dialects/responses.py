@@ -17,8 +17,10 @@ from spendgate.providers.responses import (
     count_input_tokens,
     events_from_response,
     from_chat_response,
+    is_cacheable,
     sse,
     to_chat_request,
+    zero_usage,
 )
 from spendgate.providers.translate import (
     anthropic_response_to_openai,
@@ -66,6 +68,15 @@ class ResponsesDialect(OpenAIDialect):
             elif item.get("type") == "function_call":
                 texts.append(orjson.dumps({item.get("name"): item.get("arguments")}).decode())
         return "".join(texts)
+
+    def is_answer(self, body: JSON) -> bool:
+        return body.get("object") == "response"
+
+    def skip_reason(self, body: JSON, *, cache_tool_calls: bool) -> str | None:
+        return is_cacheable(body, cache_tool_calls=cache_tool_calls)
+
+    def zero_usage(self, body: JSON) -> JSON:
+        return {**body, "usage": zero_usage()}
 
     def error_frame(self, message: str, code: str) -> bytes:
         event = {"type": "error", "code": code, "message": message, "param": None,
