@@ -23,7 +23,7 @@ from spendgate.providers.dialects import (
     Dialect,
     dialect_for,
 )
-from spendgate.providers.dialects.base import events
+from spendgate.providers.dialects.base import events, plain_text, text_parts
 from spendgate.tokens import count_anthropic_request, count_openai_request
 
 CHAT_REQUEST: dict[str, Any] = {
@@ -358,3 +358,13 @@ def test_answers_are_told_apart_by_shape_and_judged_for_caching() -> None:
     assert ANTHROPIC.skip_reason(tool, cache_tool_calls=True) is None
     refused = {**MESSAGES_RESPONSE, "stop_reason": "refusal"}
     assert ANTHROPIC.skip_reason(refused, cache_tool_calls=True) == "refusal"
+
+
+def test_shared_content_readers() -> None:
+    blocks = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert plain_text(blocks) == "a\nb"
+    assert plain_text("q") == "q"
+    image = {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+    assert plain_text([*blocks, image]) is None  # not a question the cache can compare
+    assert plain_text(None) is None
+    assert text_parts(["s", *blocks, image]) == ["s", "a", "b"]

@@ -28,6 +28,7 @@ __all__ = [
     "DialectDefaults",
     "content_text",
     "events",
+    "plain_text",
     "sse",
     "text_parts",
     "without",
@@ -220,6 +221,21 @@ def content_text(content: Any) -> str:
                     parts.append(content_text(block.get("content")))
         return "\n".join(parts)
     return ""
+
+
+def plain_text(content: Any) -> str | None:
+    """The text of a content made of text alone (a string, or text blocks newline-joined);
+    None when it holds anything else (images, files, tool results) or is not content."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for part in content:
+        if not isinstance(part, dict) or part.get("type") != "text":
+            return None
+        parts.append(str(part.get("text", "")))
+    return "\n".join(parts)
 
 
 def text_parts(content: Any) -> list[str]:
