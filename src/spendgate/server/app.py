@@ -222,7 +222,7 @@ class Gateway:
             count = functools.partial(count_message_tokens, table=self.table, http=self.http)
             await self._serve_count(scope, receive, send, "anthropic", count)
         elif path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
-            count = functools.partial(_count_response, table=self.table)
+            count = functools.partial(count_response_tokens, table=self.table)
             await self._serve_count(scope, receive, send, "responses", count)
         elif path.startswith(BATCH_PREFIXES):
             await serve_batch_route(self, scope, receive, send)
@@ -616,12 +616,6 @@ def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
             f"The JSON body is nested more than {MAX_JSON_DEPTH} levels deep.",
             code="invalid_json",
         ) from None
-
-
-async def _count_response(
-    body: dict[str, Any], headers: Any, *, table: ModelTable
-) -> tuple[dict[str, Any], dict[str, str]]:
-    return await count_response_tokens(body, table)
 
 
 def header_value(text: str) -> bytes:
