@@ -17,27 +17,14 @@ pass, after the first call.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from spendgate.call import Call, Cost, Usage, to_nanos
+from spendgate.providers.dialects.base import text_parts
 from spendgate.tokens.encoders import count_text, estimated_counts, family
 
 __all__ = ["input_split", "system_texts", "system_tokens"]
 
 _SYSTEM_ROLES = ("system", "developer")
-
-
-def _texts(content: Any) -> list[str]:
-    if isinstance(content, str):
-        return [content]
-    out: list[str] = []
-    if isinstance(content, list):
-        for part in content:
-            if isinstance(part, str):
-                out.append(part)
-            elif isinstance(part, dict) and isinstance(part.get("text"), str):
-                out.append(part["text"])
-    return out
 
 
 def system_texts(call: Call) -> list[str]:
@@ -47,13 +34,13 @@ def system_texts(call: Call) -> list[str]:
         return []
     out: list[str] = []
     if "system" in body:  # Anthropic Messages
-        out += _texts(body.get("system"))
+        out += text_parts(body.get("system"))
     if "instructions" in body:  # OpenAI Responses
-        out += _texts(body.get("instructions"))
+        out += text_parts(body.get("instructions"))
     items = body.get("messages") if "messages" in body else body.get("input")
     for message in items if isinstance(items, list) else ():
         if isinstance(message, dict) and message.get("role") in _SYSTEM_ROLES:
-            out += _texts(message.get("content"))
+            out += text_parts(message.get("content"))
     return out
 
 

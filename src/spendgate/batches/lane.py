@@ -44,6 +44,7 @@ from spendgate.call import Call, Decisions, Tags, Usage
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer
 from spendgate.providers.base import Deployment
+from spendgate.providers.dialects import dialect_for
 from spendgate.providers.responses_adapter import response_id
 from spendgate.reply import Reply
 from spendgate.routing.saving import credit_routing
@@ -413,4 +414,4 @@ def _call_of(value: dict[str, Any]) -> Call:
 
 def _error_body(api: str, error: GatewayError | None) -> dict[str, Any]:
     error = error or GatewayError(502, "the batch returned no answer for this call")
-    return error.to_anthropic() if api == "anthropic" else error.to_openai()
+    return dialect_for(api).error_body(error)

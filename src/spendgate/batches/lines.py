@@ -12,15 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spendgate.call import API, Endpoint, Usage
-from spendgate.pricing import usage_from_anthropic, usage_from_openai
-from spendgate.providers import responses as responses_dialect
 from spendgate.providers.base import Deployment
-from spendgate.providers.translate import (
-    anthropic_response_to_openai,
-    anthropic_to_openai_request,
-    openai_response_to_anthropic,
-    openai_to_anthropic_request,
-)
+from spendgate.providers.dialects import dialect_for
 
 __all__ = [
     "OPENAI_BATCH_URLS",
@@ -65,27 +58,14 @@ def plan_line(
     """How a call (`api`/`endpoint`, public `model`) is sent inside a batch to `dep`."""
     upstream = dep.upstream_model(model)
     body = {k: v for k, v in body.items() if k not in _LIVE_ONLY}
-    wire = dep.api_for(model)
     if endpoint == "embeddings":
         return LinePlan("openai", "/v1/embeddings", {**body, "model": upstream})
-    if api == "responses":
-        if wire == "openai" and dep.serves_responses(model):
-            return LinePlan("openai", "/v1/responses", {**body, "model": upstream})
-        chat = responses_dialect.to_chat_request(body)
-        chat = {k: v for k, v in chat.items() if k not in _LIVE_ONLY}
-        if wire == "openai":
-            return LinePlan("openai", "/v1/chat/completions", {**chat, "model": upstream})
-        params = openai_to_anthropic_request(chat)
-        return LinePlan("anthropic", "/v1/messages", {**params, "model": upstream})
-    if api == "openai":
-        if wire == "openai":
-            return LinePlan("openai", "/v1/chat/completions", {**body, "model": upstream})
-        params = openai_to_anthropic_request(body)
-        return LinePlan("anthropic", "/v1/messages", {**params, "model": upstream})
-    if wire == "anthropic":
-        return LinePlan("anthropic", "/v1/messages", {**body, "model": upstream})
-    chat = anthropic_to_openai_request(body)
-    return LinePlan("openai", "/v1/chat/completions", {**chat, "model": upstream})
+    client = dialect_for(api)
+    target = client.upstream_api(dep.serves_responses(model), dep.api_for(model))
+    params = client.request_as(target, body)
+    params = {k: v for k, v in params.items() if k not in _LIVE_ONLY}
+    batch_api: API = "anthropic" if target == "anthropic" else "openai"
+    return LinePlan(batch_api, dialect_for(target).path, {**params, "model": upstream})
 
 
 def usage_of(batch_api: str, result: dict[str, Any]) -> Usage | None:
@@ -93,9 +73,7 @@ def usage_of(batch_api: str, result: dict[str, Any]) -> Usage | None:
     usage = result.get("usage")
     if not isinstance(usage, dict):
         return None
-    if batch_api == "anthropic":
-        return usage_from_anthropic(usage)
-    return usage_from_openai(usage)
+    return dialect_for(batch_api).parse_usage(usage)
 
 
 def to_client(
@@ -103,17 +81,7 @@ def to_client(
     *, response_id: str, model: str,
 ) -> dict[str, Any]:  # fmt: skip
     """A result body in the wire format the client called with."""
-    if api == "responses":
-        if url == "/v1/responses":
-            return {**result, "id": response_id}
-        chat = result
-        if batch_api == "anthropic":
-            chat = anthropic_response_to_openai(result, model=model)
-        return responses_dialect.from_chat_response(chat, request, response_id=response_id)
-    if api == "openai":
-        if batch_api == "anthropic":
-            return anthropic_response_to_openai(result, model=model)
-        return result
-    if batch_api == "openai":
-        return openai_response_to_anthropic(result, model=model)
-    return result
+    wire: API = "responses" if url == "/v1/responses" else dialect_for(batch_api).api
+    return dialect_for(api).response_from(
+        wire, result, request=request, model=model, response_id=response_id
+    )

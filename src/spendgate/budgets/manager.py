@@ -32,12 +32,10 @@ from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUna
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer, normalize_tier
-from spendgate.providers.responses import count_input_tokens as count_responses_input
+from spendgate.providers.dialects import dialect_for
 from spendgate.reply import Reply
 from spendgate.tokens import (
-    count_anthropic_request,
     count_embedding_input,
-    count_openai_request,
     estimated_counts,
 )
 
@@ -321,22 +319,16 @@ class BudgetManager:
         model = call.requested_model
         if call.endpoint == "embeddings":
             return count_embedding_input(model, body.get("input")), 0
+        dialect = dialect_for(call.api)
         with estimated_counts(upper=True):  # a worst case needs no tokenizer tables
-            if call.api == "anthropic":
-                n_in = count_anthropic_request(model, body)
-            elif call.api == "responses":
-                n_in = count_responses_input(model, body)
-            else:
-                n_in = count_openai_request(model, body)
+            n_in = dialect.count_request(model, body)
         cap = (
             body.get("max_completion_tokens")
             or body.get("max_tokens")
             or body.get("max_output_tokens")
         )
         out = cap if isinstance(cap, int) and cap > 0 else self.config.default_max_output_tokens
-        n = body.get("n")
-        if call.api == "openai" and isinstance(n, int) and n > 1:
-            out *= n
+        out *= dialect.answers_per_call(body)
         return n_in, out
 
     def worst_case(self, call: Call, n_in: int, n_out: int) -> Decimal | None:

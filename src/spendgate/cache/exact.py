@@ -14,13 +14,13 @@ a streaming request is answered by synthesising the SSE events from it.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 import orjson
 
 from spendgate.call import Call, Usage
-from spendgate.providers import responses as responses_dialect
+from spendgate.providers.dialects import ANTHROPIC, DIALECTS, Dialect, dialect_for
+from spendgate.providers.dialects.base import NON_ANSWER_FIELDS
 
 __all__ = [
     "NON_ANSWER_FIELDS",
@@ -32,12 +32,6 @@ __all__ = [
     "sse_from_body",
     "zero_usage_body",
 ]
-
-NON_ANSWER_FIELDS = frozenset(
-    {"stream", "stream_options", "user", "metadata", "store", "include", "safety_identifier"}
-)
-_GOOD_FINISH = frozenset({"stop", "end_turn", "stop_sequence"})
-_TOOL_FINISH = frozenset({"tool_calls", "tool_use", "function_call"})
 
 
 def scope_value(call: Call, scope: str) -> str:
@@ -53,7 +47,7 @@ def scope_value(call: Call, scope: str) -> str:
 
 
 def exact_key(call: Call, scope: str) -> str:
-    material = {k: v for k, v in call.body.items() if k not in NON_ANSWER_FIELDS}
+    material = dialect_for(call.api).cache_key_body(call.body)
     material["model"] = call.model
     payload = orjson.dumps(
         {"api": call.api, "endpoint": call.endpoint, "scope": scope_value(call, scope),
@@ -77,227 +71,42 @@ def request_skip_reason(call: Call, *, cache_sampled: bool) -> str | None:
     return None
 
 
+def _answer_dialect(body: dict[str, Any]) -> Dialect | None:
+    """The format a stored or fresh answer is in, by its shape."""
+    return next((d for d in DIALECTS.values() if d.is_answer(body)), None)
+
+
 def response_skip_reason(body: dict[str, Any] | None, *, cache_tool_calls: bool) -> str | None:
     """Why this answer must not be stored (None: it may). Errors, refusals, truncated and
     filtered answers are never stored; tool calls only when enabled."""
     if not isinstance(body, dict):
         return "no body"
-    if body.get("object") == "response":  # OpenAI Responses
-        return responses_dialect.is_cacheable(body, cache_tool_calls=cache_tool_calls)
-    if "choices" in body:  # OpenAI
-        choices = body.get("choices") or []
-        if len(choices) != 1 or not isinstance(choices[0], dict):
-            return "choices"
-        choice = choices[0]
-        finish = choice.get("finish_reason")
-        message = choice.get("message") or {}
-        if message.get("refusal"):
-            return "refusal"
-        if finish in _TOOL_FINISH or message.get("tool_calls"):
-            return None if cache_tool_calls else "tool_calls"
-        if finish not in _GOOD_FINISH:
-            return f"finish_reason={finish}"
-        return None
-    if body.get("type") == "message":  # Anthropic
-        stop = body.get("stop_reason")
-        blocks = body.get("content") or []
-        if stop == "refusal":
-            return "refusal"
-        if stop in _TOOL_FINISH or any(b.get("type") == "tool_use" for b in blocks):
-            return None if cache_tool_calls else "tool_calls"
-        if stop not in _GOOD_FINISH:
-            return f"stop_reason={stop}"
-        if any(b.get("type") not in ("text",) for b in blocks):
-            return "non-text content"
-        return None
-    return "unknown shape"
+    dialect = _answer_dialect(body)
+    if dialect is None:
+        return "unknown shape"
+    return dialect.skip_reason(body, cache_tool_calls=cache_tool_calls)
 
 
 def zero_usage_body(body: dict[str, Any]) -> dict[str, Any]:
     """The stored body as a hit returns it: nothing was billed for this call."""
-    out = dict(body)
-    if out.get("object") == "response":
-        out["usage"] = responses_dialect.zero_usage()
-    elif "choices" in out:
-        out["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    else:
-        out["usage"] = {"input_tokens": 0, "output_tokens": 0}
-    return out
+    return (_answer_dialect(body) or ANTHROPIC).zero_usage(body)
 
 
 # ------------------------------------------------------------------ streams ↔ bodies
-
-
-def _events(raw: bytes) -> list[tuple[str | None, bytes]]:
-    out: list[tuple[str | None, bytes]] = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        event: str | None = None
-        data: list[bytes] = []
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" "))
-            elif line.startswith(b"event:"):
-                event = line[6:].strip().decode()
-        if data:
-            out.append((event, b"\n".join(data)))
-    return out
 
 
 def body_from_sse(api: str, raw: bytes) -> dict[str, Any] | None:
     """Rebuild the non-streaming body a stream amounts to (text answers only; None when the
     stream holds anything we would not replay faithfully)."""
     try:
-        if api == "responses":
-            return responses_dialect.body_from_events(_events(raw))
-        if api == "openai":
-            return _openai_body(raw)
-        return _anthropic_body(raw)
+        return dialect_for(api).body_from_sse(raw)
     except (ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def _openai_body(raw: bytes) -> dict[str, Any] | None:
-    text: list[str] = []
-    finish = None
-    head: dict[str, Any] = {}
-    done = False
-    for _, data in _events(raw):
-        if data == b"[DONE]":
-            done = True
-            continue
-        chunk = orjson.loads(data)
-        if "error" in chunk:
-            return None
-        head = head or chunk
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                return None
-            delta = choice.get("delta") or {}
-            if delta.get("tool_calls") or delta.get("refusal") or delta.get("function_call"):
-                return None
-            if delta.get("content"):
-                text.append(delta["content"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-    if not done or not head:
-        return None
-    return {
-        "id": head.get("id"),
-        "object": "chat.completion",
-        "created": head.get("created", int(time.time())),
-        "model": head.get("model"),
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(text), "refusal": None},
-                "logprobs": None,
-                "finish_reason": finish,
-            }
-        ],
-    }
-
-
-def _anthropic_body(raw: bytes) -> dict[str, Any] | None:
-    message: dict[str, Any] | None = None
-    text: list[str] = []
-    stop = None
-    stopped = False
-    for event, data in _events(raw):
-        payload = orjson.loads(data)
-        kind = event or payload.get("type")
-        if kind == "message_start":
-            message = dict(payload["message"])
-        elif kind == "content_block_start":
-            if payload["content_block"].get("type") != "text":
-                return None
-        elif kind == "content_block_delta":
-            delta = payload["delta"]
-            if delta.get("type") != "text_delta":
-                return None
-            text.append(delta["text"])
-        elif kind == "message_delta":
-            stop = (payload.get("delta") or {}).get("stop_reason")
-        elif kind == "message_stop":
-            stopped = True
-        elif kind == "error":
-            return None
-    if message is None or not stopped:
-        return None
-    message.update(
-        content=[{"type": "text", "text": "".join(text)}], stop_reason=stop, stop_sequence=None
-    )
-    return message
-
-
-def _sse(name: str | None, payload: Any) -> bytes:
-    data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    return (b"event: " + name.encode() + b"\n" if name else b"") + b"data: " + data + b"\n\n"
-
-
 def sse_from_body(api: str, body: dict[str, Any], *, include_usage: bool) -> list[bytes]:
     """The SSE events a provider would have streamed for `body`, with zero usage."""
-    if api == "responses":
-        return [responses_dialect.sse(e) for e in responses_dialect.events_from_response(body)]
-    if api == "openai":
-        return _openai_sse(body, include_usage)
-    return _anthropic_sse(body)
-
-
-def _openai_sse(body: dict[str, Any], include_usage: bool) -> list[bytes]:
-    base = {
-        "id": body.get("id"),
-        "object": "chat.completion.chunk",
-        "created": body.get("created", int(time.time())),
-        "model": body.get("model"),
-    }
-
-    def chunk(delta: dict[str, Any], finish: Any = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return _sse(None, {**base, "choices": [choice]})
-
-    choice = body["choices"][0]
-    message = choice.get("message") or {}
-    out = [chunk({"role": "assistant", "content": ""})]
-    if message.get("content"):
-        out.append(chunk({"content": message["content"]}))
-    for i, tc in enumerate(message.get("tool_calls") or ()):
-        out.append(chunk({"tool_calls": [{"index": i, **tc}]}))
-    out.append(chunk({}, choice.get("finish_reason")))
-    if include_usage:
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-        out.append(_sse(None, {**base, "choices": [], "usage": usage}))
-    out.append(b"data: [DONE]\n\n")
-    return out
-
-
-def _anthropic_sse(body: dict[str, Any]) -> list[bytes]:
-    start = {k: v for k, v in body.items() if k not in ("content", "stop_reason", "usage")}
-    start.update(
-        content=[],
-        stop_reason=None,
-        stop_sequence=None,
-        usage={"input_tokens": 0, "output_tokens": 0},
-    )
-    out = [_sse("message_start", {"type": "message_start", "message": start})]
-    for i, block in enumerate(body.get("content") or ()):
-        delta: dict[str, Any]
-        if block.get("type") == "tool_use":
-            empty = {**block, "input": {}}
-            partial = orjson.dumps(block["input"]).decode()
-            delta = {"type": "input_json_delta", "partial_json": partial}
-        else:
-            empty = {"type": "text", "text": ""}
-            delta = {"type": "text_delta", "text": block.get("text", "")}
-        start_ev = {"type": "content_block_start", "index": i, "content_block": empty}
-        out.append(_sse("content_block_start", start_ev))
-        delta_ev = {"type": "content_block_delta", "index": i, "delta": delta}
-        out.append(_sse("content_block_delta", delta_ev))
-        out.append(_sse("content_block_stop", {"type": "content_block_stop", "index": i}))
-    stop = {"stop_reason": body.get("stop_reason"), "stop_sequence": body.get("stop_sequence")}
-    message_delta = {"type": "message_delta", "delta": stop, "usage": {"output_tokens": 0}}
-    out.append(_sse("message_delta", message_delta))
-    out.append(_sse("message_stop", {"type": "message_stop"}))
-    return out
+    return dialect_for(api).sse_from_body(body, include_usage=include_usage)
 
 
 def usage_to_dict(usage: Usage) -> dict[str, int]:

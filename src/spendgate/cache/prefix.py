@@ -45,6 +45,7 @@ import orjson
 from spendgate.cache.config import PrefixConfig
 from spendgate.call import API, Call, Decision, Usage
 from spendgate.pricing import Pricer, billed_tier
+from spendgate.providers.dialects import dialect_for
 from spendgate.providers.translate import TranslationError, openai_to_anthropic_request
 from spendgate.reply import Reply
 from spendgate.stages import Next, StageContext
@@ -323,14 +324,7 @@ def _prefix_fingerprint(call: Call) -> tuple[str, int]:
     """Hash and estimated tokens of the part of the prompt meant to be the same every call
     of a feature: tools and the leading system prompt."""
     body = call.body
-    if call.api == "anthropic":
-        system: Any = body.get("system")
-    else:
-        system = []
-        for message in _items(body.get("messages")):
-            if not isinstance(message, dict) or message.get("role") not in ("system", "developer"):
-                break
-            system.append(message.get("content"))
+    system = dialect_for(call.api).system_material(body)
     tools = body.get("tools")
     material = orjson.dumps({"system": system, "tools": tools}, option=orjson.OPT_SORT_KEYS)
     text = orjson.dumps(system).decode() if system else ""

@@ -41,6 +41,7 @@ from spendgate.cache.verifier import (
     same_question,
 )
 from spendgate.call import Call
+from spendgate.providers.dialects.base import plain_text
 
 if TYPE_CHECKING:
     from spendgate.cache.cross_encoder import CrossEncoder
@@ -71,19 +72,6 @@ def _hash(obj: Any) -> str:
     ).hexdigest()
 
 
-def _text_of(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text":
-                return None  # images, files, tool results: not a question we can compare
-            parts.append(str(part.get("text", "")))
-        return "\n".join(parts)
-    return None
-
-
 def query_text(call: Call, max_turns: int) -> tuple[str, list[Any]] | None:
     """The last user turn's text and the earlier messages, or None when the request is not
     a plain-text question within `max_turns` user turns."""
@@ -96,7 +84,7 @@ def query_text(call: Call, max_turns: int) -> tuple[str, list[Any]] | None:
     users = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "user")
     if users > max_turns:
         return None
-    text = _text_of(last.get("content"))
+    text = plain_text(last.get("content"))  # images, files, tool results: not comparable
     if text is None or not text.strip():
         return None
     return text, messages[:-1]

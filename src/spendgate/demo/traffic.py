@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from spendgate.demo.prompts import SYSTEM_PROMPTS
+from spendgate.providers.dialects import dialect_for
 
 __all__ = [
     "FEATURES",
@@ -198,23 +199,12 @@ def _headers(feature: Feature, tenant: str, user_key: str) -> dict[str, str]:
 def _request(
     feature: Feature, messages: list[dict[str, Any]], key: str, *, stream: bool
 ) -> tuple[str, dict[str, Any]]:
-    if feature.api == "anthropic":
-        body: dict[str, Any] = {
-            "model": feature.model,
-            "system": feature.system,
-            "messages": messages,
-            "max_tokens": feature.max_tokens or 1024,
-            "stream": stream,
-        }
-        return "/v1/messages", body
-    body = {
-        "model": feature.model,
-        "messages": [{"role": "system", "content": feature.system}, *messages],
-        "stream": stream,
-    }
+    dialect = dialect_for(feature.api)
+    body = dialect.conversation(feature.model, feature.system, messages)
+    body["stream"] = stream
     if feature.max_tokens:
         body["max_tokens"] = feature.max_tokens
-    return "/v1/chat/completions", body
+    return dialect.path, dialect.client_request(body)
 
 
 def build_traffic(prompts: list[dict[str, Any]]) -> list[DemoRequest]:

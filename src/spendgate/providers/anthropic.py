@@ -16,23 +16,17 @@ from spendgate.providers.base import (
     Deployment,
     UpstreamError,
     UpstreamHTTP,
+    exchange,
     iter_sse,
-    parse_json_body,
-    read_body,
-    upstream_failure,
 )
+from spendgate.providers.dialects import ANTHROPIC, dialect_for
+from spendgate.providers.dialects.anthropic import ANTHROPIC_VERSION
 from spendgate.providers.openai import embeddings_unsupported
 from spendgate.providers.streaming import StreamTally, stream_cut
-from spendgate.providers.translate import (
-    AnthropicToOpenAIStream,
-    anthropic_response_to_openai,
-    openai_to_anthropic_request,
-)
+from spendgate.providers.translate import AnthropicToOpenAIStream
 from spendgate.reply import Attempt, Reply
 
 __all__ = ["ANTHROPIC_VERSION", "AnthropicAdapter"]
-
-ANTHROPIC_VERSION = "2023-06-01"
 
 
 class AnthropicAdapter:
@@ -56,45 +50,28 @@ class AnthropicAdapter:
         model = dep.upstream_model(call.model)
         attempt = Attempt(deployment=dep.name, model=model)
         started = time.perf_counter()
-        source = call.body if call.api == "anthropic" else openai_to_anthropic_request(call.body)
-        body = {**source, "model": model}
+        client = dialect_for(call.api)
+        body = {**client.request_as(self.api, call.body), "model": model}
         if call.stream:
             body["stream"] = True
-        try:
-            resp = await http.open(
-                dep.base_url.rstrip("/") + "/messages", body, self.headers(dep, call), dep
-            )
-            attempt.status = resp.status
-            if resp.status != 200:
-                raw = await read_body(resp, dep)
-                failure = upstream_failure(resp.status, raw, dep, resp.headers)
-                if call.api != "anthropic":
-                    # The upstream's body is in Anthropic's dialect: the edge must re-render
-                    # it for an OpenAI client rather than pass it through verbatim.
-                    failure.upstream_body = None
-                raise UpstreamError(failure)
-            if call.stream:
-                reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-                reply.chunks = self._stream(resp, call, dep, reply, body)
-                return reply
-            data = parse_json_body(await read_body(resp, dep), dep)
-        except UpstreamError as exc:
-            attempt.error = exc.error.code
-            attempt.status = attempt.status or exc.error.status
-            exc.attempts.append(attempt)
-            exc.deployment = dep.name
-            raise
-        finally:
-            attempt.ms = (time.perf_counter() - started) * 1000
-        raw_usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
-        usage = usage_from_anthropic(raw_usage) if raw_usage is not None else None
-        out = data if call.api == "anthropic" else anthropic_response_to_openai(data, model=model)
+        url = dep.base_url.rstrip("/") + "/messages"
+        # The upstream's error body is in Anthropic's format: for a client of another format
+        # the edge must re-render it rather than pass it through verbatim.
+        got = await exchange(http, dep, attempt, started, (url, body, self.headers(dep, call)),
+                             stream=call.stream, keep_error_body=client is ANTHROPIC)  # fmt: skip
+        if not isinstance(got, dict):
+            reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
+            reply.chunks = self._stream(got, call, reply, StreamTally(model, "anthropic", body))
+            return reply
+        raw_usage = got.get("usage") if isinstance(got.get("usage"), dict) else None
         return Reply(
-            body=out,
-            usage=usage,
-            served_model=str(data.get("model") or model),
+            body=client.response_from(
+                self.api, got, request=call.body, model=model, response_id=""
+            ),
+            usage=usage_from_anthropic(raw_usage) if raw_usage is not None else None,
+            served_model=str(got.get("model") or model),
             deployment=dep.name,
-            finish_reason=data.get("stop_reason"),
+            finish_reason=got.get("stop_reason"),
             service_tier=_tier(raw_usage),
             attempts=[attempt],
         )
@@ -103,16 +80,14 @@ class AnthropicAdapter:
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "anthropic", sent)
         include_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
         to_openai = (
-            AnthropicToOpenAIStream(tally.model, include_usage=include_usage)
-            if call.api == "openai"
-            else None
+            None
+            if dialect_for(call.api) is ANTHROPIC
+            else AnthropicToOpenAIStream(tally.model, include_usage=include_usage)
         )
         start_usage: dict[str, Any] | None = None
         delta_usage: dict[str, Any] | None = None
@@ -158,7 +133,7 @@ class AnthropicAdapter:
                 yield b"data: [DONE]\n\n"
             if not completed:
                 why = "upstream stream ended without message_stop"
-                yield stream_cut(reply, dep.name, call.api, why)
+                yield stream_cut(reply, call.api, why)
         finally:
             resp.close()
             if reply.usage is None:

@@ -27,6 +27,8 @@ __all__ = [
     "SSEEvent",
     "UpstreamError",
     "UpstreamHTTP",
+    "bearer_headers",
+    "exchange",
     "iter_sse",
     "upstream_failure",
 ]
@@ -211,6 +213,52 @@ def parse_json_body(raw: bytes, dep: Deployment) -> dict[str, Any]:
             )
         )
     return data
+
+
+def bearer_headers(dep: Deployment) -> dict[str, str]:
+    """JSON content type, the deployment's extra headers, and its key as a bearer token
+    (every OpenAI-compatible API)."""
+    headers = {"content-type": "application/json", **dep.extra_headers}
+    if dep.api_key:
+        headers["authorization"] = f"Bearer {dep.api_key}"
+    return headers
+
+
+async def exchange(
+    http: UpstreamHTTP,
+    dep: Deployment,
+    attempt: Attempt,
+    started: float,
+    request: tuple[str, dict[str, Any], Mapping[str, str]],
+    *,
+    stream: bool,
+    keep_error_body: bool = True,
+) -> aiohttp.ClientResponse | dict[str, Any]:
+    """POST `request` (url, body, headers) and return the open response when `stream`, else
+    the parsed JSON body. A failure is raised as `UpstreamError` carrying `attempt`; the
+    attempt's status and duration are filled in either way. `keep_error_body=False` drops
+    the upstream's error body (it is in another format than the client's)."""
+    url, body, headers = request
+    try:
+        resp = await http.open(url, body, headers, dep)
+        attempt.status = resp.status
+        if resp.status != 200:
+            raw = await read_body(resp, dep)
+            failure = upstream_failure(resp.status, raw, dep, resp.headers)
+            if not keep_error_body:
+                failure.upstream_body = None
+            raise UpstreamError(failure)
+        if stream:
+            return resp
+        return parse_json_body(await read_body(resp, dep), dep)
+    except UpstreamError as exc:
+        attempt.error = exc.error.code
+        attempt.status = attempt.status or exc.error.status
+        exc.attempts.append(attempt)
+        exc.deployment = dep.name
+        raise
+    finally:
+        attempt.ms = (time.perf_counter() - started) * 1000
 
 
 def upstream_failure(

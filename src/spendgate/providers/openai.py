@@ -15,20 +15,15 @@ from spendgate.errors import GatewayError
 from spendgate.pricing import usage_from_openai
 from spendgate.providers.base import (
     Deployment,
-    UpstreamError,
     UpstreamHTTP,
+    bearer_headers,
+    exchange,
     iter_sse,
-    parse_json_body,
-    read_body,
     sse_event,
-    upstream_failure,
 )
+from spendgate.providers.dialects import OPENAI, dialect_for
 from spendgate.providers.streaming import StreamTally, stream_cut
-from spendgate.providers.translate import (
-    OpenAIToAnthropicStream,
-    anthropic_to_openai_request,
-    openai_response_to_anthropic,
-)
+from spendgate.providers.translate import OpenAIToAnthropicStream
 from spendgate.reply import Attempt, Reply
 
 __all__ = ["OpenAIAdapter"]
@@ -38,10 +33,7 @@ class OpenAIAdapter:
     api: API = "openai"
 
     def headers(self, dep: Deployment) -> dict[str, str]:
-        headers = {"content-type": "application/json", **dep.extra_headers}
-        if dep.api_key:
-            headers["authorization"] = f"Bearer {dep.api_key}"
-        return headers
+        return bearer_headers(dep)
 
     async def send(self, call: Call, dep: Deployment, http: UpstreamHTTP) -> Reply:
         model = dep.upstream_model(call.model)
@@ -51,61 +43,34 @@ class OpenAIAdapter:
             body = {**call.body, "model": model}
             path = "/embeddings"
         else:
-            source = call.body if call.api == "openai" else anthropic_to_openai_request(call.body)
-            body = {**source, "model": model}
+            body = {**dialect_for(call.api).request_as(self.api, call.body), "model": model}
             path = "/chat/completions"
         client_wants_usage = bool((call.body.get("stream_options") or {}).get("include_usage"))
+        stream = call.stream and call.endpoint != "embeddings"
         if call.stream:
             # Always ask for usage: a stream without it could only be estimated.
             body["stream"] = True
             body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        try:
-            resp = await http.open(dep.base_url.rstrip("/") + path, body, self.headers(dep), dep)
-            attempt.status = resp.status
-            if resp.status != 200:
-                raw = await read_body(resp, dep)
-                raise UpstreamError(upstream_failure(resp.status, raw, dep, resp.headers))
-            if call.stream and call.endpoint != "embeddings":
-                reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-                reply.chunks = self._stream(resp, call, dep, reply, body, client_wants_usage)
-                return reply
-            data = parse_json_body(await read_body(resp, dep), dep)
-        except UpstreamError as exc:
-            attempt.error = exc.error.code
-            attempt.status = attempt.status or exc.error.status
-            exc.attempts.append(attempt)
-            exc.deployment = dep.name
-            raise
-        finally:
-            attempt.ms = (time.perf_counter() - started) * 1000
-        usage = usage_from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
-        finish = None
-        choices = data.get("choices")
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            finish = choices[0].get("finish_reason")
-        out = data if call.api == "openai" else openai_response_to_anthropic(data, model=model)
-        tier = data.get("service_tier")
-        return Reply(
-            body=out,
-            usage=usage,
-            served_model=str(data.get("model") or model),
-            deployment=dep.name,
-            finish_reason=finish,
-            service_tier=tier if isinstance(tier, str) else None,
-            attempts=[attempt],
-        )
+        url = dep.base_url.rstrip("/") + path
+        got = await exchange(http, dep, attempt, started, (url, body, self.headers(dep)),
+                             stream=stream)  # fmt: skip
+        if not isinstance(got, dict):
+            reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
+            tally = StreamTally(model, "openai", body)
+            reply.chunks = self._stream(got, call, reply, tally, client_wants_usage)
+            return reply
+        return _reply(got, call, dep, model, attempt)
 
     async def _stream(
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
         client_wants_usage: bool,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "openai", sent)
-        to_anthropic = OpenAIToAnthropicStream(tally.model) if call.api == "anthropic" else None
+        relayed = dialect_for(call.api) is OPENAI
+        to_anthropic = None if relayed else OpenAIToAnthropicStream(tally.model)
         completed = False
         try:
             try:
@@ -136,7 +101,7 @@ class OpenAIAdapter:
             elif completed:
                 yield b"data: [DONE]\n\n"
             if not completed:
-                yield stream_cut(reply, dep.name, call.api, "upstream stream ended without [DONE]")
+                yield stream_cut(reply, call.api, "upstream stream ended without [DONE]")
         finally:
             resp.close()
             if reply.usage is None:
@@ -158,6 +123,29 @@ class OpenAIAdapter:
                 tally.add((tc.get("function") or {}).get("arguments"))
             if choice.get("finish_reason"):
                 reply.finish_reason = choice["finish_reason"]
+
+
+def _reply(
+    data: dict[str, Any], call: Call, dep: Deployment, model: str, attempt: Attempt
+) -> Reply:
+    usage = usage_from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
+    finish = None
+    choices = data.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        finish = choices[0].get("finish_reason")
+    out = dialect_for(call.api).response_from(
+        "openai", data, request=call.body, model=model, response_id=""
+    )
+    tier = data.get("service_tier")
+    return Reply(
+        body=out,
+        usage=usage,
+        served_model=str(data.get("model") or model),
+        deployment=dep.name,
+        finish_reason=finish,
+        service_tier=tier if isinstance(tier, str) else None,
+        attempts=[attempt],
+    )
 
 
 def embeddings_unsupported(dep: Deployment) -> GatewayError:

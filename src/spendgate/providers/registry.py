@@ -5,6 +5,7 @@ from __future__ import annotations
 from spendgate.call import API
 from spendgate.providers.anthropic import AnthropicAdapter
 from spendgate.providers.base import Deployment, Provider
+from spendgate.providers.dialects import dialect_for
 from spendgate.providers.openai import OpenAIAdapter
 from spendgate.providers.responses_adapter import ResponsesAdapter
 
@@ -12,12 +13,12 @@ __all__ = ["PROVIDER_KINDS", "adapter_for"]
 
 PROVIDER_KINDS = ("openai", "anthropic", "simulated")
 
-_OPENAI = OpenAIAdapter()
-_ANTHROPIC = AnthropicAdapter()
+_UPSTREAM: dict[API, Provider] = {a.api: a for a in (OpenAIAdapter(), AnthropicAdapter())}
+"""The adapter of each wire format a deployment can speak (`Deployment.api_for`)."""
 
 
 def _chat_adapter(dep: Deployment, model: str) -> Provider:
-    return _ANTHROPIC if dep.api_for(model) == "anthropic" else _OPENAI
+    return _UPSTREAM[dep.api_for(model)]
 
 
 _RESPONSES = ResponsesAdapter(_chat_adapter)
@@ -26,6 +27,6 @@ _RESPONSES = ResponsesAdapter(_chat_adapter)
 def adapter_for(dep: Deployment, model: str, api: API = "openai") -> Provider:
     """A Responses call gets the Responses adapter (native or translated per deployment);
     Chat, Messages and Embeddings calls get the adapter of the deployment's wire format."""
-    if api == "responses":
+    if not dialect_for(api).chat_family:
         return _RESPONSES
     return _chat_adapter(dep, model)

@@ -852,42 +852,35 @@ class ChatToResponsesStream:
                 continue
             delta = choice.get("delta") or {}
             if delta.get("content"):
-                events += self._open_message()
-                events += self._open_part("output_text")
-                assert self._message is not None
-                self._text.append(delta["content"])
-                events.append(
-                    self._emit(
-                        {
-                            "type": "response.output_text.delta",
-                            "item_id": self._message["id"],
-                            "output_index": self.output.index(self._message),
-                            "content_index": len(self._message["content"]) - 1,
-                            "delta": delta["content"],
-                            "logprobs": [],
-                        }
-                    )
-                )
+                events += self._part_delta("output_text", delta["content"])
             if delta.get("refusal"):
-                events += self._open_message()
-                events += self._open_part("refusal")
-                assert self._message is not None
-                self._refusal.append(delta["refusal"])
-                events.append(
-                    self._emit(
-                        {
-                            "type": "response.refusal.delta",
-                            "item_id": self._message["id"],
-                            "output_index": self.output.index(self._message),
-                            "content_index": len(self._message["content"]) - 1,
-                            "delta": delta["refusal"],
-                        }
-                    )
-                )
+                events += self._part_delta("refusal", delta["refusal"])
             for tc in delta.get("tool_calls") or ():
                 events += self._tool_delta(tc)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+        return events
+
+    def _part_delta(self, kind: str, piece: str) -> list[JSON]:
+        """Text or refusal text appended to the open message's part of that `kind`."""
+        events = self._open_message()
+        events += self._open_part(kind)
+        assert self._message is not None
+        event: JSON = {
+            "type": "response.output_text.delta"
+            if kind == "output_text"
+            else "response.refusal.delta",
+            "item_id": self._message["id"],
+            "output_index": self.output.index(self._message),
+            "content_index": len(self._message["content"]) - 1,
+            "delta": piece,
+        }
+        if kind == "output_text":
+            self._text.append(piece)
+            event["logprobs"] = []
+        else:
+            self._refusal.append(piece)
+        events.append(self._emit(event))
         return events
 
     def _tool_delta(self, tc: JSON) -> list[JSON]:

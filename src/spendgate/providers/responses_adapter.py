@@ -16,18 +16,16 @@ from typing import Any
 import aiohttp
 import orjson
 
+import spendgate.providers.responses as wire
 from spendgate.call import API, Call
 from spendgate.pricing import usage_from_openai
-from spendgate.providers import responses as dialect
 from spendgate.providers.base import (
     Deployment,
     Provider,
-    UpstreamError,
     UpstreamHTTP,
+    bearer_headers,
+    exchange,
     iter_sse,
-    parse_json_body,
-    read_body,
-    upstream_failure,
 )
 from spendgate.providers.streaming import StreamTally, stream_cut
 from spendgate.reply import Attempt, Reply
@@ -53,10 +51,7 @@ class ResponsesAdapter:
         import cycle)."""
 
     def headers(self, dep: Deployment) -> dict[str, str]:
-        headers = {"content-type": "application/json", **dep.extra_headers}
-        if dep.api_key:
-            headers["authorization"] = f"Bearer {dep.api_key}"
-        return headers
+        return bearer_headers(dep)
 
     async def send(self, call: Call, dep: Deployment, http: UpstreamHTTP) -> Reply:
         if dep.serves_responses(call.model):
@@ -72,48 +67,26 @@ class ResponsesAdapter:
         body.pop("previous_response_id", None)  # resolved by the gateway: input is complete
         if call.stream:
             body["stream"] = True
-        try:
-            resp = await http.open(
-                dep.base_url.rstrip("/") + "/responses", body, self.headers(dep), dep
-            )
-            attempt.status = resp.status
-            if resp.status != 200:
-                raw = await read_body(resp, dep)
-                raise UpstreamError(upstream_failure(resp.status, raw, dep, resp.headers))
-            if call.stream:
-                reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
-                reply.chunks = self._stream(resp, call, dep, reply, body)
-                return reply
-            data = parse_json_body(await read_body(resp, dep), dep)
-        except UpstreamError as exc:
-            attempt.error = exc.error.code
-            attempt.status = attempt.status or exc.error.status
-            exc.attempts.append(attempt)
-            exc.deployment = dep.name
-            raise
-        finally:
-            attempt.ms = (time.perf_counter() - started) * 1000
-        usage = usage_from_openai(data["usage"]) if isinstance(data.get("usage"), dict) else None
-        tier = data.get("service_tier")
-        return Reply(
-            body=data,
-            usage=usage,
-            served_model=str(data.get("model") or model),
-            deployment=dep.name,
-            finish_reason=dialect.finish_reason_of(data),
-            service_tier=tier if isinstance(tier, str) else None,
-            attempts=[attempt],
-        )
+        url = dep.base_url.rstrip("/") + "/responses"
+        got = await exchange(http, dep, attempt, started, (url, body, self.headers(dep)),
+                             stream=call.stream)  # fmt: skip
+        if not isinstance(got, dict):
+            reply = Reply(served_model=model, deployment=dep.name, attempts=[attempt])
+            tally = StreamTally(model, "openai", wire.chat_view(body))
+            reply.chunks = self._stream(got, call, reply, tally)
+            return reply
+        reply = Reply(body=got, served_model=model, deployment=dep.name, attempts=[attempt])
+        self._observe(got, reply)
+        reply.finish_reason = wire.finish_reason_of(got)
+        return reply
 
     async def _stream(
         self,
         resp: aiohttp.ClientResponse,
         call: Call,
-        dep: Deployment,
         reply: Reply,
-        sent: dict[str, Any],
+        tally: StreamTally,
     ) -> AsyncIterator[bytes]:
-        tally = StreamTally(dep.upstream_model(call.model), "openai", dialect.chat_view(sent))
         completed = False
         deltas: list[bytes] = []
         """Delta events, parsed only if the stream ends without usage (most never are):
@@ -132,7 +105,7 @@ class ResponsesAdapter:
                         kind = str(data.get("type") or kind)
                         if kind in _DELTAS:
                             deltas.append(ev.data)
-                        elif kind in dialect.LIFECYCLE_EVENTS:
+                        elif kind in wire.LIFECYCLE_EVENTS:
                             self._observe(data.get("response"), reply)
                         elif kind == "error":
                             raise ValueError(str(data.get("message") or "upstream stream error"))
@@ -144,7 +117,7 @@ class ResponsesAdapter:
                 reply.extra["stream_error"] = f"{type(exc).__name__}: {exc}"
             if not completed:
                 why = "upstream stream ended without response.completed"
-                yield stream_cut(reply, dep.name, "responses", why)
+                yield stream_cut(reply, "responses", why)
         finally:
             resp.close()
             if reply.usage is None:
@@ -168,12 +141,12 @@ class ResponsesAdapter:
         if isinstance(response.get("service_tier"), str):
             reply.service_tier = response["service_tier"]
         if response.get("status") in ("completed", "incomplete", "failed"):
-            reply.finish_reason = dialect.finish_reason_of(response)
+            reply.finish_reason = wire.finish_reason_of(response)
 
     # ------------------------------------------------------------------ translated
     async def _bridged(self, call: Call, dep: Deployment, http: UpstreamHTTP) -> Reply:
         chat_call = replace(
-            call, api="openai", endpoint="chat", body=dialect.to_chat_request(call.body)
+            call, api="openai", endpoint="chat", body=wire.to_chat_request(call.body)
         )
         inner: Provider = self._chat_adapter_for(dep, call.model)
         reply = await inner.send(chat_call, dep, http)
@@ -182,8 +155,8 @@ class ResponsesAdapter:
             model = reply.served_model or dep.upstream_model(call.model)
             reply.chunks = _translate_stream(reply.chunks, reply, call.body, rid, model)
         elif reply.body is not None:
-            reply.body = dialect.from_chat_response(reply.body, call.body, response_id=rid)
-            reply.finish_reason = dialect.finish_reason_of(reply.body)
+            reply.body = wire.from_chat_response(reply.body, call.body, response_id=rid)
+            reply.finish_reason = wire.finish_reason_of(reply.body)
         return reply
 
 
@@ -191,7 +164,7 @@ async def _translate_stream(
     chunks: AsyncIterator[bytes], reply: Reply, request: dict[str, Any], rid: str, model: str
 ) -> AsyncIterator[bytes]:
     """Chat SSE bytes (as the Chat adapter yields them) → typed Responses events."""
-    machine = dialect.ChatToResponsesStream(request, response_id=rid, model=model)
+    machine = wire.ChatToResponsesStream(request, response_id=rid, model=model)
     buffer = b""
     done = False
     failed: str | None = None
@@ -213,17 +186,17 @@ async def _translate_stream(
                     continue
                 if isinstance(chunk, dict):
                     for event in machine.feed(chunk):
-                        yield dialect.sse(event)
+                        yield wire.sse(event)
         if done and failed is None:
             for event in machine.finish():
-                yield dialect.sse(event)
+                yield wire.sse(event)
         else:
             message = failed or "upstream stream ended early"
             for event in machine.fail(message):
-                yield dialect.sse(event)
+                yield wire.sse(event)
     finally:
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
         if machine.finish_reason:
-            reply.finish_reason = dialect.finish_reason_of(machine.response) or reply.finish_reason
+            reply.finish_reason = wire.finish_reason_of(machine.response) or reply.finish_reason

@@ -6,16 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from spendgate.call import API, Usage
 from spendgate.errors import GatewayError
-from spendgate.tokens import (
-    count_anthropic_request,
-    count_openai_request,
-    count_text,
-    estimated_counts,
-)
+from spendgate.providers.dialects import dialect_for
+from spendgate.tokens import count_text, estimated_counts
 
 __all__ = ["StreamTally", "error_frame", "stream_cut"]
 
@@ -37,10 +31,7 @@ class StreamTally:
         """Input counted on the body actually sent, output on the text actually received
         (an estimate, marked so: Claude's counts come from o200k, not ctok's tables)."""
         with estimated_counts():
-            if self.upstream_api == "anthropic":
-                prompt = count_anthropic_request(self.model, self.sent_body)
-            else:
-                prompt = count_openai_request(self.model, self.sent_body)
+            prompt = dialect_for(self.upstream_api).count_request(self.model, self.sent_body)
             output = self.output_tokens()
         return Usage(input_tokens=prompt, output_tokens=output, estimated=True)
 
@@ -50,18 +41,10 @@ class StreamTally:
 
 def error_frame(client_api: API, message: str, code: str) -> bytes:
     """An in-band error for a stream that already sent its 200 status."""
-    if client_api == "anthropic":
-        payload = {"type": "error", "error": {"type": "api_error", "message": message}}
-        return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
-    if client_api == "responses":
-        event = {"type": "error", "code": code, "message": message, "param": None,
-                 "sequence_number": 0}  # fmt: skip
-        return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
-    body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}}
-    return b"data: " + orjson.dumps(body) + b"\n\n"
+    return dialect_for(client_api).error_frame(message, code)
 
 
-def stream_cut(reply: Any, deployment: str, client_api: API, why: str) -> bytes:
+def stream_cut(reply: Any, client_api: API, why: str) -> bytes:
     """Mark a reply whose upstream stream ended early, and the frame that tells the client.
 
     The 200 status has already gone out, so the error travels in-band; the ledger keeps the
@@ -69,7 +52,7 @@ def stream_cut(reply: Any, deployment: str, client_api: API, why: str) -> bytes:
     reply.extra.setdefault("stream_error", why)
     reply.error = GatewayError(
         502,
-        f"upstream deployment {deployment!r} cut the stream short",
+        f"upstream deployment {reply.deployment!r} cut the stream short",
         type="upstream_error",
         code="upstream_stream_cut",
     )

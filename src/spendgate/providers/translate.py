@@ -267,20 +267,7 @@ def _text_of(content: Any, param: str) -> list[JSON]:
     """Text blocks from a system/developer/tool content (string or text parts)."""
     if content is None:
         return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError("content must be a string or an array of parts", param=param)
-    blocks: list[JSON] = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") != "text":
-            raise TranslationError("only text parts are allowed here", param=f"{param}[{j}]")
-        if part.get("text"):
-            block: JSON = {"type": "text", "text": part["text"]}
-            if part.get("cache_control"):
-                block["cache_control"] = part["cache_control"]
-            blocks.append(block)
-    return blocks
+    return _blocks_of(content, param, text_only=True)
 
 
 def _image_block(part: JSON, param: str) -> JSON:
@@ -327,6 +314,12 @@ def _file_block(part: JSON, param: str) -> JSON:
 
 
 def _user_blocks(content: Any, param: str) -> list[JSON]:
+    return _blocks_of(content, param, text_only=False)
+
+
+def _blocks_of(content: Any, param: str, *, text_only: bool) -> list[JSON]:
+    """Anthropic blocks from a Chat content: text parts, and (`text_only` False: a user
+    turn) images and PDF files; `cache_control` carried over; empty text dropped."""
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     if not isinstance(content, list):
@@ -335,6 +328,8 @@ def _user_blocks(content: Any, param: str) -> list[JSON]:
     for j, part in enumerate(content):
         where = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
+        if text_only and kind != "text":
+            raise TranslationError("only text parts are allowed here", param=where)
         if kind == "text":
             if not part.get("text"):
                 continue  # Anthropic rejects empty text blocks

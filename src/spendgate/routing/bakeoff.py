@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from spendgate.ledger.prompts import EVAL_FEATURE
+from spendgate.providers.dialects import dialect_for
 from spendgate.routing.judge import Judge, answer_text
 
 __all__ = [
@@ -144,11 +145,10 @@ class GatewayClient:
     async def ask(self, api: str, body: Mapping[str, Any], model: str) -> Answer:
         payload = {**body, "model": model, "stream": False}
         payload.pop("stream_options", None)
-        path = "/v1/messages" if api == "anthropic" else "/v1/chat/completions"
-        headers = {**self.headers, "x-spendgate-route": model}
-        if api == "anthropic":
-            headers["anthropic-version"] = "2023-06-01"
-            payload.setdefault("max_tokens", 1024)
+        dialect = dialect_for(api)
+        path = dialect.path
+        headers = {**self.headers, "x-spendgate-route": model, **dialect.client_headers}
+        payload = dialect.client_request(payload)
         started = time.perf_counter()
         try:
             r = await self.http.post(path, json=payload, headers=headers)

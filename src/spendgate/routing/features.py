@@ -16,6 +16,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from spendgate.providers.dialects.base import content_text
+
 __all__ = [
     "DENSE_NAMES",
     "MAX_CHARS",
@@ -102,28 +104,12 @@ def hashed_features(text: str, buckets: int) -> dict[int, float]:
     return {h: v * scale for h, v in counts.items()}
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict):
-                text = block.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-                elif block.get("type") == "tool_result":
-                    parts.append(_content_text(block.get("content")))
-        return "\n".join(parts)
-    return ""
-
-
 def messages_text(messages: Iterable[Any], role: str | None = "user") -> list[str]:
     """Texts of the messages (of one role, or all when `role` is None), in order."""
     out = []
     for m in messages:
         if isinstance(m, dict) and (role is None or m.get("role") == role):
-            out.append(_content_text(m.get("content")))
+            out.append(content_text(m.get("content")))
     return out
 
 

@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from spendgate.providers.dialects import ANTHROPIC, OPENAI
+
 __all__ = [
     "ExactJudge",
     "JsonFieldsJudge",
@@ -65,24 +67,8 @@ def answer_text(body: dict[str, Any] | None) -> str:
         return ""
     choices = body.get("choices")
     if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        msg = choices[0].get("message") or {}
-        content = msg.get("content")
-        if isinstance(content, str) and content:
-            return content
-        calls = msg.get("tool_calls")
-        return json.dumps(calls, sort_keys=True) if calls else ""
-    content = body.get("content")
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif block.get("type") == "tool_use":
-                parts.append(json.dumps({block.get("name"): block.get("input")}, sort_keys=True))
-        return "".join(parts)
-    return ""
+        return OPENAI.answer_text(body)
+    return ANTHROPIC.answer_text(body)
 
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)

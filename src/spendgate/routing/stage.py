@@ -27,6 +27,7 @@ from spendgate.config import ConfigError
 from spendgate.errors import GatewayError
 from spendgate.ledger.prompts import EVAL_FEATURE
 from spendgate.pricing import billed_tier
+from spendgate.providers.dialects import dialect_for
 from spendgate.reply import Reply
 from spendgate.routing.cascade import escalation_reasons
 from spendgate.routing.config import Override, RoutingConfig
@@ -499,8 +500,9 @@ class RouteStage:
         Every weak call made is costed in the ledger (see `spendgate.routing.cascade`)."""
         cfg = self.config.cascade
         body = dict(call.body)
-        if cfg.request_logprobs and "logprobs" in cfg.signals and call.api == "openai":
-            body["logprobs"] = True
+        flag = dialect_for(call.api).logprobs_field
+        if cfg.request_logprobs and "logprobs" in cfg.signals and flag is not None:
+            body[flag] = True
         attempt = replace(
             call, body=body, decisions=call.decisions.copy(), savings=dict(call.savings)
         )

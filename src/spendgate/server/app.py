@@ -34,6 +34,7 @@ from spendgate.metrics import Metrics
 from spendgate.pipeline import Pipeline, build_stages
 from spendgate.pricing import PriceCatalog, Pricer
 from spendgate.providers.base import UpstreamHTTP
+from spendgate.providers.dialects import dialect_for
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
 from spendgate.server.admin import build_admin
@@ -226,9 +227,11 @@ class Gateway:
         elif method == "GET" and path == "/metrics":
             await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
         elif path == "/v1/messages/count_tokens":
-            await self._serve_count(scope, receive, send, "anthropic")
+            count = functools.partial(count_message_tokens, table=self.table, http=self.http)
+            await self._serve_count(scope, receive, send, "anthropic", count)
         elif path in ("/v1/responses/input_tokens", "/responses/input_tokens"):
-            await self._serve_count(scope, receive, send, "responses")
+            count = functools.partial(count_response_tokens, table=self.table)
+            await self._serve_count(scope, receive, send, "responses", count)
         elif path.startswith(BATCH_PREFIXES):
             await serve_batch_route(self, scope, receive, send)
         elif path.startswith(("/v1/responses/", "/responses/")):
@@ -461,14 +464,9 @@ class Gateway:
             return
         if reply.error is not None and reply.body is None:
             err = reply.error
-            same_dialect_upstream = err.upstream_body is not None and call.api != "anthropic"
-            body = (
-                err.upstream_body
-                if same_dialect_upstream
-                else orjson.dumps(
-                    err.to_anthropic() if call.api == "anthropic" else err.to_openai()
-                )
-            )
+            dialect = dialect_for(call.api)
+            relay = err.upstream_body is not None and dialect.passes_upstream_errors
+            body = err.upstream_body if relay else orjson.dumps(dialect.error_body(err))
             assert body is not None
             extra += [(k.encode(), header_value(v)) for k, v in err.headers.items()]
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
@@ -481,7 +479,9 @@ class Gateway:
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
         await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
 
-    async def _serve_count(self, scope: Scope, receive: Receive, send: Send, api: API) -> None:
+    async def _serve_count(
+        self, scope: Scope, receive: Receive, send: Send, api: API, count: Callable[..., Any]
+    ) -> None:
         """A token count: free, so no ledger row unless it is refused."""
         path: str = scope["path"]
         headers = _headers(scope)
@@ -498,19 +498,14 @@ class Gateway:
             body = await self._read_json(receive, headers)
             model = str(body.get("model") or "")
             try:
-                if api == "anthropic":
-                    payload, extra = await count_message_tokens(
-                        body, headers, self.table, self.http
-                    )
-                else:
-                    payload, extra = await count_response_tokens(body, self.table)
+                payload, extra = await count(body, headers)
             except TranslationError as exc:
                 raise GatewayError(400, exc.message, param=exc.param) from None
         except GatewayError as exc:
             request_id = self.refuse_unrouted(exc, headers, path, "count_tokens", model[:256])
             out = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             out.append((b"x-spendgate-request-id", request_id.encode()))
-            err = exc.to_anthropic() if api == "anthropic" else exc.to_openai()
+            err = dialect_for(api).error_body(exc)
             await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
             return
         out = [(k.encode(), v.encode()) for k, v in extra.items()]

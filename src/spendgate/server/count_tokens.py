@@ -103,8 +103,11 @@ async def _forward(
     return data, {"x-spendgate-token-count": "provider"}
 
 
-async def count_response_tokens(body: dict[str, Any], table: ModelTable) -> Answer:
-    """`{"object": "response.input_tokens", "input_tokens": N}` for a Responses body."""
+async def count_response_tokens(
+    body: dict[str, Any], headers: dict[str, str], table: ModelTable
+) -> Answer:
+    """`{"object": "response.input_tokens", "input_tokens": N}` for a Responses body
+    (`headers` unused: the same signature as `count_message_tokens`)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise GatewayError(400, "you must provide a model parameter", param="model",

@@ -25,6 +25,7 @@ import orjson
 
 from spendgate.call import Call, Tags
 from spendgate.errors import SpendgateError
+from spendgate.providers.dialects import dialect_for
 from spendgate.reply import Reply
 from spendgate.trim.config import HistoryConfig
 
@@ -155,14 +156,7 @@ class HistoryWindow:
             return None
         summary, calls, hit = await self._summary(call, turns, cut)
         note = "Summary of the earlier conversation:\n" + summary
-        if call.api == "anthropic":
-            kept = [m for t in turns[cut:] for m in t]
-        else:
-            kept = [
-                *head,
-                {"role": "system", "content": note},
-                *[m for t in turns[cut:] for m in t],
-            ]
+        kept = dialect_for(call.api).with_history(head, [m for t in turns[cut:] for m in t], note)
         return Windowed(kept, note, len(turns), cut, calls, hit)
 
     async def _summary(self, call: Call, turns: list[list[Any]], cut: int) -> tuple[str, int, bool]:

@@ -30,6 +30,7 @@ from typing import Any
 
 from spendgate.call import Call
 from spendgate.ledger import LedgerStore
+from spendgate.providers.dialects import dialect_for
 from spendgate.trim.config import OutputConfig
 
 __all__ = ["TRUNCATED", "OutputLimiter", "percentile"]
@@ -138,21 +139,10 @@ class OutputLimiter:
 
     def _hint(self, call: Call, body: dict[str, Any], hint: str) -> dict[str, Any]:
         text = self.cfg.json_instruction if hint == "json" else self.cfg.brief_instruction
-        if call.api == "anthropic":
-            system = body.get("system")
-            if system is None or system == "":
-                return {**body, "system": text}
-            if isinstance(system, str):
-                return {**body, "system": system + "\n\n" + text}
-            return {**body, "system": [*system, {"type": "text", "text": text}]}
-        messages = list(body.get("messages") or [])
-        # Appended last: the prompt prefix (and so provider prompt caching) is unchanged.
-        role = "developer" if _REASONING.match(call.model) else "system"
-        messages.append({"role": role, "content": text})
-        new = {**body, "messages": messages}
-        if hint == "json" and "response_format" not in body and not body.get("tools"):
-            new["response_format"] = {"type": "json_object"}
-        return new
+        reasoning = bool(_REASONING.match(call.model))
+        return dialect_for(call.api).with_hint(
+            body, text, reasoning=reasoning, json_mode=hint == "json"
+        )
 
     # ---- watching ---------------------------------------------------------------------
 
@@ -176,12 +166,4 @@ class OutputLimiter:
 
 def _client_limit(call: Call, body: dict[str, Any]) -> tuple[str, int | None]:
     """Which field carries the output limit for this call, and the client's value."""
-    if call.api == "anthropic":
-        value = body.get("max_tokens")
-        return "max_tokens", value if isinstance(value, int) else None
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if isinstance(value, int):
-            return key, value
-    key = "max_completion_tokens" if _REASONING.match(call.model) else "max_tokens"
-    return key, None
+    return dialect_for(call.api).output_limit(body, bool(_REASONING.match(call.model)))

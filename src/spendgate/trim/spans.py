@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from spendgate.providers.dialects import dialect_for
 from spendgate.tokens import claude_version, count_text, family
 from spendgate.tokens.encoders import CLAUDE_RATIO_V3, CLAUDE_RATIO_V47
 from spendgate.trim.compress import compress_text
@@ -229,7 +230,8 @@ def compress_body(
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body, rw.report
-    breakpoint_at = _last_breakpoint(body) if api == "anthropic" else -2
+    dialect = dialect_for(api)
+    breakpoint_at = _last_breakpoint(body) if dialect.client_cache_control else -2
     user_idx = [
         i
         for i, m in enumerate(messages)
@@ -238,7 +240,7 @@ def compress_body(
     last_user = user_idx[-1] if user_idx else -1
     new = dict(body)
     first_question = _plain_question(messages[user_idx[0]].get("content")) if user_idx else ""
-    if api == "anthropic" and body.get("system") is not None:
+    if not dialect.system_in_messages and body.get("system") is not None:
         where = _Where("system", -1, system=True, cached=breakpoint_at >= -1)
         new["system"] = _rewrite_content(body["system"], rw, where, first_question)
     question = ""

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from spendgate.call import Call, Cost, Decision, Usage
 from spendgate.pricing import billed_tier
+from spendgate.providers.dialects import dialect_for
 from spendgate.reply import Reply
 from spendgate.stages import Next, StageContext
 from spendgate.tokens import family
@@ -161,16 +162,7 @@ class TrimStage:
             return body
         if win is None:
             return body
-        new = {**body, "messages": win.messages}
-        if call.api == "anthropic":
-            system = body.get("system")
-            note = {"type": "text", "text": win.summary}
-            if system is None or system == "":
-                new["system"] = win.summary
-            elif isinstance(system, str):
-                new["system"] = system + "\n\n" + win.summary
-            else:
-                new["system"] = [*system, note]
+        new = dialect_for(call.api).with_summary({**body, "messages": win.messages}, win.summary)
         before, after = _prompt_tokens(call, body), _prompt_tokens(call, new)
         decision.history = {
             "turns": win.turns_total,
@@ -243,17 +235,13 @@ class TrimStage:
 def _prompt_tokens(call: Call, body: dict[str, Any]) -> int:
     """Prompt tokens of a body: exact for OpenAI-family models; for Claude the calibrated
     estimate over the message texts (the exact tokenizer is ~30 ms per 1k tokens here)."""
-    from spendgate.tokens import count_anthropic_request, count_openai_request
-
     if family(call.model) == "claude":
         count, _ = compression_counter(call.model)
         texts = [system_text(body, call.api)]
         texts += [transcript([[m]]) for m in body.get("messages") or []]
         return sum(count(t) for t in texts if t)
     try:
-        if call.api == "anthropic":
-            return int(count_anthropic_request(call.model, body))
-        return int(count_openai_request(call.model, body))
+        return int(dialect_for(call.api).count_request(call.model, body))
     except Exception:  # a counting gap must not fail the call
         log.debug("token count failed", exc_info=True)
         return 0

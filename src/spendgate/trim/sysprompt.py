@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendgate.ledger import UsageEvent
+from spendgate.providers.dialects import dialect_for
 
 __all__ = [
     "FeatureSystemPrompt",
@@ -40,31 +41,7 @@ _FIELD_LINE = re.compile(r"^\s*[-*]?\s*[`\"']?(\w+)[`\"']?\s*[:\-–]\s+(.{60,})
 
 def system_text(body: dict[str, Any], api: str) -> str:
     """The system prompt of a request as plain text ('' when it has none)."""
-    parts: list[str] = []
-    if api == "anthropic":
-        system = body.get("system")
-        if isinstance(system, str):
-            parts.append(system)
-        elif isinstance(system, list):
-            parts.extend(
-                str(b.get("text") or "")
-                for b in system
-                if isinstance(b, dict) and b.get("type") == "text"
-            )
-    else:
-        for msg in body.get("messages") or []:
-            if not isinstance(msg, dict) or msg.get("role") not in ("system", "developer"):
-                break
-            content = msg.get("content")
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts.extend(
-                    str(p.get("text") or "")
-                    for p in content
-                    if isinstance(p, dict) and p.get("type") == "text"
-                )
-    return "\n".join(parts)
+    return dialect_for(api).system_text(body)
 
 
 def fingerprint(body: dict[str, Any], api: str, count: Callable[[str], int]) -> dict[str, Any]:
