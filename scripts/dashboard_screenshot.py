@@ -39,7 +39,7 @@ from spendgate.config import simulated_settings
 from spendgate.demo import FEATURES, TENANTS, load_prompts, requests_for
 from spendgate.ledger import UsageEvent
 from spendgate.pricing import PriceCatalog
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer, free_port
 from spendgate.server.app import Gateway
 

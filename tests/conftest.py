@@ -21,7 +21,7 @@ import pytest
 
 from spendgate.config import Settings, parse_settings, simulated_settings
 from spendgate.ledger import LedgerStore, UsageEvent, open_ledger
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer
 from spendgate.server.app import Gateway
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from conftest import Harness, gateway_settings, start_harness
 from hostile_bodies import random_body
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 from spendgate.server.app import header_value
 
 CHAT = "/v1/chat/completions"

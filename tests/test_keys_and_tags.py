@@ -13,7 +13,7 @@ import pytest
 
 from conftest import Harness, assert_priced, gateway_settings, sqlite_url, start_harness, unique
 from spendgate.keys import KeyRecord, KeyStore
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 from spendgate.server.tags import OVERFLOW
 
 CHAT_BODY: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from conftest import gateway_settings
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 from spendgate.server.app import Gateway
 
 

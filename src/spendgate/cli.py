@@ -56,7 +56,7 @@ def serve(
 
     try:
         if simulated:
-            from spendgate.providers.simulated import SimulatedUpstream
+            from spendgate.simulated import SimulatedUpstream
 
             if config_path:
                 base = load_settings(config_path).model_dump()
@@ -350,7 +350,7 @@ def keys_hash(key: str) -> None:
 @click.option("--seed", type=int, default=0)
 def simulate_upstream(host: str, port: int, latency: str, seed: int) -> None:
     """Run the simulated OpenAI + Anthropic upstream on its own."""
-    from spendgate.providers.simulated import serve as serve_sim
+    from spendgate.simulated import serve as serve_sim
 
     serve_sim(host=host, port=port, latency=latency, seed=seed)
 
