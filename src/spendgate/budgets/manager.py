@@ -56,7 +56,7 @@ __all__ = [
     "usd",
 ]
 
-log = logging.getLogger("spendgate.budgets")
+log = logging.getLogger(__package__)  # "spendgate.budgets", the name operators filter on
 
 
 @dataclass(frozen=True, slots=True)
