@@ -20,6 +20,7 @@ from spendgate.simulated.state import UpstreamState
 from spendgate.simulated.wire import (
     JSON_HEADERS,
     Cut,
+    Exchange,
     Fault,
     Receive,
     Scope,
@@ -103,7 +104,7 @@ class SimApp(UpstreamState):
         if fault is not None and not await self._fire(fault, api, receive, send):
             return
         try:
-            await endpoint(self, body, model, request.headers, send, fault)
+            await endpoint(self, Exchange(body, model, request.headers, send, fault))
         except Cut:
             return  # uvicorn closes the connection: the client sees a truncated response
         except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:

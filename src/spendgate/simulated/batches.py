@@ -20,7 +20,7 @@ import orjson
 
 from spendgate.simulated.endpoints import ENDPOINTS, Endpoint
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Message, Send, send_error, send_json
+from spendgate.simulated.wire import Exchange, Message, Send, send_error, send_json
 
 __all__ = ["SimBatches"]
 
@@ -307,7 +307,7 @@ class SimBatches:
 
         body = {k: v for k, v in body.items() if k != "stream"}
         try:
-            await handler(self.state, body, str(body.get("model") or ""), {}, send, None)
+            await handler(self.state, Exchange(body, str(body.get("model") or ""), {}, send))
         except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
             return 400, {"error": {"message": f"Invalid request ({type(exc).__name__}).",
                                    "type": "invalid_request_error"}}  # fmt: skip

@@ -13,7 +13,7 @@ from spendgate import tokens
 from spendgate.simulated.faults import usage_override
 from spendgate.simulated.model import Answer, Ask, last_user_text
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Fault, Send, send_error, text_of
+from spendgate.simulated.wire import Exchange, send_error, text_of
 
 __all__ = ["openai_tier", "serve_chat"]
 
@@ -32,14 +32,8 @@ def forced_tool(choice: Any, name_of: Any) -> tuple[Any, str | None]:
     return choice, None
 
 
-async def serve_chat(
-    state: UpstreamState,
-    body: dict[str, Any],
-    model: str,
-    headers: dict[bytes, bytes],
-    send: Send,
-    fault: Fault | None,
-) -> None:
+async def serve_chat(state: UpstreamState, ex: Exchange) -> None:
+    body, model, send, fault = ex.body, ex.model, ex.send, ex.fault
     messages = body.get("messages")
     if not model:
         await send_error(send, "openai", 400, "you must provide a model parameter")

@@ -14,19 +14,13 @@ import orjson
 from spendgate import tokens
 from spendgate.simulated.model import digest
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Fault, Send, send_error
+from spendgate.simulated.wire import Exchange, send_error
 
 __all__ = ["serve_embeddings"]
 
 
-async def serve_embeddings(
-    state: UpstreamState,
-    body: dict[str, Any],
-    model: str,
-    headers: dict[bytes, bytes],
-    send: Send,
-    fault: Fault | None,
-) -> None:
+async def serve_embeddings(state: UpstreamState, ex: Exchange) -> None:
+    body, model, send, fault = ex.body, ex.model, ex.send, ex.fault
     raw_input = body.get("input")
     if not model or raw_input is None or raw_input == [] or raw_input == "":
         await send_error(send, "openai", 400, "'input' and 'model' are required.")

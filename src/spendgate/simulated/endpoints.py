@@ -4,21 +4,18 @@ a request to, and what the batch runner answers each batch line with."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from spendgate.simulated.chat import serve_chat
 from spendgate.simulated.embeddings import serve_embeddings
 from spendgate.simulated.messages import serve_count_tokens, serve_messages
 from spendgate.simulated.responses import serve_responses
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Fault, Send
+from spendgate.simulated.wire import Exchange
 
 __all__ = ["ENDPOINTS", "Endpoint"]
 
-Endpoint = Callable[
-    [UpstreamState, dict[str, Any], str, dict[bytes, bytes], Send, Fault | None], Awaitable[None]
-]
-"""`(state, body, model, headers, send, fault)`: answers one request on `send`."""
+Endpoint = Callable[[UpstreamState, Exchange], Awaitable[None]]
+"""Answers one request on its `send`."""
 
 ENDPOINTS: dict[str, Endpoint] = {
     "/chat/completions": serve_chat,

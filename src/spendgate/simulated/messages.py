@@ -13,19 +13,19 @@ from spendgate.simulated.faults import usage_override
 from spendgate.simulated.model import Answer, Ask, last_user_text
 from spendgate.simulated.prompt_cache import CacheUse
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Fault, Send, named_event, send_error, send_json, text_of
+from spendgate.simulated.wire import (
+    Exchange,
+    named_event,
+    send_error,
+    send_json,
+    text_of,
+)
 
 __all__ = ["serve_count_tokens", "serve_messages"]
 
 
-async def serve_messages(
-    state: UpstreamState,
-    body: dict[str, Any],
-    model: str,
-    headers: dict[bytes, bytes],
-    send: Send,
-    fault: Fault | None,
-) -> None:
+async def serve_messages(state: UpstreamState, ex: Exchange) -> None:
+    body, model, send, fault = ex.body, ex.model, ex.send, ex.fault
     problem = _missing(body, model)
     if problem:
         await send_error(send, "anthropic", 400, problem)
@@ -150,15 +150,8 @@ def _events(message: dict[str, Any], out: Answer) -> list[bytes]:
     return events
 
 
-async def serve_count_tokens(
-    state: UpstreamState,
-    body: dict[str, Any],
-    model: str,
-    headers: dict[bytes, bytes],
-    send: Send,
-    fault: Fault | None,
-) -> None:
-    if not model or not isinstance(body.get("messages"), list):
-        await send_error(send, "anthropic", 400, "model and messages are required")
+async def serve_count_tokens(state: UpstreamState, ex: Exchange) -> None:
+    if not ex.model or not isinstance(ex.body.get("messages"), list):
+        await send_error(ex.send, "anthropic", 400, "model and messages are required")
         return
-    await send_json(send, {"input_tokens": tokens.count_anthropic_request(model, body)})
+    await send_json(ex.send, {"input_tokens": tokens.count_anthropic_request(ex.model, ex.body)})

@@ -20,7 +20,7 @@ from spendgate.simulated.chat import forced_tool, openai_tier
 from spendgate.simulated.faults import usage_override
 from spendgate.simulated.model import Answer, Ask
 from spendgate.simulated.state import UpstreamState
-from spendgate.simulated.wire import Fault, Send, named_event, send_error, text_of
+from spendgate.simulated.wire import Exchange, named_event, send_error, text_of
 
 __all__ = ["serve_responses"]
 
@@ -63,14 +63,8 @@ def _missing(body: dict[str, Any], model: str) -> str | None:
     return None
 
 
-async def serve_responses(
-    state: UpstreamState,
-    body: dict[str, Any],
-    model: str,
-    headers: dict[bytes, bytes],
-    send: Send,
-    fault: Fault | None,
-) -> None:
+async def serve_responses(state: UpstreamState, ex: Exchange) -> None:
+    body, model, send, fault = ex.body, ex.model, ex.send, ex.fault
     problem = _missing(body, model)
     if problem:
         await send_error(send, "openai", 400, problem)

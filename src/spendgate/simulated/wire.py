@@ -8,6 +8,7 @@ use it without importing each other.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ __all__ = [
     "JSON_HEADERS",
     "SSE_HEADERS",
     "Cut",
+    "Exchange",
     "Fault",
     "Message",
     "Receive",
@@ -36,6 +38,19 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Fault = dict[str, Any]
 """One queued or header-given fault (`{"kind": "status", "status": 429, …}`)."""
+
+
+@dataclass
+class Exchange:
+    """One model request as an endpoint gets it: its JSON body, the model it names, its
+    headers, where the answer goes, and the fault queued for it (if any)."""
+
+    body: dict[str, Any]
+    model: str
+    headers: dict[bytes, bytes]
+    send: Send
+    fault: Fault | None = None
+
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 SSE_HEADERS = [
