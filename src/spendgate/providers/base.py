@@ -9,7 +9,6 @@ request (see bench/overhead.py), which is most of the gateway's own overhead bud
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -279,14 +278,6 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
             event = line[6:].strip().decode()
     if data:
         yield SSEEvent(event, b"\n".join(data))
-
-
-def new_attempt(dep: Deployment, model: str) -> tuple[Attempt, float]:
-    return Attempt(deployment=dep.name, model=model), time.perf_counter()
-
-
-def sse_data(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 def sse_event(name: str, payload: dict[str, Any]) -> bytes:
