@@ -39,9 +39,9 @@ from spendgate.config import simulated_settings
 from spendgate.demo import FEATURES, TENANTS, load_prompts, requests_for
 from spendgate.ledger import UsageEvent
 from spendgate.pricing import PriceCatalog
-from spendgate.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer, free_port
 from spendgate.server.app import Gateway
+from spendgate.simulated import SimulatedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = {"claude-sonnet-4": "claude-sonnet-4-20250514",
