@@ -18,10 +18,10 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,21 +59,32 @@ def is_heldout(q1: str, q2: str) -> bool:
     return question_bucket(min(normalise(q1), normalise(q2))) < 2
 
 
-def load_pairs(path: str | Path) -> Iterator[Pair]:
-    """Rows of a `{"q1", "q2", "duplicate"}` JSON Lines file, gzip or plain."""
-    p = Path(path)
+T = TypeVar("T")
+
+
+def _rows(p: Path, shape: str, make: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+    """`make(row)` for each row of a JSON Lines file, gzip or plain; a row `make` cannot
+    read is a ValueError naming the file, line and the `shape` expected."""
     opener: Any = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                yield Pair(
-                    str(row["q1"]), str(row["q2"]), bool(row["duplicate"]), row.get("source", "")
-                )
+                yield make(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{p}:{n}: not a {{q1, q2, duplicate}} row ({exc})") from None
+                raise ValueError(f"{p}:{n}: not a {shape} row ({exc})") from None
+
+
+def load_pairs(path: str | Path) -> Iterator[Pair]:
+    """Rows of a `{"q1", "q2", "duplicate"}` JSON Lines file, gzip or plain."""
+    return _rows(
+        Path(path),
+        "{q1, q2, duplicate}",
+        lambda row: Pair(
+            str(row["q1"]), str(row["q2"]), bool(row["duplicate"]), row.get("source", "")
+        ),
+    )
 
 
 def _metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -319,17 +330,13 @@ def load_stream(
         return []
     row = json.loads(first)
     if "query" in row and "answer" in row:
-        out: list[StreamItem] = []
-        with opener(p, "rt", encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                    out.append(StreamItem(str(r["query"]), json.dumps(r["answer"], sort_keys=True)))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{p}:{n}: not a {{query, answer}} row ({exc})") from None
-        return out
+        return list(
+            _rows(
+                p,
+                "{query, answer}",
+                lambda r: StreamItem(str(r["query"]), json.dumps(r["answer"], sort_keys=True)),
+            )
+        )
     pairs = list(load_pairs(p))
     if split == "auto":
         split = "heldout" if any(x.source == "qqp" for x in pairs[:100]) else "all"
@@ -348,25 +355,14 @@ class _Scorer:
         self.memo: dict[tuple[str, str], float] = {}
 
     def best(self, text: str, index: Any, texts: list[str]) -> tuple[int, float] | None:
-        from spendgate.cache.verifier import same_question
-
         m = self.matcher
         qe = m._embedded(text)
-        ids, others = [], []
-        for entry_id, cos in index.search(qe.vector, m.candidates):
-            if cos < m.min_cosine:
-                break
-            other = texts[entry_id]
-            if m.vetoed(text, other):
-                continue
-            if same_question(text, other):
-                return entry_id, 1.0
-            ids.append(entry_id)
-            others.append(other)
+        found = index.search(qe.vector, m.candidates)
+        same, ids, others = m.shortlist(text, found, texts.__getitem__)
+        if same is not None:
+            return same, 1.0
         if not ids:
             return None
-        if m.cross is not None:
-            ids, others = ids[: m.verify_top], others[: m.verify_top]
         scores = []
         for o in others:
             key = (text, o)

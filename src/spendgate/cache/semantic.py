@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -323,6 +323,31 @@ class SemanticMatcher:
         acc = None if candidate_accurate is None else (lambda _i: candidate_accurate)
         return float(self._scores(query, qe, [candidate], [row], acc, [0])[0])
 
+    def shortlist(
+        self,
+        text: str,
+        found: Iterable[tuple[int, float]],
+        text_of: Callable[[int], str | None],
+    ) -> tuple[int | None, list[int], list[str]]:
+        """Retrieved candidates (by falling cosine) worth verifying: above the cosine floor,
+        live, not vetoed; only the top ones when a cross-encoder verifies (a pass costs
+        ~2–3 ms). First, the id of a candidate with the same text, if one comes first."""
+        ids: list[int] = []
+        others: list[str] = []
+        for entry_id, cos in found:
+            if cos < self.min_cosine:
+                break
+            other = text_of(entry_id)
+            if other is None or self.vetoed(text, other):
+                continue
+            if same_question(text, other):
+                return entry_id, [], []
+            ids.append(entry_id)
+            others.append(other)
+        if self.cross is not None:
+            ids, others = ids[: self.verify_top], others[: self.verify_top]
+        return None, ids, others
+
     def best(
         self,
         text: str,
@@ -335,24 +360,12 @@ class SemanticMatcher:
         """The best candidate and its decision score (1.0 for the same text), or None when
         no candidate survives retrieval and the vetoes. No threshold is applied here."""
         qe = query or self.embedder.embed(text)
-        found = index.search(qe.vector, self.candidates)
-        ids: list[int] = []
-        others: list[str] = []
-        for entry_id, cos in found:
-            if cos < self.min_cosine:
-                break
-            other = text_of(entry_id)
-            if other is None or self.vetoed(text, other):
-                continue
-            if same_question(text, other):
-                return entry_id, 1.0
-            ids.append(entry_id)
-            others.append(other)
+        same, ids, others = self.shortlist(text, index.search(qe.vector, self.candidates), text_of)
+        if same is not None:
+            return same, 1.0
         if not ids:
             return None
         if self.cross is not None:
-            # Only the top candidate(s) by cosine: a cross-encoder pass costs ~2–3 ms.
-            ids, others = ids[: self.verify_top], others[: self.verify_top]
             # Capped below 1.0: a score of 1.0 means the same text (`same_question`).
             scores = np.minimum(self.cross.score(text, others), 0.99999)
         else:
@@ -589,6 +602,27 @@ class SemanticIndex:
         index = self.partitions.get(partition)
         if index is None:
             return None
+        text_of, accurate_of = self._readers()
+        found = self.matcher.match(
+            text, index, text_of, threshold=threshold, accurate_of=accurate_of
+        )
+        return None if found is None else self.entries[found]
+
+    def candidate(self, partition: str, text: str) -> tuple[SemanticEntry, float] | None:
+        """The best live candidate for `text` in its partition and its decision score (no
+        threshold applied: the caller's policy decides)."""
+        index = self.partitions.get(partition)
+        if index is None:
+            return None
+        text_of, accurate_of = self._readers()
+        found = self.matcher.best(text, index, text_of, accurate_of=accurate_of)
+        return None if found is None else (self.entries[found[0]], found[1])
+
+    def _readers(
+        self,
+    ) -> tuple[Callable[[int], str | None], Callable[[int], np.ndarray | None]]:
+        """How the matcher reads entry i: its text while it lives (None once expired), and
+        its MiniLM vector."""
         now = self.clock()
 
         def text_of(i: int) -> str | None:
@@ -603,28 +637,4 @@ class SemanticIndex:
                 e.accurate = self.matcher.accurate_vector(e.text)
             return e.accurate
 
-        found = self.matcher.match(
-            text, index, text_of, threshold=threshold, accurate_of=accurate_of
-        )
-        return None if found is None else self.entries[found]
-
-    def candidate(self, partition: str, text: str) -> tuple[SemanticEntry, float] | None:
-        """The best live candidate for `text` in its partition and its decision score (no
-        threshold applied: the caller's policy decides)."""
-        index = self.partitions.get(partition)
-        if index is None:
-            return None
-        now = self.clock()
-
-        def text_of(i: int) -> str | None:
-            e = self.entries[i]
-            return e.text if e.expires > now else None
-
-        def accurate_of(i: int) -> np.ndarray | None:
-            e = self.entries[i]
-            if e.accurate is None and self.matcher.accurate is not None:
-                e.accurate = self.matcher.accurate_vector(e.text)
-            return e.accurate
-
-        found = self.matcher.best(text, index, text_of, accurate_of=accurate_of)
-        return None if found is None else (self.entries[found[0]], found[1])
+        return text_of, accurate_of
