@@ -7,14 +7,17 @@ so no package's commands need the main group (which imports them to register the
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from spendgate.config import ConfigError, Settings, load_settings
 
-__all__ = ["fail", "settings_for"]
+__all__ = ["choice_option", "fail", "settings_for"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -33,3 +36,12 @@ def settings_for(config_path: str | None) -> Settings:
         return load_settings(default) if default.exists() else Settings()
     except ConfigError as exc:
         fail(str(exc))
+
+
+def choice_option(
+    *decls: str, choices: Sequence[str], default: str, help: str | None = None
+) -> Callable[[F], F]:
+    """An option taking one of `choices`, its default shown in `--help`."""
+    return click.option(
+        *decls, type=click.Choice(list(choices)), default=default, show_default=True, help=help
+    )

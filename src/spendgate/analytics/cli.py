@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import yaml
 
+from spendgate.cli_support import choice_option
+
 if TYPE_CHECKING:
     from spendgate.analytics.finetune import FineTuneCase, Prices
     from spendgate.pricing import PriceCatalog
@@ -225,11 +227,10 @@ def analyze() -> None:
 @click.option("--model", "tuned_model", required=True, help="The fine-tuned model (a label).")
 @click.option("--price-in", default=None, help="Fine-tuned input price (see --per).")
 @click.option("--price-out", default=None, help="Fine-tuned output price (default: --price-in).")
-@click.option(
+@choice_option(
     "--per",
-    type=click.Choice(["1k", "1m"]),
+    choices=["1k", "1m"],
     default="1m",
-    show_default=True,
     help="Prices are USD per 1K or per 1M tokens.",
 )
 @click.option("--training-cost", required=True, help="One-off training cost, USD.")

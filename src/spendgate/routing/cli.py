@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from spendgate.cli_support import fail
+from spendgate.cli_support import choice_option, fail
 from spendgate.routing.evaluate import Row
 from spendgate.routing.routers import Router
 
@@ -160,11 +160,10 @@ def _adapt_report(
 @click.option("--strong", required=True)
 @click.option("--weak", required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option(
+@choice_option(
     "--target",
-    type=click.Choice(["win", "weak_fails"]),
+    choices=["win", "weak_fails"],
     default="win",
-    show_default=True,
     help="What the router learns to predict (see docs/routing.md).",
 )
 @click.option("--steps", type=int, default=200, show_default=True)
@@ -253,12 +252,11 @@ def train_router(
 )
 @click.option("--api-key", envvar="SPENDGATE_API_KEY", default=None, help="Virtual key.")
 @click.option("--requested", default=None, help="Reference model (default: the logged one).")
-@click.option(
+@choice_option(
     "--judge",
     "judge_kind",
-    type=click.Choice(["pairwise", "rubric", "exact", "json"]),
+    choices=["pairwise", "rubric", "exact", "json"],
     default="pairwise",
-    show_default=True,
 )
 @click.option("--judge-model", default=None, help="LLM judge model (default: --requested).")
 @click.option("--fields", default="", help="JSON fields the json judge compares (a.b,c).")

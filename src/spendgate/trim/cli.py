@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from spendgate.cli_support import choice_option
+
 if TYPE_CHECKING:
     from spendgate.trim.sysprompt import FeatureSystemPrompt
 
@@ -21,11 +23,10 @@ __all__ = ["commands", "compress", "eval_commands"]
 @click.option("--ratio", type=float, default=1 / 3, show_default=True, help="Target token ratio.")
 @click.option("--model", default="gpt-4o", show_default=True, help="Tokenizer to measure with.")
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many rows.")
-@click.option(
+@choice_option(
     "--split",
-    type=click.Choice(["all", "tune", "held-out"]),
+    choices=["all", "tune", "held-out"],
     default="all",
-    show_default=True,
     help="Rows whose id hashes even (tune) or odd (held-out): the split the weights were "
     "tuned on, so figures can be reported on unseen rows.",
 )
