@@ -447,7 +447,36 @@ class RedisSemanticStore:
             self._client = None
 
 
-class PostgresSemanticStore:
+class _SqlSemanticStore:
+    """A table of entries read and written off the event loop (the drivers block); a
+    subclass says how to insert one entry and fetch the rows after a cursor."""
+
+    def _insert(self, blob: bytes) -> None:
+        raise NotImplementedError
+
+    def _rows_after(self, cursor: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        rows = self._rows_after(cursor)
+        if not rows:
+            return [], cursor
+        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
+
+    async def add(self, entry: SemanticEntry) -> None:
+        await asyncio.to_thread(self._insert, entry.dump())
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        return await asyncio.to_thread(self._pull, cursor)
+
+    async def aclose(self) -> None:
+        self._close()
+
+
+class PostgresSemanticStore(_SqlSemanticStore):
     """Entries in a PostgreSQL table (vectors as bytea, so no extension is needed);
     replicas pull rows with an id above their cursor."""
 
@@ -463,28 +492,19 @@ class PostgresSemanticStore:
             "(id BIGSERIAL PRIMARY KEY, entry BYTEA NOT NULL)"
         )
 
-    def _add(self, entry: SemanticEntry) -> None:
-        self._conn.execute(f"INSERT INTO {self.table} (entry) VALUES (%s)", (entry.dump(),))
+    def _insert(self, blob: bytes) -> None:
+        self._conn.execute(f"INSERT INTO {self.table} (entry) VALUES (%s)", (blob,))
 
-    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        rows = self._conn.execute(
+    def _rows_after(self, cursor: int) -> list[Any]:
+        return self._conn.execute(
             f"SELECT id, entry FROM {self.table} WHERE id > %s ORDER BY id LIMIT 10000", (cursor,)
         ).fetchall()
-        if not rows:
-            return [], cursor
-        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
 
-    async def add(self, entry: SemanticEntry) -> None:
-        await asyncio.to_thread(self._add, entry)
-
-    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        return await asyncio.to_thread(self._pull, cursor)
-
-    async def aclose(self) -> None:
+    def _close(self) -> None:
         self._conn.close()
 
 
-class SQLiteSemanticStore:
+class SQLiteSemanticStore(_SqlSemanticStore):
     """Entries in a SQLite file: one machine's semantic cache survives a restart (the index
     is rebuilt from the file on the first lookup)."""
 
@@ -500,27 +520,18 @@ class SQLiteSemanticStore:
             "(id INTEGER PRIMARY KEY AUTOINCREMENT, entry BLOB NOT NULL)"
         )
 
-    def _add(self, entry: SemanticEntry) -> None:
+    def _insert(self, blob: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO semantic_entries (entry) VALUES (?)", (entry.dump(),))
+            self._db.execute("INSERT INTO semantic_entries (entry) VALUES (?)", (blob,))
 
-    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+    def _rows_after(self, cursor: int) -> list[Any]:
         with self._lock:
-            rows = self._db.execute(
+            return self._db.execute(
                 "SELECT id, entry FROM semantic_entries WHERE id > ? ORDER BY id LIMIT 10000",
                 (cursor,),
             ).fetchall()
-        if not rows:
-            return [], cursor
-        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
 
-    async def add(self, entry: SemanticEntry) -> None:
-        await asyncio.to_thread(self._add, entry)
-
-    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        return await asyncio.to_thread(self._pull, cursor)
-
-    async def aclose(self) -> None:
+    def _close(self) -> None:
         with self._lock:
             self._db.close()
 
