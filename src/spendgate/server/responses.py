@@ -39,7 +39,7 @@ __all__ = [
     "validate_responses",
 ]
 
-log = logging.getLogger("spendgate.responses")
+log = logging.getLogger(__name__)
 
 KIND = "response"
 WRITE_GATHER_S = 0.02
