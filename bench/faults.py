@@ -726,7 +726,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller budgets and shorter runs")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from spendgate.providers.simulated import SimulatedUpstream
+    from spendgate.simulated import SimulatedUpstream
 
     wanted = {a for a in args.only.split(",") if a}
     results: list[AreaResult] = []

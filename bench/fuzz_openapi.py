@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from spendgate.config import simulated_settings  # noqa: E402
 from spendgate.ledger import open_ledger  # noqa: E402
-from spendgate.providers.simulated import SimulatedUpstream  # noqa: E402
 from spendgate.serve import GatewayServer  # noqa: E402
 from spendgate.server.app import Gateway  # noqa: E402
+from spendgate.simulated import SimulatedUpstream  # noqa: E402
 
 UPSTREAM_FAULT_CODES = {"upstream_error", "upstream_timeout", "upstream_unreachable"}
 

@@ -53,7 +53,7 @@ DEFAULT_GATEWAY_CMD = (
     " --ledger {ledger} --keys {keys}"
 )
 UPSTREAM_CODE = (
-    "import sys; from spendgate.providers.simulated import serve; "
+    "import sys; from spendgate.simulated import serve; "
     "serve('127.0.0.1', int(sys.argv[1]), latency='none')"
 )
 MODEL = "gpt-4o-mini"

@@ -33,9 +33,9 @@ from spendgate.cache.config import PrefixConfig
 from spendgate.cache.prefix import plan_breakpoints
 from spendgate.config import simulated_settings
 from spendgate.ledger import open_ledger
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer
 from spendgate.server.app import Gateway
+from spendgate.simulated import SimulatedUpstream
 
 MODEL = "claude-sonnet-4-20250514"
 _WORDS = [

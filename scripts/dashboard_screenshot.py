@@ -39,9 +39,9 @@ from spendgate.config import simulated_settings
 from spendgate.demo import FEATURES, TENANTS, load_prompts, requests_for
 from spendgate.ledger import UsageEvent
 from spendgate.pricing import PriceCatalog
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer, free_port
 from spendgate.server.app import Gateway
+from spendgate.simulated import SimulatedUpstream
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVED = {"claude-sonnet-4": "claude-sonnet-4-20250514",
@@ -108,6 +108,7 @@ async def replay(url: str, n: int) -> None:
     work = list(requests_for(load_prompts(n)[0]))
     sem = asyncio.Semaphore(8)
     async with aiohttp.ClientSession() as session:
+
         async def one(path: str, headers: dict[str, str], body: dict[str, Any]) -> None:
             async with sem, session.post(url + path, json=body, headers=headers) as r:
                 await r.read()

@@ -21,9 +21,9 @@ import pytest
 
 from spendgate.config import Settings, parse_settings, simulated_settings
 from spendgate.ledger import LedgerStore, UsageEvent, open_ledger
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.serve import GatewayServer
 from spendgate.server.app import Gateway
+from spendgate.simulated import SimulatedUpstream
 
 # Published list prices, USD per million tokens (OpenAI / Anthropic pricing pages).
 PRICES_PER_MTOK: dict[str, dict[str, float]] = {

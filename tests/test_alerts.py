@@ -28,8 +28,8 @@ from spendgate.alerts.webhook import Alert
 from spendgate.call import from_nanos
 from spendgate.config import ConfigError, parse_settings
 from spendgate.ledger import UsageEvent, open_ledger
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.serve import free_port
+from spendgate.simulated import SimulatedUpstream
 
 
 class Receiver:

@@ -22,7 +22,7 @@ from spendgate.call import to_nanos
 from spendgate.cli import main
 from spendgate.config import ConfigError, parse_settings
 from spendgate.ledger.prompts import EVAL_FEATURE
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 ONE_VALUE = {
     "type": "json_schema",

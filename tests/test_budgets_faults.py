@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faultkit

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from conftest import Harness, expected_cost_nanos, gateway_settings, sqlite_url, start_harness
 from spendgate.cli import main
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 SPENDGATE = Path(sys.executable).parent / "spendgate"
 

@@ -23,7 +23,7 @@ from conftest import Harness, gateway_settings, start_harness
 from dashboard_helpers import replay_demo, write_history
 from spendgate.call import from_nanos
 from spendgate.ledger import UsageEvent
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 
 def _env_key() -> tuple[str, str]:

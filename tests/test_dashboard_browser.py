@@ -20,7 +20,7 @@ import pytest
 
 from conftest import Harness, gateway_settings, start_harness
 from dashboard_helpers import replay_demo, write_history
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM):

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from conftest import Harness, gateway_settings, start_harness
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 MAX_BODY = 4096
 UPSTREAM_TIMEOUT_S = 2.0  # generous: a cold first request on a loaded CI box must not trip it

@@ -24,7 +24,7 @@ from conftest import (
     unique,
 )
 from openai_schema import assert_valid
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"

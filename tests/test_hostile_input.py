@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from conftest import Harness, gateway_settings, start_harness
 from hostile_bodies import random_body
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.server.app import header_value
+from spendgate.simulated import SimulatedUpstream
 
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import Harness, assert_priced, gateway_settings, sqlite_url, start_harness, unique
 from spendgate.keys import KeyRecord, KeyStore
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.server.tags import OVERFLOW
+from spendgate.simulated import SimulatedUpstream
 
 CHAT_BODY: dict[str, Any] = {
     "model": "gpt-4o-mini",

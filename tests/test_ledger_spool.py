@@ -25,7 +25,7 @@ import pytest
 
 from spendgate.ledger import BatchingWriter, UsageEvent, open_ledger
 from spendgate.ledger.spool import Spool
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faultkit

@@ -14,7 +14,7 @@ from conftest import assert_priced, gateway_settings, unique
 from spendgate.config import Settings
 from spendgate.ledger import UsageEvent, open_ledger
 from spendgate.library import AsyncSpendgateTransport, SpendgateTransport
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 
 @pytest.fixture

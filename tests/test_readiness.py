@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from conftest import gateway_settings
-from spendgate.providers.simulated import SimulatedUpstream
 from spendgate.server.app import Gateway
+from spendgate.simulated import SimulatedUpstream
 
 
 async def _get(app: Gateway, path: str, body: bytes = b"", method: str = "GET") -> Any:

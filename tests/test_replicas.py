@@ -38,7 +38,7 @@ import yaml
 
 from conftest import Harness, gateway_settings
 from spendgate.ledger.postgres import PostgresLedger
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
 REPLICAS = 3

@@ -21,7 +21,7 @@ import pytest
 from conftest import Harness, expected_cost_nanos, openai_chunks, sqlite_url, start_harness, unique
 from spendgate.config import ConfigError, parse_settings
 from spendgate.ledger import UsageEvent
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Say hello to the team."}]}
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import PRICES_PER_MTOK, Harness, expected_cost_nanos, nanos_per_token, unique
 from spendgate.config import ConfigError
 from spendgate.ledger import UsageEvent
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 STRONG, WEAK = "gpt-4o", "gpt-4o-mini"
 BASE: dict[str, Any] = {"enabled": True, "strong": STRONG, "weak": WEAK}

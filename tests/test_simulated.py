@@ -12,7 +12,7 @@ import pytest
 
 from openai_schema import assert_valid
 from spendgate import tokens
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 LONG = " ".join(f"Clause {i}: the supplier shall deliver goods on schedule." for i in range(250))
 TOOL = {

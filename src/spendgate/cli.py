@@ -6,20 +6,16 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from spendgate.config import ConfigError, Settings, load_settings, simulated_settings
+from spendgate.cli_support import fail, settings_for
+from spendgate.config import ConfigError, load_settings, simulated_settings
 from spendgate.keys import KeyStore
 
 __all__ = ["main"]
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    click.echo(f"spendgate: {message}", err=True)
-    sys.exit(code)
 
 
 @click.group()
@@ -56,7 +52,7 @@ def serve(
 
     try:
         if simulated:
-            from spendgate.providers.simulated import SimulatedUpstream
+            from spendgate.simulated import SimulatedUpstream
 
             if config_path:
                 base = load_settings(config_path).model_dump()
@@ -75,10 +71,10 @@ def serve(
         elif config_path:
             settings = load_settings(config_path)
         else:
-            _fail("give --config spendgate.yaml, or --simulated to try it with no keys")
+            fail("give --config spendgate.yaml, or --simulated to try it with no keys")
         run_server(settings, host=host, port=port)
     except (ConfigError, ServeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @main.command()
@@ -125,7 +121,7 @@ def report(
     """Spend by feature / use_case / team / tenant / user / model / day."""
     from spendgate.ledger import report_command
 
-    settings = _settings(config_path)
+    settings = settings_for(config_path)
     url = ledger_url or settings.storage.ledger
     if savings:
         _savings_report(url, by, since, until, as_json)
@@ -134,7 +130,7 @@ def report(
     try:
         click.echo(report_command(url, by=by, since=since, until=until, fmt=fmt))
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _savings_report(url: str, by: str, since: str | None, until: str | None, as_json: bool) -> None:
@@ -152,7 +148,7 @@ def _savings_report(url: str, by: str, since: str | None, until: str | None, as_
         )
         store.close()
     except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     data = [r.as_dict() for r in rows]
     if as_json:
@@ -196,7 +192,7 @@ def price(
     from spendgate.pricing import price_command
 
     try:
-        catalog = _settings(config_path).price_catalog() if config_path else None
+        catalog = settings_for(config_path).price_catalog() if config_path else None
         click.echo(
             price_command(
                 model,
@@ -208,7 +204,7 @@ def price(
             )
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @main.group()
@@ -232,11 +228,11 @@ def prices_check(config_path: str | None, max_age_days: int, strict: bool, as_js
 
     from spendgate.pricing.freshness import freshness_report, render_freshness
 
-    settings = _settings(config_path)
+    settings = settings_for(config_path)
     try:
         catalog = settings.price_catalog()
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     models = [m if isinstance(m, str) else m.name for d in settings.deployments for m in d.models]
     report = freshness_report(
         catalog, today=datetime.now(UTC).date(), max_age_days=max_age_days, models=models
@@ -253,7 +249,7 @@ def keys() -> None:
 
 def _key_store(config_path: str | None) -> KeyStore:
 
-    return KeyStore(_settings(config_path).storage.keys)
+    return KeyStore(settings_for(config_path).storage.keys)
 
 
 @keys.command("create")
@@ -296,7 +292,7 @@ def keys_create(
             may_set_tenant=may_set_tenant,
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     click.echo(key)
     tenancy = (
         f"tenant {record.tenant}"
@@ -330,7 +326,7 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False))
 def keys_revoke(key_id: str, config_path: str | None) -> None:
     if not _key_store(config_path).revoke(key_id):
-        _fail(f"no active key with id {key_id}")
+        fail(f"no active key with id {key_id}")
     click.echo(f"revoked {key_id}")
 
 
@@ -350,7 +346,7 @@ def keys_hash(key: str) -> None:
 @click.option("--seed", type=int, default=0)
 def simulate_upstream(host: str, port: int, latency: str, seed: int) -> None:
     """Run the simulated OpenAI + Anthropic upstream on its own."""
-    from spendgate.providers.simulated import serve as serve_sim
+    from spendgate.simulated import serve as serve_sim
 
     serve_sim(host=host, port=port, latency=latency, seed=seed)
 
@@ -360,32 +356,30 @@ def eval_group() -> None:
     """Evaluate a capability on labelled data (cache, router, compress)."""
 
 
-# Capability packages contribute commands; a package not built yet contributes nothing.
-# Their cli modules import heavy libraries inside the commands, so `spendgate --help` stays fast.
-_CONTRIBUTED: tuple[tuple[str, str, click.Group], ...] = (
-    ("spendgate.budgets.cli", "commands", main),
-    ("spendgate.ledger.cli", "commands", main),
-    ("spendgate.cache.cli", "eval_commands", eval_group),
-    ("spendgate.cache.prefix_advisor", "commands", main),
-    ("spendgate.routing.cli", "commands", main),
-    ("spendgate.routing.cli", "eval_commands", eval_group),
-    ("spendgate.trim.cli", "eval_commands", eval_group),
-    ("spendgate.trim.cli", "commands", main),
-    ("spendgate.analytics.cli", "commands", main),
-)
-
-
 def _register_contributed() -> None:
-    import importlib
+    """Each capability package contributes its commands. Their cli modules import heavy
+    libraries inside the commands, so `spendgate --help` stays fast."""
+    from spendgate.analytics import cli as analytics_cli
+    from spendgate.budgets import cli as budgets_cli
+    from spendgate.cache import cli as cache_cli
+    from spendgate.cache import prefix_advisor
+    from spendgate.ledger import cli as ledger_cli
+    from spendgate.routing import cli as routing_cli
+    from spendgate.trim import cli as trim_cli
 
-    for module_name, attr, group in _CONTRIBUTED:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        for command in getattr(module, attr, ()):
+    contributed: tuple[tuple[Sequence[click.Command], click.Group], ...] = (
+        (budgets_cli.commands, main),
+        (ledger_cli.commands, main),
+        (cache_cli.eval_commands, eval_group),
+        (prefix_advisor.commands, main),
+        (routing_cli.commands, main),
+        (routing_cli.eval_commands, eval_group),
+        (trim_cli.eval_commands, eval_group),
+        (trim_cli.commands, main),
+        (analytics_cli.commands, main),
+    )
+    for commands, group in contributed:
+        for command in commands:
             group.add_command(command)
 
 
@@ -397,17 +391,6 @@ def state_dir() -> Path:
         return Path(explicit)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "spendgate"
-
-
-def _settings(config_path: str | None) -> Settings:
-    try:
-        if config_path:
-            return load_settings(config_path)
-        default = Path("spendgate.yaml")
-        return load_settings(default) if default.exists() else Settings()
-    except ConfigError as exc:
-        _fail(str(exc))
-        raise
 
 
 _register_contributed()

@@ -30,24 +30,17 @@ class _Stats(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "spendgate_requests",
-            "Requests answered, by endpoint and status",
-            ["endpoint", "status"],
-            registry=self.registry,
+        counter = self._counter
+        self.requests = counter(
+            "spendgate_requests", "Requests answered, by endpoint and status", "endpoint", "status"
         )
-        self.cost = Counter(
+        self.cost = counter(
             "spendgate_cost_usd",
             "Actual cost of answered requests in USD (exact sums live in the ledger)",
-            ["model", "feature"],
-            registry=self.registry,
+            "model",
+            "feature",
         )
-        self.tokens = Counter(
-            "spendgate_tokens",
-            "Tokens by kind",
-            ["model", "kind"],
-            registry=self.registry,
-        )
+        self.tokens = counter("spendgate_tokens", "Tokens by kind", "model", "kind")
         self.latency = Histogram(
             "spendgate_request_seconds",
             "Time from request received to reply complete",
@@ -55,35 +48,39 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=self.registry,
         )
-        self.tag_overflow = Counter(
+        self.tag_overflow = counter(
             "spendgate_tag_overflow",
             "Tag values recorded as (other) because a tag exceeded its cardinality cap",
-            ["tag"],
-            registry=self.registry,
+            "tag",
         )
         self.in_flight = Gauge(
             "spendgate_in_flight", "Requests being served", registry=self.registry
         )
         # Optimization outcomes (dashboard/Grafana): same low-cardinality labels as cost.
-        self.cache_outcomes = Counter(
+        self.cache_outcomes = counter(
             "spendgate_cache_outcomes",
             "Calls by cache outcome (hit, miss, semantic-hit, bypass…)",
-            ["feature", "model", "outcome"],
-            registry=self.registry,
+            "feature",
+            "model",
+            "outcome",
         )
-        self.route_outcomes = Counter(
+        self.route_outcomes = counter(
             "spendgate_route_outcomes",
             "Calls by routing outcome: `routed` when the served model differs from the "
             "requested one, else `kept`",
-            ["feature", "model", "outcome"],
-            registry=self.registry,
+            "feature",
+            "model",
+            "outcome",
         )
-        self.savings = Counter(
+        self.savings = counter(
             "spendgate_savings_usd",
             "USD saved by technique (exact sums live in the ledger)",
-            ["feature", "technique"],
-            registry=self.registry,
+            "feature",
+            "technique",
         )
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, list(labels), registry=self.registry)
 
     def watch(self, prefix: str, source: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_Stats(prefix, source))

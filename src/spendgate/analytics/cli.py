@@ -6,10 +6,16 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
+
+from spendgate.cli_support import choice_option
+
+if TYPE_CHECKING:
+    from spendgate.analytics.finetune import FineTuneCase, Prices
+    from spendgate.pricing import PriceCatalog
 
 __all__ = ["analyze", "commands", "finetune_cmd", "recommend_cmd", "simulate"]
 
@@ -221,11 +227,10 @@ def analyze() -> None:
 @click.option("--model", "tuned_model", required=True, help="The fine-tuned model (a label).")
 @click.option("--price-in", default=None, help="Fine-tuned input price (see --per).")
 @click.option("--price-out", default=None, help="Fine-tuned output price (default: --price-in).")
-@click.option(
+@choice_option(
     "--per",
-    type=click.Choice(["1k", "1m"]),
+    choices=["1k", "1m"],
     default="1m",
-    show_default=True,
     help="Prices are USD per 1K or per 1M tokens.",
 )
 @click.option("--training-cost", required=True, help="One-off training cost, USD.")
@@ -263,7 +268,7 @@ def finetune_cmd(
     --calls-per-month/--input-tokens/--output-tokens), prices the calls on the current
     model (the catalog, or --current-price-in/out) and on the fine-tuned one, and prints
     the break-even monthly volume and the payback time of the training cost."""
-    from spendgate.analytics.finetune import Prices, break_even, catalog_prices, for_feature
+    from spendgate.analytics.finetune import Prices, catalog_prices
     from spendgate.pricing import PriceCatalog
 
     if months < 1:
@@ -281,50 +286,18 @@ def finetune_cmd(
     if tuned is None:
         raise click.UsageError(f"no catalog price for {tuned_model!r}: give --price-in")
     current = prices(current_price_in, current_price_out, "--current-price")
-    training = _decimal(training_cost, "--training-cost")
-    fee = _decimal(hosting, "--hosting")
+    terms: dict[str, Any] = {
+        "tuned_model": tuned_model,
+        "tuned": tuned,
+        "training_cost": _decimal(training_cost, "--training-cost"),
+        "hosting_per_month": _decimal(hosting, "--hosting"),
+        "amortize_months": months,
+    }
     stated = (calls_per_month, input_tokens, output_tokens)
     if any(v is not None for v in stated):
-        if any(v is None for v in stated):
-            raise click.UsageError(
-                "a stated mix needs --calls-per-month, --input-tokens and --output-tokens"
-            )
-        label = current_model or "current"
-        if current is None:
-            current = catalog_prices(catalog, label) if current_model else None
-        if current is None:
-            raise click.UsageError("a stated mix needs --current-price-in or --current-model")
-        case = break_even(
-            calls_per_month=_decimal(str(calls_per_month), "--calls-per-month"),
-            input_tokens=_decimal(str(input_tokens), "--input-tokens"),
-            output_tokens=_decimal(str(output_tokens), "--output-tokens"),
-            current=current,
-            tuned=tuned,
-            training_cost=training,
-            hosting_per_month=fee,
-            amortize_months=months,
-            feature=feature,
-            current_model=label,
-            tuned_model=tuned_model,
-        )
+        case = _stated_case(feature, stated, current, current_model, catalog, terms)
     else:
-        from spendgate.analytics.traffic import load_traffic
-
-        try:
-            case = for_feature(
-                load_traffic(ledger_url),
-                feature,
-                tuned_model=tuned_model,
-                tuned=tuned,
-                training_cost=training,
-                hosting_per_month=fee,
-                amortize_months=months,
-                current=current,
-                catalog=catalog,
-            )
-        except (ValueError, FileNotFoundError) as exc:
-            click.echo(f"spendgate: {exc}", err=True)
-            sys.exit(2)
+        case = _ledger_case(feature, ledger_url, current, catalog, terms)
     d = case.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -335,12 +308,62 @@ def finetune_cmd(
         click.echo(f"  - {step}")
 
 
-def _prompts_command() -> click.Command | None:
-    """`spendgate analyze prompts`: the trim package's `analyze-prompts`, under `analyze`."""
+def _stated_case(
+    feature: str,
+    stated: tuple[str | None, str | None, str | None],
+    current: Prices | None,
+    current_model: str | None,
+    catalog: PriceCatalog,
+    terms: dict[str, Any],
+) -> FineTuneCase:
+    """The break-even of a traffic mix given on the command line."""
+    from spendgate.analytics.finetune import break_even, catalog_prices
+
+    calls, tokens_in, tokens_out = stated
+    if calls is None or tokens_in is None or tokens_out is None:
+        raise click.UsageError(
+            "a stated mix needs --calls-per-month, --input-tokens and --output-tokens"
+        )
+    label = current_model or "current"
+    if current is None:
+        current = catalog_prices(catalog, label) if current_model else None
+    if current is None:
+        raise click.UsageError("a stated mix needs --current-price-in or --current-model")
+    return break_even(
+        calls_per_month=_decimal(calls, "--calls-per-month"),
+        input_tokens=_decimal(tokens_in, "--input-tokens"),
+        output_tokens=_decimal(tokens_out, "--output-tokens"),
+        current=current,
+        feature=feature,
+        current_model=label,
+        **terms,
+    )
+
+
+def _ledger_case(
+    feature: str,
+    ledger_url: str,
+    current: Prices | None,
+    catalog: PriceCatalog,
+    terms: dict[str, Any],
+) -> FineTuneCase:
+    """The break-even of the feature's logged traffic."""
+    from spendgate.analytics.finetune import for_feature
+    from spendgate.analytics.traffic import load_traffic
+
     try:
-        from spendgate.trim.cli import analyze_prompts
-    except ModuleNotFoundError:
-        return None
+        return for_feature(
+            load_traffic(ledger_url), feature, current=current, catalog=catalog, **terms
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        click.echo(f"spendgate: {exc}", err=True)
+        sys.exit(2)
+
+
+def _prompts_command() -> click.Command:
+    """`spendgate analyze prompts`: the trim package's `analyze-prompts`, under `analyze`."""
+    from spendgate.trim.cli import analyze_prompts
+
     return click.Command(
         "prompts",
         callback=analyze_prompts.callback,
@@ -350,8 +373,6 @@ def _prompts_command() -> click.Command | None:
     )
 
 
-_prompts = _prompts_command()
-if _prompts is not None:
-    analyze.add_command(_prompts)
+analyze.add_command(_prompts_command())
 
 commands = [simulate, recommend_cmd, analyze]

@@ -508,6 +508,149 @@ def _call_of(r: TrafficRecord, body: dict[str, Any]) -> Call:
     )
 
 
+@dataclass
+class _Priced:
+    """One record's cost with each technique alone and all together, and what touched it."""
+
+    alone: dict[str, Decimal]
+    combined: Decimal
+    hit: bool
+    simple: bool
+    cut: bool
+    served: str | None
+
+
+class _Replay:
+    """The running state of one replay: the real code's caches (or the heuristics' seen
+    fingerprints), summary segments already paid for, and the tallies."""
+
+    def __init__(self, policy: Policy, catalog: PriceCatalog) -> None:
+        self.policy = policy
+        self.catalog = catalog
+        self.real: _RealCode | None = None
+        self.seen: set[tuple[str, str, str]] = set()
+        self.segments: dict[str, set[str]] = {"alone": set(), "combined": set()}
+        self.misses = 0
+        rate = policy.semantic_extra_hit_rate
+        self.semantic_every = int(1 / rate) if rate > 0 else 0
+        self.totals: dict[str, Decimal] = defaultdict(Decimal)
+        self.touched: dict[str, int] = defaultdict(int)
+        self.together: dict[str, int] = defaultdict(int)
+        self.paths: dict[str, dict[str, int]] = {
+            t: {"real": 0, "heuristic": 0}
+            for t, on in (("cache", policy.cache), ("trim", policy.trim), ("route", policy.route))
+            if on
+        }
+        self.outcomes: dict[str, int] = defaultdict(int)
+        self.feats: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+        self.unpriced = 0
+
+    def price(self, model: str, tokens_in: int, tokens_out: int, fallback: Decimal) -> Decimal:
+        cost = _cost(self.catalog, model, tokens_in, tokens_out)
+        return fallback if cost is None else cost
+
+    def add(self, r: TrafficRecord) -> None:
+        full = _cost(self.catalog, r.model, r.input_tokens, r.output_tokens)
+        if full is None:
+            self.unpriced += 1
+            return
+        body = r.request_body() if self.policy.engine == "auto" else None
+        path = "real" if body is not None else "heuristic"
+        for t in self.paths:
+            self.paths[t][path] += 1
+        priced = self._real(r, body, full) if body is not None else self._heuristic(r, full)
+        self._tally(r, full, priced)
+
+    def _segment_cost(self, trimmed: _Trimmed, which: str) -> Decimal:
+        """A history summary is paid for once per segment (per projection)."""
+        if trimmed.segment and trimmed.segment not in self.segments[which]:
+            self.segments[which].add(trimmed.segment)
+            return trimmed.segment_cost
+        return Decimal(0)
+
+    def _real(self, r: TrafficRecord, body: dict[str, Any], full: Decimal) -> _Priced:
+        policy = self.policy
+        if self.real is None:
+            self.real = _RealCode(policy, self.catalog)
+        real = self.real
+        call = _call_of(r, body)
+        outcome = real.cache(call, r.ts) if policy.cache else None
+        hit = outcome is not None
+        if outcome:
+            self.outcomes[outcome] += 1
+        trimmed = real.trim(call) if policy.trim else _Trimmed(body, 0)
+        trimmed_in = max(0, r.input_tokens - trimmed.saved_tokens)
+        served_alone = real.route(real.route_alone, call)
+        trim_alone = self.price(r.model, trimmed_in, r.output_tokens, full)
+        trim_alone += self._segment_cost(trimmed, "alone")
+        alone = {
+            "cache": Decimal(0) if hit else full,
+            "trim": trim_alone,
+            "route": self.price(served_alone or r.model, r.input_tokens, r.output_tokens, full),
+        }
+        served: str | None = None
+        if hit:
+            combined = Decimal(0)
+        else:
+            routed_call = _call_of(r, trimmed.body) if trimmed.saved_tokens else call
+            served = real.route(real.route_combined, routed_call)
+            combined = self.price(served or r.model, trimmed_in, r.output_tokens, full)
+            combined += self._segment_cost(trimmed, "combined")
+        return _Priced(
+            alone, combined, hit, served_alone is not None, trimmed.saved_tokens > 0, served
+        )
+
+    def _heuristic(self, r: TrafficRecord, full: Decimal) -> _Priced:
+        policy = self.policy
+        hit = self._heuristic_hit(r)
+        trimmed_in = r.input_tokens
+        if policy.trim:
+            trimmed_in -= int((Decimal(r.input_tokens) * policy.trim_fraction).to_integral_value())
+        simple = policy.route and _is_simple(r, policy)
+        cheap = policy.cheap_model
+        alone = {
+            "cache": Decimal(0) if hit else full,
+            "trim": self.price(r.model, trimmed_in, r.output_tokens, full),
+            "route": self.price(cheap, r.input_tokens, r.output_tokens, full) if simple else full,
+        }
+        served = cheap if simple and not hit else None
+        combined = (
+            Decimal(0) if hit else self.price(served or r.model, trimmed_in, r.output_tokens, full)
+        )
+        return _Priced(alone, combined, hit, simple, trimmed_in < r.input_tokens, served)
+
+    def _heuristic_hit(self, r: TrafficRecord) -> bool:
+        """A repeat of a fingerprint seen before, or every n-th miss (semantic extra rate)."""
+        policy = self.policy
+        fp = _fingerprint(r)
+        key = (r.tenant, r.model, fp or "")
+        hit = policy.cache and fp is not None and key in self.seen
+        if fp is not None:
+            self.seen.add(key)
+        if policy.cache and not hit and self.semantic_every:
+            self.misses += 1
+            hit = self.misses % self.semantic_every == 0
+        if hit:
+            self.outcomes["fingerprint-repeat"] += 1
+        return hit
+
+    def _tally(self, r: TrafficRecord, full: Decimal, priced: _Priced) -> None:
+        self.touched["cache"] += priced.hit
+        self.touched["route"] += priced.simple
+        self.touched["trim"] += priced.cut
+        self.together["cache"] += priced.hit
+        self.together["route"] += priced.served is not None
+        self.together["trim"] += priced.cut and not priced.hit
+        self.totals["baseline"] += full
+        self.totals["combined"] += priced.combined
+        feat = self.feats[r.feature]
+        feat["baseline"] += full
+        feat["combined"] += priced.combined
+        for t, v in priced.alone.items():
+            self.totals[t] += v
+            feat[t] += v
+
+
 def simulate_traffic(
     records: Sequence[TrafficRecord],
     policy: Policy,
@@ -521,131 +664,37 @@ def simulate_traffic(
     ordered = sorted(records, key=lambda r: r.ts)
     span_days = _span_days(ordered)
     per_month = Decimal(DAYS_PER_MONTH) / span_days
-    real: _RealCode | None = None
-    seen: set[tuple[str, str, str]] = set()
-    totals: dict[str, Decimal] = defaultdict(Decimal)
-    touched: dict[str, int] = defaultdict(int)
-    together: dict[str, int] = defaultdict(int)
-    paths: dict[str, dict[str, int]] = {
-        t: {"real": 0, "heuristic": 0}
-        for t, on in (("cache", policy.cache), ("trim", policy.trim), ("route", policy.route))
-        if on
-    }
-    outcomes: dict[str, int] = defaultdict(int)
-    feats: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
-    segments: dict[str, set[str]] = {"alone": set(), "combined": set()}
-    unpriced = 0
-    semantic_every = (
-        int(1 / policy.semantic_extra_hit_rate) if policy.semantic_extra_hit_rate > 0 else 0
-    )
-    misses = 0
-
-    def price(model: str, tokens_in: int, tokens_out: int, fallback: Decimal) -> Decimal:
-        cost = _cost(catalog, model, tokens_in, tokens_out)
-        return fallback if cost is None else cost
-
+    replay = _Replay(policy, catalog)
     for r in ordered:
-        full = _cost(catalog, r.model, r.input_tokens, r.output_tokens)
-        if full is None:
-            unpriced += 1
-            continue
-        body = r.request_body() if policy.engine == "auto" else None
-        path = "real" if body is not None else "heuristic"
-        for t in paths:
-            paths[t][path] += 1
-        if body is not None:
-            if real is None:
-                real = _RealCode(policy, catalog)
-            call = _call_of(r, body)
-            outcome = real.cache(call, r.ts) if policy.cache else None
-            hit = outcome is not None
-            if outcome:
-                outcomes[outcome] += 1
-            trimmed = real.trim(call) if policy.trim else _Trimmed(body, 0)
-            trimmed_in = max(0, r.input_tokens - trimmed.saved_tokens)
-            served_alone = real.route(real.route_alone, call)
-            trim_alone = price(r.model, trimmed_in, r.output_tokens, full)
-            if trimmed.segment and trimmed.segment not in segments["alone"]:
-                segments["alone"].add(trimmed.segment)
-                trim_alone += trimmed.segment_cost
-            alone = {
-                "cache": Decimal(0) if hit else full,
-                "trim": trim_alone,
-                "route": price(served_alone or r.model, r.input_tokens, r.output_tokens, full),
-            }
-            served: str | None = None
-            if hit:
-                combined = Decimal(0)
-            else:
-                routed_call = _call_of(r, trimmed.body) if trimmed.saved_tokens else call
-                served = real.route(real.route_combined, routed_call)
-                combined = price(served or r.model, trimmed_in, r.output_tokens, full)
-                if trimmed.segment and trimmed.segment not in segments["combined"]:
-                    segments["combined"].add(trimmed.segment)
-                    combined += trimmed.segment_cost
-            simple = served_alone is not None
-            cut = trimmed.saved_tokens > 0
-        else:
-            fp = _fingerprint(r)
-            key = (r.tenant, r.model, fp or "")
-            hit = policy.cache and fp is not None and key in seen
-            if fp is not None:
-                seen.add(key)
-            if policy.cache and not hit and semantic_every:
-                misses += 1
-                hit = misses % semantic_every == 0
-            if hit:
-                outcomes["fingerprint-repeat"] += 1
-            trimmed_in = (
-                r.input_tokens
-                - int((Decimal(r.input_tokens) * policy.trim_fraction).to_integral_value())
-                if policy.trim
-                else r.input_tokens
-            )
-            simple = policy.route and _is_simple(r, policy)
-            cheap = policy.cheap_model
-            alone = {
-                "cache": Decimal(0) if hit else full,
-                "trim": price(r.model, trimmed_in, r.output_tokens, full),
-                "route": price(cheap, r.input_tokens, r.output_tokens, full) if simple else full,
-            }
-            served = cheap if simple and not hit else None
-            combined = (
-                Decimal(0) if hit else price(served or r.model, trimmed_in, r.output_tokens, full)
-            )
-            cut = trimmed_in < r.input_tokens
-        touched["cache"] += hit
-        touched["route"] += simple
-        touched["trim"] += cut
-        together["cache"] += hit
-        together["route"] += served is not None
-        together["trim"] += cut and not hit
-        totals["baseline"] += full
-        totals["combined"] += combined
-        feats[r.feature]["baseline"] += full
-        feats[r.feature]["combined"] += combined
-        for t, v in alone.items():
-            totals[t] += v
-            feats[r.feature][t] += v
-    n = len(ordered) - unpriced
+        replay.add(r)
+    n = len(ordered) - replay.unpriced
     share = lambda c: Decimal(c) / n if n else Decimal(0)  # noqa: E731
+    totals = replay.totals
     p = Projection(
         calls_per_day=Decimal(len(ordered)) / span_days,
         baseline=totals["baseline"] * per_month,
         alone={t: totals[t] * per_month for t in ("cache", "route", "trim")},
         combined=totals["combined"] * per_month,
         by_feature={
-            f: {k: v * per_month for k, v in row.items()} for f, row in sorted(feats.items())
+            f: {k: v * per_month for k, v in row.items()} for f, row in sorted(replay.feats.items())
         },
-        touched={t: share(c) for t, c in touched.items()},
-        combined_touched={t: share(c) for t, c in together.items()},
-        paths=paths,
-        cache_outcomes=dict(outcomes),
+        touched={t: share(c) for t, c in replay.touched.items()},
+        combined_touched={t: share(c) for t, c in replay.together.items()},
+        paths=replay.paths,
+        cache_outcomes=dict(replay.outcomes),
     )
     p.steps = _steps(
-        p, policy, catalog, len(ordered), unpriced, span_days, per_month, outcomes, real
+        p,
+        policy,
+        catalog,
+        len(ordered),
+        replay.unpriced,
+        span_days,
+        per_month,
+        replay.outcomes,
+        replay.real,
     )
-    p.assumptions = _assumptions(policy, real)
+    p.assumptions = _assumptions(policy, replay.real)
     return p
 
 

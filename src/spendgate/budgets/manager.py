@@ -124,6 +124,53 @@ def _scope_desc(scope: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(scope.items())) or "all traffic"
 
 
+def _counters_for(
+    matched: list[tuple[Rule, dict[str, str]]], now: float, nanos: int, tokens: int
+) -> tuple[list[Counter], dict[str, ScopedBudget]]:
+    """The counters a call reserves on (a budget's USD counter for its period; a limit's
+    request and token counters for this minute), and the concrete budget of each USD one."""
+    counters: list[Counter] = []
+    budgets: dict[str, ScopedBudget] = {}
+    for rule, concrete in matched:
+        scope = _scope_text(concrete)
+        hard = rule.mode == "hard"
+        if isinstance(rule, BudgetRule):
+            period = period_at(rule.period, now)
+            key = f"b:{rule.name}:{scope}:{period.id}"
+            limit = to_nanos(rule.limit_usd)
+            counters.append(_counter(key, rule.name, "usd", limit, hard, nanos, period, concrete))
+            budgets[key] = ScopedBudget(rule, concrete, period.id, period.end)
+            continue
+        window = period_at("minute", now)
+        prefix = f"r:{rule.name}:{scope}"
+        if rule.requests_per_minute:
+            key = f"{prefix}:req:{window.id}"
+            limit = rule.requests_per_minute
+            counters.append(_counter(key, rule.name, "requests", limit, hard, 1, window, concrete))
+        if rule.tokens_per_minute:
+            key = f"{prefix}:tok:{window.id}"
+            limit = rule.tokens_per_minute
+            counters.append(
+                _counter(key, rule.name, "tokens", limit, hard, tokens, window, concrete)
+            )
+    return counters, budgets
+
+
+def _counter(
+    key: str,
+    rule: str,
+    kind: str,
+    limit: int,
+    hard: bool,
+    amount: int,
+    period: Period,
+    scope: dict[str, str],
+) -> Counter:
+    return Counter(
+        key, rule, kind, limit, hard, amount, period.keep_until, period.end, scope, period.id
+    )
+
+
 @dataclass(slots=True)
 class Admission:
     """What one call holds: its lease (the request id) and the counters it reserved on."""
@@ -363,99 +410,16 @@ class BudgetManager:
         if not matched:
             return None
         self._start_background()
-        if not self._registered and getattr(self.counters, "epochs", False):
-            self._registered = True  # counted among the live replicas before reserving
-            try:
-                beat = self.counters.heartbeat  # type: ignore[attr-defined]
-                self._replicas = max(1, await beat(self._replica_id, self.config.heartbeat_s * 3))
-            except StoreUnavailable:
-                self._registered = False
+        await self._register_replica()
         now = time.time()
         has_budget = any(isinstance(r, BudgetRule) for r, _ in matched)
         needs_tokens = has_budget or any(
             isinstance(r, RateLimitRule) and r.tokens_per_minute for r, _ in matched
         )
         n_in, n_out = self._tokens(call) if needs_tokens else (0, 0)
-        nanos, unknown = 0, False
-        if has_budget:
-            worst = self.worst_case(call, n_in, n_out)
-            if worst is None:
-                unknown = True
-                hard_names = [
-                    r.name for r, _ in matched if isinstance(r, BudgetRule) and r.mode == "hard"
-                ]
-                if hard_names and self.config.unknown_price == "reject":
-                    call.decisions.add(
-                        BudgetDecision({"rejected_by": hard_names, "price_unknown": True})
-                    )
-                    self._refused(hard_names[0], "price")
-                    raise GatewayError(
-                        403,
-                        f"The price of model `{call.requested_model}` is unknown, so budget "
-                        f"'{hard_names[0]}' cannot be enforced on it; this gateway refuses "
-                        "unpriced models under a hard budget (budgets.unknown_price: reject).",
-                        type="permission_error",
-                        param="model",
-                        code="budget_price_unknown",
-                    )
-                worst = self.config.unknown_price_reserve_usd
-            nanos = to_nanos(worst)
+        nanos, unknown = self._worst_nanos(call, matched, n_in, n_out) if has_budget else (0, False)
         tokens = n_in + n_out
-        counters: list[Counter] = []
-        budgets: dict[str, ScopedBudget] = {}
-        for rule, concrete in matched:
-            scope = _scope_text(concrete)
-            hard = rule.mode == "hard"
-            if isinstance(rule, BudgetRule):
-                period = period_at(rule.period, now)
-                key = f"b:{rule.name}:{scope}:{period.id}"
-                counters.append(
-                    Counter(
-                        key,
-                        rule.name,
-                        "usd",
-                        to_nanos(rule.limit_usd),
-                        hard,
-                        nanos,
-                        period.keep_until,
-                        period.end,
-                        concrete,
-                        period.id,
-                    )
-                )
-                budgets[key] = ScopedBudget(rule, concrete, period.id, period.end)
-                continue
-            window = period_at("minute", now)
-            if rule.requests_per_minute:
-                counters.append(
-                    Counter(
-                        f"r:{rule.name}:{scope}:req:{window.id}",
-                        rule.name,
-                        "requests",
-                        rule.requests_per_minute,
-                        hard,
-                        1,
-                        window.keep_until,
-                        window.end,
-                        concrete,
-                        window.id,
-                    )
-                )
-            if rule.tokens_per_minute:
-                counters.append(
-                    Counter(
-                        f"r:{rule.name}:{scope}:tok:{window.id}",
-                        rule.name,
-                        "tokens",
-                        rule.tokens_per_minute,
-                        hard,
-                        tokens,
-                        window.keep_until,
-                        window.end,
-                        concrete,
-                        window.id,
-                    )
-                )
+        counters, budgets = _counters_for(matched, now, nanos, tokens)
         decision: dict[str, Any] = {
             "rules": sorted({c.rule for c in counters}),
             "reserved_nanos": nanos if has_budget else None,
@@ -464,59 +428,16 @@ class BudgetManager:
         if unknown:
             decision["price_unknown"] = True
         call.decisions.add(BudgetDecision(decision))
+        admission = Admission(
+            call.request_id, counters, nanos, tokens, decision, unknown,
+            budgets=budgets, received_at=call.received_at,
+        )  # fmt: skip
         try:
             result = await self.counters.reserve(
                 call.request_id, counters, now, self.config.lease_ttl_s
             )
         except StoreUnavailable as exc:
-            decision["store_error"] = str(exc)[:200]
-            self._refused("(store)", "store")
-            release = Pending(call.request_id, call.received_at, False, counters,
-                              [0] * len(counters))  # fmt: skip
-            if self.config.fail_open:
-                room = self._local_room(counters)
-                if room is None:
-                    decision["fail_open"] = True
-                    decision["fail_open_share"] = {
-                        "replicas": self._replicas,
-                        "seen_nanos": {c.key: self._seen.get(c.key) for c in counters
-                                       if c.kind == "usd" and c.hard},
-                        "local_nanos": {c.key: self._local.get(c.key, 0) for c in counters
-                                        if c.kind == "usd" and c.hard},
-                    }  # fmt: skip
-                    self.fault_stats["fail_open_admitted"] += 1
-                    for c in counters:
-                        if c.kind == "usd":
-                            self._local[c.key] = self._local.get(c.key, 0) + c.amount
-                    adm = Admission(
-                        call.request_id, counters, nanos, tokens, decision, unknown,
-                        budgets=budgets, received_at=call.received_at, once=True,
-                    )  # fmt: skip
-                    self._live[adm.lease] = adm
-                    return adm
-                self.fault_stats["fail_open_refused"] += 1
-                decision["fail_open_refused"] = room
-                if exc.maybe_applied:  # give back a reservation Redis may still make
-                    self._to_outbox(release, "reservation outcome unknown")
-                raise GatewayError(
-                    503,
-                    f"The budget store is unreachable and this gateway's local allowance for "
-                    f"budget '{room}' is used up (budgets.fail_open keeps each replica within "
-                    "its share of the budget's last known headroom); try again shortly.",
-                    type="server_error",
-                    code="budget_store_unavailable",
-                    headers={"retry-after": "1"},
-                ) from None
-            if exc.maybe_applied:
-                self._to_outbox(release, "reservation outcome unknown")
-            raise GatewayError(
-                503,
-                "The budget store is unreachable and this gateway is configured to fail "
-                "closed (budgets.fail_open: false); try again shortly.",
-                type="server_error",
-                code="budget_store_unavailable",
-                headers={"retry-after": "1"},
-            ) from None
+            return self._admit_store_down(call, admission, exc)
         self._replicas = max(1, getattr(self.counters, "replicas", 1))
         if len(self.outbox):
             self._store_back.set()  # the store answers again: apply the outbox now
@@ -536,12 +457,96 @@ class BudgetManager:
         )
         if soft_over:
             decision["soft_exceeded"] = soft_over
-        adm = Admission(
-            call.request_id, counters, nanos, tokens, decision, unknown,
-            budgets=budgets, received_at=call.received_at,
-        )  # fmt: skip
-        self._live[adm.lease] = adm
-        return adm
+        self._live[admission.lease] = admission
+        return admission
+
+    async def _register_replica(self) -> None:
+        """Count this replica among the live ones (once) before its first reservation."""
+        if not self._registered and getattr(self.counters, "epochs", False):
+            self._registered = True
+            try:
+                beat = self.counters.heartbeat  # type: ignore[attr-defined]
+                self._replicas = max(1, await beat(self._replica_id, self.config.heartbeat_s * 3))
+            except StoreUnavailable:
+                self._registered = False
+
+    def _worst_nanos(
+        self, call: Call, matched: list[tuple[Rule, dict[str, str]]], n_in: int, n_out: int
+    ) -> tuple[int, bool]:
+        """(nanos to reserve, price unknown); an unpriced model under a hard budget is refused
+        when `budgets.unknown_price: reject`, else reserves the configured fallback."""
+        worst = self.worst_case(call, n_in, n_out)
+        if worst is not None:
+            return to_nanos(worst), False
+        hard_names = [r.name for r, _ in matched if isinstance(r, BudgetRule) and r.mode == "hard"]
+        if hard_names and self.config.unknown_price == "reject":
+            call.decisions.add(BudgetDecision({"rejected_by": hard_names, "price_unknown": True}))
+            self._refused(hard_names[0], "price")
+            raise GatewayError(
+                403,
+                f"The price of model `{call.requested_model}` is unknown, so budget "
+                f"'{hard_names[0]}' cannot be enforced on it; this gateway refuses "
+                "unpriced models under a hard budget (budgets.unknown_price: reject).",
+                type="permission_error",
+                param="model",
+                code="budget_price_unknown",
+            )
+        return to_nanos(self.config.unknown_price_reserve_usd), True
+
+    def _admit_store_down(
+        self, call: Call, admission: Admission, exc: StoreUnavailable
+    ) -> Admission:
+        """The store did not answer: admit within this replica's local share of the last
+        known headroom (`budgets.fail_open`), or raise the 503."""
+        counters, decision = admission.counters, admission.decision
+        decision["store_error"] = str(exc)[:200]
+        self._refused("(store)", "store")
+        release = Pending(call.request_id, call.received_at, False, counters,
+                          [0] * len(counters))  # fmt: skip
+        if not self.config.fail_open:
+            if exc.maybe_applied:
+                self._to_outbox(release, "reservation outcome unknown")
+            raise GatewayError(
+                503,
+                "The budget store is unreachable and this gateway is configured to fail "
+                "closed (budgets.fail_open: false); try again shortly.",
+                type="server_error",
+                code="budget_store_unavailable",
+                headers={"retry-after": "1"},
+            ) from None
+        room = self._local_room(counters)
+        if room is None:
+            return self._admit_locally(admission)
+        self.fault_stats["fail_open_refused"] += 1
+        decision["fail_open_refused"] = room
+        if exc.maybe_applied:  # give back a reservation Redis may still make
+            self._to_outbox(release, "reservation outcome unknown")
+        raise GatewayError(
+            503,
+            f"The budget store is unreachable and this gateway's local allowance for "
+            f"budget '{room}' is used up (budgets.fail_open keeps each replica within "
+            "its share of the budget's last known headroom); try again shortly.",
+            type="server_error",
+            code="budget_store_unavailable",
+            headers={"retry-after": "1"},
+        ) from None
+
+    def _admit_locally(self, admission: Admission) -> Admission:
+        counters, decision = admission.counters, admission.decision
+        hard_usd = [c for c in counters if c.kind == "usd" and c.hard]
+        decision["fail_open"] = True
+        decision["fail_open_share"] = {
+            "replicas": self._replicas,
+            "seen_nanos": {c.key: self._seen.get(c.key) for c in hard_usd},
+            "local_nanos": {c.key: self._local.get(c.key, 0) for c in hard_usd},
+        }
+        self.fault_stats["fail_open_admitted"] += 1
+        for c in counters:
+            if c.kind == "usd":
+                self._local[c.key] = self._local.get(c.key, 0) + c.amount
+        admission.once = True
+        self._live[admission.lease] = admission
+        return admission
 
     def _refused(self, rule: str, kind: str) -> None:
         for hook in self.on_refusal:

@@ -9,17 +9,18 @@ from typing import Any
 
 import click
 
+from spendgate.cli_support import choice_option
+
 __all__ = ["cache", "eval_commands"]
 
 
 @click.command("cache")
 @click.argument("pairs_path", metavar="PAIRS.jsonl[.gz]", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option(
+@choice_option(
     "--mode",
-    type=click.Choice(["pairs", "retrieval", "replay"]),
+    choices=["pairs", "retrieval", "replay"],
     default="pairs",
-    show_default=True,
     help="pairs: score each pair; retrieval: index every q2, look up every q1; replay: "
     "run a query stream through the cache with per-entry error-bounded thresholds.",
 )
@@ -38,29 +39,27 @@ __all__ = ["cache", "eval_commands"]
     help="replay: share of would-be hits sent upstream and compared instead.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="replay: stream order.")
-@click.option(
+@choice_option(
     "--traffic",
-    type=click.Choice(["once", "zipf"]),
+    choices=["once", "zipf"],
     default="once",
-    show_default=True,
     help="replay of QQP pairs: every question once, or Zipf-popular clusters re-asked in "
     "their several wordings (--queries draws).",
 )
 @click.option("--queries", type=int, default=0, help="replay --traffic zipf: how many draws.")
-@click.option(
+@choice_option(
     "--verifier",
-    type=click.Choice(["cross-encoder", "features"]),
+    choices=["cross-encoder", "features"],
     default="cross-encoder",
-    show_default=True,
     help="features: the older boosted-tree verifier (with --embedder minilm, its cascade).",
 )
-@click.option("--embedder", type=click.Choice(["static", "minilm"]), default="static",
-              show_default=True, help="--verifier features only.")  # fmt: skip
-@click.option(
+@choice_option(
+    "--embedder", choices=["static", "minilm"], default="static", help="--verifier features only."
+)
+@choice_option(
     "--split",
-    type=click.Choice(["auto", "heldout", "all"]),
+    choices=["auto", "heldout", "all"],
     default="auto",
-    show_default=True,
     help="heldout: only the pairs the shipped verifier never saw in training (the QQP "
     "held-out rule); auto: heldout for QQP rows, all for any other file.",
 )

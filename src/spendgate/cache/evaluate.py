@@ -18,10 +18,10 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -59,21 +59,32 @@ def is_heldout(q1: str, q2: str) -> bool:
     return question_bucket(min(normalise(q1), normalise(q2))) < 2
 
 
-def load_pairs(path: str | Path) -> Iterator[Pair]:
-    """Rows of a `{"q1", "q2", "duplicate"}` JSON Lines file, gzip or plain."""
-    p = Path(path)
+T = TypeVar("T")
+
+
+def _rows(p: Path, shape: str, make: Callable[[dict[str, Any]], T]) -> Iterator[T]:
+    """`make(row)` for each row of a JSON Lines file, gzip or plain; a row `make` cannot
+    read is a ValueError naming the file, line and the `shape` expected."""
     opener: Any = gzip.open if p.suffix == ".gz" else open
     with opener(p, "rt", encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                yield Pair(
-                    str(row["q1"]), str(row["q2"]), bool(row["duplicate"]), row.get("source", "")
-                )
+                yield make(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{p}:{n}: not a {{q1, q2, duplicate}} row ({exc})") from None
+                raise ValueError(f"{p}:{n}: not a {shape} row ({exc})") from None
+
+
+def load_pairs(path: str | Path) -> Iterator[Pair]:
+    """Rows of a `{"q1", "q2", "duplicate"}` JSON Lines file, gzip or plain."""
+    return _rows(
+        Path(path),
+        "{q1, q2, duplicate}",
+        lambda row: Pair(
+            str(row["q1"]), str(row["q2"]), bool(row["duplicate"]), row.get("source", "")
+        ),
+    )
 
 
 def _metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -319,17 +330,13 @@ def load_stream(
         return []
     row = json.loads(first)
     if "query" in row and "answer" in row:
-        out: list[StreamItem] = []
-        with opener(p, "rt", encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                    out.append(StreamItem(str(r["query"]), json.dumps(r["answer"], sort_keys=True)))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{p}:{n}: not a {{query, answer}} row ({exc})") from None
-        return out
+        return list(
+            _rows(
+                p,
+                "{query, answer}",
+                lambda r: StreamItem(str(r["query"]), json.dumps(r["answer"], sort_keys=True)),
+            )
+        )
     pairs = list(load_pairs(p))
     if split == "auto":
         split = "heldout" if any(x.source == "qqp" for x in pairs[:100]) else "all"
@@ -348,25 +355,14 @@ class _Scorer:
         self.memo: dict[tuple[str, str], float] = {}
 
     def best(self, text: str, index: Any, texts: list[str]) -> tuple[int, float] | None:
-        from spendgate.cache.verifier import same_question
-
         m = self.matcher
         qe = m._embedded(text)
-        ids, others = [], []
-        for entry_id, cos in index.search(qe.vector, m.candidates):
-            if cos < m.min_cosine:
-                break
-            other = texts[entry_id]
-            if m.vetoed(text, other):
-                continue
-            if same_question(text, other):
-                return entry_id, 1.0
-            ids.append(entry_id)
-            others.append(other)
+        found = index.search(qe.vector, m.candidates)
+        same, ids, others = m.shortlist(text, found, texts.__getitem__)
+        if same is not None:
+            return same, 1.0
         if not ids:
             return None
-        if m.cross is not None:
-            ids, others = ids[: m.verify_top], others[: m.verify_top]
         scores = []
         for o in others:
             key = (text, o)
@@ -391,84 +387,117 @@ def replay(
     served from the cache is answered upstream and stored; with `delta`, per-entry
     thresholds learn from explorations and sampled verifications; without, one static
     `threshold` (default: the shipped one) decides."""
-    import random
-
-    from spendgate.cache.index import VectorIndex
-    from spendgate.cache.thresholds import EntryStats, ThresholdPolicy
-    from spendgate.cache.verifier import same_question
-
-    m = scorer.matcher
-    policy = ThresholdPolicy(m.prior, verify_rate=verify_rate, rng=random.Random(seed))
-    cut = m.threshold if threshold is None else threshold
-    index = VectorIndex(m.embedder.dim)
-    texts: list[str] = []
-    answers: list[str] = []
-    stats: list[EntryStats] = []
-    hits = wrong = unjudged = verified = verify_wrong = explored = explore_agreed = exact = 0
-    labelled = any(item.known_different for item in stream)
-
-    def judge(entry: int, item: StreamItem) -> bool | None:
-        """Did the entry's answer answer this query? None: nobody knows (QQP never compared
-        the two questions)."""
-        if answers[entry] == item.answer or same_question(texts[entry], item.query):
-            return True
-        if not labelled or answers[entry] in item.known_different:
-            return False
-        return None
-
+    run = _Replay(stream, scorer, delta, threshold, verify_rate, explore, seed)
     seen: set[str] = set()
     for item in stream:
         key = normalise(item.query)
         if key in seen:
-            exact += 1  # the exact tier answers a repeated text; not the semantic tier's
+            run.n["exact"] += 1  # the exact tier answers a repeated text; not the semantic's
             continue
         seen.add(key)
-        found = scorer.best(item.query, index, texts) if texts else None
-        decision = "miss"
+        run.step(item)
+    return run.result(len(stream))
+
+
+class _Replay:
+    """The cache one `replay` fills, and what it counted."""
+
+    def __init__(
+        self,
+        stream: list[StreamItem],
+        scorer: _Scorer,
+        delta: float | None,
+        threshold: float | None,
+        verify_rate: float,
+        explore: bool,
+        seed: int,
+    ) -> None:
+        import random
+
+        from spendgate.cache.index import VectorIndex
+        from spendgate.cache.thresholds import EntryStats, ThresholdPolicy
+
+        self.scorer = scorer
+        self.delta = delta
+        self.explore = explore
+        m = scorer.matcher
+        self.policy = ThresholdPolicy(m.prior, verify_rate=verify_rate, rng=random.Random(seed))
+        self.cut = m.threshold if threshold is None else threshold
+        self.index = VectorIndex(m.embedder.dim)
+        self.texts: list[str] = []
+        self.answers: list[str] = []
+        self.stats: list[EntryStats] = []
+        self.n: dict[str, int] = dict.fromkeys(
+            ("hits", "wrong", "unjudged", "verified", "verify_wrong", "explored",
+             "explore_agreed", "exact"),
+            0,
+        )  # fmt: skip
+        self.labelled = any(item.known_different for item in stream)
+
+    def judge(self, entry: int, item: StreamItem) -> bool | None:
+        """Did the entry's answer answer this query? None: nobody knows (QQP never compared
+        the two questions)."""
+        from spendgate.cache.verifier import same_question
+
+        if self.answers[entry] == item.answer or same_question(self.texts[entry], item.query):
+            return True
+        if not self.labelled or self.answers[entry] in item.known_different:
+            return False
+        return None
+
+    def decide(self, entry: int, score: float) -> str:
+        if self.delta is None:
+            return "hit" if score >= 1.0 or score >= self.cut else "miss"
+        decision = self.policy.decide(self.stats[entry], score, self.delta)
+        return "miss" if decision == "explore" and not self.explore else decision
+
+    def step(self, item: StreamItem) -> None:
+        from spendgate.cache.thresholds import EntryStats
+
+        found = self.scorer.best(item.query, self.index, self.texts) if self.texts else None
         if found is not None:
             eid, score = found
-            if delta is None:
-                decision = "hit" if score >= 1.0 or score >= cut else "miss"
-            else:
-                decision = policy.decide(stats[eid], score, delta)
-                if decision == "explore" and not explore:
-                    decision = "miss"
-            agreed = judge(eid, item)
+            decision = self.decide(eid, score)
+            agreed = self.judge(eid, item)
             if decision == "hit":
-                hits += 1
-                wrong += agreed is False
-                unjudged += agreed is None
-                continue  # served: nothing new is stored
+                self.n["hits"] += 1
+                self.n["wrong"] += agreed is False
+                self.n["unjudged"] += agreed is None
+                return  # served: nothing new is stored
             if decision in ("verify", "explore") and agreed is not None:
-                stats[eid].record(score, agreed)
+                self.stats[eid].record(score, agreed)
                 if decision == "verify":
-                    verified += 1
-                    verify_wrong += not agreed
+                    self.n["verified"] += 1
+                    self.n["verify_wrong"] += not agreed
                 else:
-                    explored += 1
-                    explore_agreed += agreed
-        index.add(m._embedded(item.query).vector, len(texts))
-        texts.append(item.query)
-        answers.append(item.answer)
-        stats.append(EntryStats())
-    n = len(stream) - exact
-    return {
-        "delta": delta,
-        "exact_repeats_skipped": exact,
-        "threshold": None if delta is not None else round(cut, 6),
-        "queries": n,
-        "hits": hits,
-        "wrong_hits": wrong,
-        "hit_rate": round(hits / n, 4) if n else 0.0,
-        "unjudged_hits": unjudged,
-        "error_rate": round(wrong / (hits - unjudged), 4) if hits > unjudged else 0.0,
-        "verified": verified,
-        "verified_disagreed": verify_wrong,
-        "explored": explored,
-        "explored_agreed": explore_agreed,
-        "upstream_calls": n - hits,
-        "savings_share": round(hits / n, 4) if n else 0.0,
-    }
+                    self.n["explored"] += 1
+                    self.n["explore_agreed"] += agreed
+        self.index.add(self.scorer.matcher._embedded(item.query).vector, len(self.texts))
+        self.texts.append(item.query)
+        self.answers.append(item.answer)
+        self.stats.append(EntryStats())
+
+    def result(self, total: int) -> dict[str, Any]:
+        c = self.n
+        n = total - c["exact"]
+        hits, wrong, unjudged = c["hits"], c["wrong"], c["unjudged"]
+        return {
+            "delta": self.delta,
+            "exact_repeats_skipped": c["exact"],
+            "threshold": None if self.delta is not None else round(self.cut, 6),
+            "queries": n,
+            "hits": hits,
+            "wrong_hits": wrong,
+            "hit_rate": round(hits / n, 4) if n else 0.0,
+            "unjudged_hits": unjudged,
+            "error_rate": round(wrong / (hits - unjudged), 4) if hits > unjudged else 0.0,
+            "verified": c["verified"],
+            "verified_disagreed": c["verify_wrong"],
+            "explored": c["explored"],
+            "explored_agreed": c["explore_agreed"],
+            "upstream_calls": n - hits,
+            "savings_share": round(hits / n, 4) if n else 0.0,
+        }
 
 
 STATIC_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999, 0.9995, 0.9999)

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -311,6 +311,31 @@ class SemanticMatcher:
         acc = None if candidate_accurate is None else (lambda _i: candidate_accurate)
         return float(self._scores(query, qe, [candidate], [row], acc, [0])[0])
 
+    def shortlist(
+        self,
+        text: str,
+        found: Iterable[tuple[int, float]],
+        text_of: Callable[[int], str | None],
+    ) -> tuple[int | None, list[int], list[str]]:
+        """Retrieved candidates (by falling cosine) worth verifying: above the cosine floor,
+        live, not vetoed; only the top ones when a cross-encoder verifies (a pass costs
+        ~2–3 ms). First, the id of a candidate with the same text, if one comes first."""
+        ids: list[int] = []
+        others: list[str] = []
+        for entry_id, cos in found:
+            if cos < self.min_cosine:
+                break
+            other = text_of(entry_id)
+            if other is None or self.vetoed(text, other):
+                continue
+            if same_question(text, other):
+                return entry_id, [], []
+            ids.append(entry_id)
+            others.append(other)
+        if self.cross is not None:
+            ids, others = ids[: self.verify_top], others[: self.verify_top]
+        return None, ids, others
+
     def best(
         self,
         text: str,
@@ -323,24 +348,12 @@ class SemanticMatcher:
         """The best candidate and its decision score (1.0 for the same text), or None when
         no candidate survives retrieval and the vetoes. No threshold is applied here."""
         qe = query or self.embedder.embed(text)
-        found = index.search(qe.vector, self.candidates)
-        ids: list[int] = []
-        others: list[str] = []
-        for entry_id, cos in found:
-            if cos < self.min_cosine:
-                break
-            other = text_of(entry_id)
-            if other is None or self.vetoed(text, other):
-                continue
-            if same_question(text, other):
-                return entry_id, 1.0
-            ids.append(entry_id)
-            others.append(other)
+        same, ids, others = self.shortlist(text, index.search(qe.vector, self.candidates), text_of)
+        if same is not None:
+            return same, 1.0
         if not ids:
             return None
         if self.cross is not None:
-            # Only the top candidate(s) by cosine: a cross-encoder pass costs ~2–3 ms.
-            ids, others = ids[: self.verify_top], others[: self.verify_top]
             # Capped below 1.0: a score of 1.0 means the same text (`same_question`).
             scores = np.minimum(self.cross.score(text, others), 0.99999)
         else:
@@ -422,7 +435,36 @@ class RedisSemanticStore:
             self._client = None
 
 
-class PostgresSemanticStore:
+class _SqlSemanticStore:
+    """A table of entries read and written off the event loop (the drivers block); a
+    subclass says how to insert one entry and fetch the rows after a cursor."""
+
+    def _insert(self, blob: bytes) -> None:
+        raise NotImplementedError
+
+    def _rows_after(self, cursor: int) -> list[Any]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        rows = self._rows_after(cursor)
+        if not rows:
+            return [], cursor
+        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
+
+    async def add(self, entry: SemanticEntry) -> None:
+        await asyncio.to_thread(self._insert, entry.dump())
+
+    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+        return await asyncio.to_thread(self._pull, cursor)
+
+    async def aclose(self) -> None:
+        self._close()
+
+
+class PostgresSemanticStore(_SqlSemanticStore):
     """Entries in a PostgreSQL table (vectors as bytea, so no extension is needed);
     replicas pull rows with an id above their cursor."""
 
@@ -438,28 +480,19 @@ class PostgresSemanticStore:
             "(id BIGSERIAL PRIMARY KEY, entry BYTEA NOT NULL)"
         )
 
-    def _add(self, entry: SemanticEntry) -> None:
-        self._conn.execute(f"INSERT INTO {self.table} (entry) VALUES (%s)", (entry.dump(),))
+    def _insert(self, blob: bytes) -> None:
+        self._conn.execute(f"INSERT INTO {self.table} (entry) VALUES (%s)", (blob,))
 
-    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        rows = self._conn.execute(
+    def _rows_after(self, cursor: int) -> list[Any]:
+        return self._conn.execute(
             f"SELECT id, entry FROM {self.table} WHERE id > %s ORDER BY id LIMIT 10000", (cursor,)
         ).fetchall()
-        if not rows:
-            return [], cursor
-        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
 
-    async def add(self, entry: SemanticEntry) -> None:
-        await asyncio.to_thread(self._add, entry)
-
-    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        return await asyncio.to_thread(self._pull, cursor)
-
-    async def aclose(self) -> None:
+    def _close(self) -> None:
         self._conn.close()
 
 
-class SQLiteSemanticStore:
+class SQLiteSemanticStore(_SqlSemanticStore):
     """Entries in a SQLite file: one machine's semantic cache survives a restart (the index
     is rebuilt from the file on the first lookup)."""
 
@@ -475,27 +508,18 @@ class SQLiteSemanticStore:
             "(id INTEGER PRIMARY KEY AUTOINCREMENT, entry BLOB NOT NULL)"
         )
 
-    def _add(self, entry: SemanticEntry) -> None:
+    def _insert(self, blob: bytes) -> None:
         with self._lock:
-            self._db.execute("INSERT INTO semantic_entries (entry) VALUES (?)", (entry.dump(),))
+            self._db.execute("INSERT INTO semantic_entries (entry) VALUES (?)", (blob,))
 
-    def _pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
+    def _rows_after(self, cursor: int) -> list[Any]:
         with self._lock:
-            rows = self._db.execute(
+            return self._db.execute(
                 "SELECT id, entry FROM semantic_entries WHERE id > ? ORDER BY id LIMIT 10000",
                 (cursor,),
             ).fetchall()
-        if not rows:
-            return [], cursor
-        return [SemanticEntry.load(bytes(r[1])) for r in rows], int(rows[-1][0])
 
-    async def add(self, entry: SemanticEntry) -> None:
-        await asyncio.to_thread(self._add, entry)
-
-    async def pull(self, cursor: int) -> tuple[list[SemanticEntry], int]:
-        return await asyncio.to_thread(self._pull, cursor)
-
-    async def aclose(self) -> None:
+    def _close(self) -> None:
         with self._lock:
             self._db.close()
 
@@ -577,6 +601,27 @@ class SemanticIndex:
         index = self.partitions.get(partition)
         if index is None:
             return None
+        text_of, accurate_of = self._readers()
+        found = self.matcher.match(
+            text, index, text_of, threshold=threshold, accurate_of=accurate_of
+        )
+        return None if found is None else self.entries[found]
+
+    def candidate(self, partition: str, text: str) -> tuple[SemanticEntry, float] | None:
+        """The best live candidate for `text` in its partition and its decision score (no
+        threshold applied: the caller's policy decides)."""
+        index = self.partitions.get(partition)
+        if index is None:
+            return None
+        text_of, accurate_of = self._readers()
+        found = self.matcher.best(text, index, text_of, accurate_of=accurate_of)
+        return None if found is None else (self.entries[found[0]], found[1])
+
+    def _readers(
+        self,
+    ) -> tuple[Callable[[int], str | None], Callable[[int], np.ndarray | None]]:
+        """How the matcher reads entry i: its text while it lives (None once expired), and
+        its MiniLM vector."""
         now = self.clock()
 
         def text_of(i: int) -> str | None:
@@ -591,28 +636,4 @@ class SemanticIndex:
                 e.accurate = self.matcher.accurate_vector(e.text)
             return e.accurate
 
-        found = self.matcher.match(
-            text, index, text_of, threshold=threshold, accurate_of=accurate_of
-        )
-        return None if found is None else self.entries[found]
-
-    def candidate(self, partition: str, text: str) -> tuple[SemanticEntry, float] | None:
-        """The best live candidate for `text` in its partition and its decision score (no
-        threshold applied: the caller's policy decides)."""
-        index = self.partitions.get(partition)
-        if index is None:
-            return None
-        now = self.clock()
-
-        def text_of(i: int) -> str | None:
-            e = self.entries[i]
-            return e.text if e.expires > now else None
-
-        def accurate_of(i: int) -> np.ndarray | None:
-            e = self.entries[i]
-            if e.accurate is None and self.matcher.accurate is not None:
-                e.accurate = self.matcher.accurate_vector(e.text)
-            return e.accurate
-
-        found = self.matcher.best(text, index, text_of, accurate_of=accurate_of)
-        return None if found is None else (self.entries[found[0]], found[1])
+        return text_of, accurate_of

@@ -28,7 +28,7 @@ from spendgate.demo.traffic import (
     load_prompts,
 )
 from spendgate.ledger import open_ledger, render_report, total
-from spendgate.providers.simulated import SimulatedUpstream
+from spendgate.simulated import SimulatedUpstream
 
 __all__ = [
     "FEATURES",

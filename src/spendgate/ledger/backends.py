@@ -30,15 +30,8 @@ def open_ledger(url: str, *, create: bool = True, read_only: bool = False) -> Le
             raise ValueError(f"SQLite ledger URLs take no query parameters: {url!r}")
         return SQLiteLedger(rest[1:], create=create, read_only=read_only)
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
-        # Imported here: psycopg is only needed by deployments that use PostgreSQL.
-        try:
-            from spendgate.ledger.postgres import PostgresLedger
-        except ModuleNotFoundError as exc:
-            if exc.name != "psycopg":
-                raise
-            raise ValueError(
-                "a postgresql:// ledger needs psycopg: pip install 'spendgate[postgres]'"
-            ) from None
+        # Imported here: only deployments that use PostgreSQL pay for loading psycopg.
+        from spendgate.ledger.postgres import PostgresLedger
 
         return PostgresLedger(url, create=create)
     raise ValueError(

@@ -143,69 +143,73 @@ def price_command(
         else "a used bucket has no price"
     )
     if as_json:
-        return json.dumps(
-            {
-                "model": model,
-                "provider": provider,
-                "resolved": {"provider": resolved.provider_id, "model": resolved.model_id},
-                "alias": None
-                if alias is None
-                else {
-                    "name": alias.name,
-                    "target": f"{alias.provider}/{alias.target}",
-                    "source": alias.source,
-                    "as_of": alias.as_of.isoformat(),
-                },
-                "service_tier": tier or "standard",
-                "usage_shape": shape,
-                "cost_usd": None if cost is None else fmt_usd(cost.total),
-                "cost_nanos": None if cost is None else cost.total_nanos,
-                "unknown_because": None if cost is not None else unknown_why,
-                "breakdown": rows,
-                "usage": {
-                    "input_tokens": usage.input_tokens,
-                    "uncached_input_tokens": usage.uncached_input_tokens,
-                    "cache_read_tokens": usage.cache_read_tokens,
-                    "cache_write_tokens": usage.cache_write_tokens,
-                    "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "reasoning_tokens": usage.reasoning_tokens,
-                    "input_audio_tokens": usage.input_audio_tokens,
-                    "cache_audio_read_tokens": usage.cache_audio_read_tokens,
-                    "output_audio_tokens": usage.output_audio_tokens,
-                },
-                "unit_prices_usd_per_mtok": None
-                if sheet is None
-                else {
-                    k: None if v is None else fmt_usd(v)
-                    for k, v in sheet.per_mtok(usage.input_tokens).items()
-                },
-                "price_version": version,
+        doc = {
+            "model": model,
+            "provider": provider,
+            "resolved": {"provider": resolved.provider_id, "model": resolved.model_id},
+            "alias": None
+            if alias is None
+            else {
+                "name": alias.name,
+                "target": f"{alias.provider}/{alias.target}",
+                "source": alias.source,
+                "as_of": alias.as_of.isoformat(),
             },
-            indent=2,
-        )
-
+            "service_tier": tier or "standard",
+            "usage_shape": shape,
+            "cost_usd": None if cost is None else fmt_usd(cost.total),
+            "cost_nanos": None if cost is None else cost.total_nanos,
+            "unknown_because": None if cost is not None else unknown_why,
+            "breakdown": rows,
+            "usage": {name: getattr(usage, name) for name in _USAGE_FIELDS},
+            "unit_prices_usd_per_mtok": None
+            if sheet is None
+            else {
+                k: None if v is None else fmt_usd(v)
+                for k, v in sheet.per_mtok(usage.input_tokens).items()
+            },
+            "price_version": version,
+        }
+        return json.dumps(doc, indent=2)
     via = "" if alias is None else f" (alias, as of {alias.as_of})"
     lines = [
         f"{model} → {resolved.provider_id}/{resolved.model_id}{via}  "
         f"({version}, {shape} usage, {tier or 'standard'} tier)"
     ]
-    for row in rows:
-        label = _LABELS.get(row["bucket"], row["bucket"])
-        if not row["tokens"] and row["usd_per_mtok"] is None and row["bucket"] != "per_request":
-            continue  # a bucket this model doesn't have and the call didn't use
-        if row["bucket"] == "per_request":
-            lines.append(f"  {'per request':<22}{'':>32} = ${row['usd']}")
-            continue
-        price = "no price" if row["usd_per_mtok"] is None else f"${row['usd_per_mtok']}/MTok"
-        shown: str
-        if row["billed_as_output"]:
-            price, shown = "output rate", "(in output)"
-        elif row["usd"] is None:
-            shown = "UNPRICED" if row["tokens"] else "$0"
-        else:
-            shown = f"${row['usd']}"
-        lines.append(f"  {label:<22}{row['tokens']:>12,} tok × {price:<14} = {shown}")
+    lines.extend(line for row in rows if (line := _row_line(row)) is not None)
     total = f"unknown ({unknown_why})" if cost is None else f"${fmt_usd(cost.total)}"
     lines.append(f"  {'total':<22}{'':>32} = {total}")
     return "\n".join(lines)
+
+
+_USAGE_FIELDS = (
+    "input_tokens",
+    "uncached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "cache_audio_read_tokens",
+    "output_audio_tokens",
+)
+
+
+def _row_line(row: dict[str, Any]) -> str | None:
+    """One bucket of the breakdown as a line, or None for a bucket this model doesn't have
+    and the call didn't use."""
+    label = _LABELS.get(row["bucket"], row["bucket"])
+    if not row["tokens"] and row["usd_per_mtok"] is None and row["bucket"] != "per_request":
+        return None
+    if row["bucket"] == "per_request":
+        return f"  {'per request':<22}{'':>32} = ${row['usd']}"
+    price = "no price" if row["usd_per_mtok"] is None else f"${row['usd_per_mtok']}/MTok"
+    shown: str
+    if row["billed_as_output"]:
+        price, shown = "output rate", "(in output)"
+    elif row["usd"] is None:
+        shown = "UNPRICED" if row["tokens"] else "$0"
+    else:
+        shown = f"${row['usd']}"
+    return f"  {label:<22}{row['tokens']:>12,} tok × {price:<14} = {shown}"

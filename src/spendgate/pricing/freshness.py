@@ -10,7 +10,7 @@ and how each served model resolves (source, alias) so a surprise is visible befo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ import genai_prices
 from genai_prices import types as gp
 
 from spendgate.pricing.catalog import PriceCatalog
+from spendgate.pricing.pricefile import AliasEntry, ModelEntry
 
 __all__ = ["freshness_report", "render_freshness"]
 
@@ -52,84 +53,17 @@ def freshness_report(
         default=None,
     )
     genai_age = (today - newest).days if newest else None
-    entries: list[dict[str, Any]] = []
-    for label, file in catalog.files:
-        for entry in file.models:
-            # An entry a later one of the same model replaced is history: it prices old calls.
-            superseded = entry.effective_from is not None and any(
-                other.provider == entry.provider
-                and other.id == entry.id
-                and other.effective_from is not None
-                and entry.effective_from < other.effective_from <= _midnight(today)
-                for other in file.models
-            )
-            age = (today - (entry.checked or entry.as_of)).days
-            entries.append(
-                {
-                    "file": label,
-                    "model": f"{entry.provider}/{entry.id}",
-                    "effective_from": entry.effective_from.isoformat()
-                    if entry.effective_from
-                    else None,
-                    "as_of": entry.as_of.isoformat(),
-                    "checked": (entry.checked or entry.as_of).isoformat(),
-                    "age_days": age,
-                    "superseded": superseded,
-                    "stale": age > max_age_days and not superseded,
-                    "source": entry.source,
-                }
-            )
-    aliases: list[dict[str, Any]] = []
-    for label, file in catalog.files:
-        for alias in file.aliases:
-            try:
-                _, genai_model = snapshot.find_provider_model(
-                    alias.name, None, alias.provider, None
-                )
-                genai_target: str | None = genai_model.id
-            except LookupError:
-                genai_target = None
-            provider = next((p for p in snapshot.providers if p.id == alias.provider), None)
-            family = _family(alias.target)
-            siblings = sorted(
-                m.id
-                for m in (provider.models if provider else [])
-                if m.id.startswith(family) and m.id not in (alias.target, genai_target)
-            )
-            age = (today - (alias.checked or alias.as_of)).days
-            aliases.append(
-                {
-                    "file": label,
-                    "name": alias.name,
-                    "target": f"{alias.provider}/{alias.target}",
-                    "genai_prices_target": genai_target,
-                    "same_family": siblings,
-                    "as_of": alias.as_of.isoformat(),
-                    "checked": (alias.checked or alias.as_of).isoformat(),
-                    "age_days": age,
-                    "stale": age > max_age_days,
-                    "flagged": bool(
-                        age > max_age_days
-                        or (genai_target is not None and genai_target != alias.target)
-                        or siblings
-                    ),
-                    "source": alias.source,
-                }
-            )
-    served: list[dict[str, Any]] = []
-    for name in models:
-        resolved = catalog.resolve(name)
-        if resolved is None:
-            served.append({"model": name, "resolved": None, "source": None, "alias": None})
-            continue
-        served.append(
-            {
-                "model": name,
-                "resolved": f"{resolved.provider_id}/{resolved.model_id}",
-                "source": resolved.standards[0].sheet.version,
-                "alias": resolved.alias.name if resolved.alias else None,
-            }
-        )
+    entries = [
+        _entry_row(label, entry, file.models, today, max_age_days)
+        for label, file in catalog.files
+        for entry in file.models
+    ]
+    aliases = [
+        _alias_row(label, alias, snapshot, today, max_age_days)
+        for label, file in catalog.files
+        for alias in file.aliases
+    ]
+    served = [_served_row(catalog, name) for name in models]
     flagged = (
         sum(e["stale"] for e in entries)
         + sum(a["flagged"] for a in aliases)
@@ -149,6 +83,81 @@ def freshness_report(
         "aliases": aliases,
         "served_models": served,
         "flagged": flagged,
+    }
+
+
+def _entry_row(
+    label: str, entry: ModelEntry, siblings: Sequence[ModelEntry], today: date, max_age_days: int
+) -> dict[str, Any]:
+    """One price-file entry: its age, and whether a later entry of the same model replaced
+    it (then it is history: it prices old calls, and is never stale)."""
+    superseded = entry.effective_from is not None and any(
+        other.provider == entry.provider
+        and other.id == entry.id
+        and other.effective_from is not None
+        and entry.effective_from < other.effective_from <= _midnight(today)
+        for other in siblings
+    )
+    age = (today - (entry.checked or entry.as_of)).days
+    return {
+        "file": label,
+        "model": f"{entry.provider}/{entry.id}",
+        "effective_from": entry.effective_from.isoformat() if entry.effective_from else None,
+        "as_of": entry.as_of.isoformat(),
+        "checked": (entry.checked or entry.as_of).isoformat(),
+        "age_days": age,
+        "superseded": superseded,
+        "stale": age > max_age_days and not superseded,
+        "source": entry.source,
+    }
+
+
+def _alias_row(
+    label: str, alias: AliasEntry, snapshot: Any, today: date, max_age_days: int
+) -> dict[str, Any]:
+    """One alias: flagged when old, when genai-prices points the name elsewhere, or when
+    its family has other models (a newer one may be what the name means now)."""
+    try:
+        _, genai_model = snapshot.find_provider_model(alias.name, None, alias.provider, None)
+        genai_target: str | None = genai_model.id
+    except LookupError:
+        genai_target = None
+    provider = next((p for p in snapshot.providers if p.id == alias.provider), None)
+    family = _family(alias.target)
+    siblings = sorted(
+        m.id
+        for m in (provider.models if provider else [])
+        if m.id.startswith(family) and m.id not in (alias.target, genai_target)
+    )
+    age = (today - (alias.checked or alias.as_of)).days
+    return {
+        "file": label,
+        "name": alias.name,
+        "target": f"{alias.provider}/{alias.target}",
+        "genai_prices_target": genai_target,
+        "same_family": siblings,
+        "as_of": alias.as_of.isoformat(),
+        "checked": (alias.checked or alias.as_of).isoformat(),
+        "age_days": age,
+        "stale": age > max_age_days,
+        "flagged": bool(
+            age > max_age_days
+            or (genai_target is not None and genai_target != alias.target)
+            or siblings
+        ),
+        "source": alias.source,
+    }
+
+
+def _served_row(catalog: PriceCatalog, name: str) -> dict[str, Any]:
+    resolved = catalog.resolve(name)
+    if resolved is None:
+        return {"model": name, "resolved": None, "source": None, "alias": None}
+    return {
+        "model": name,
+        "resolved": f"{resolved.provider_id}/{resolved.model_id}",
+        "source": resolved.standards[0].sheet.version,
+        "alias": resolved.alias.name if resolved.alias else None,
     }
 
 

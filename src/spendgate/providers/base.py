@@ -329,13 +329,5 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
         yield SSEEvent(event, b"\n".join(data))
 
 
-def new_attempt(dep: Deployment, model: str) -> tuple[Attempt, float]:
-    return Attempt(deployment=dep.name, model=model), time.perf_counter()
-
-
-def sse_data(payload: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
 def sse_event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"

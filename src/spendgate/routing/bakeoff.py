@@ -26,16 +26,19 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spendgate.ledger.prompts import EVAL_FEATURE
 from spendgate.providers.dialects import dialect_for
 from spendgate.routing.judge import Judge, answer_text
+
+if TYPE_CHECKING:
+    import httpx2
 
 __all__ = [
     "Answer",
@@ -373,6 +376,42 @@ class BakeoffError(ValueError):
     """A bake-off that cannot run, worded for the person at the terminal."""
 
 
+def _read_logged(url: str, feature: str) -> list[LoggedPrompt]:
+    from spendgate.ledger import open_ledger
+
+    try:
+        store = open_ledger(url, create=False, read_only=True)
+    except (OSError, ValueError) as exc:
+        raise BakeoffError(f"cannot open the ledger {url}: {exc}") from None
+    try:
+        prompts = logged_prompts(store, feature)
+    finally:
+        store.close()
+    if not prompts:
+        raise BakeoffError(
+            f"no logged prompts for feature {feature!r} in {url}: turn on ledger.log_prompts "
+            "(true, or a list of features) and let the feature's traffic through first"
+        )
+    return prompts
+
+
+def _http_client(
+    settings: Any, gateway_url: str | None
+) -> tuple[httpx2.AsyncClient, list[Callable[[], Awaitable[None]]]]:
+    """A client of the running gateway at `gateway_url`, else of one built in-process from
+    `settings`; and what to close afterwards, client first."""
+    import httpx2
+
+    if gateway_url is not None:
+        http = httpx2.AsyncClient(base_url=gateway_url.rstrip("/"), timeout=300)
+        return http, [http.aclose]
+    from spendgate.library import AsyncSpendgateTransport
+
+    transport = AsyncSpendgateTransport(settings)
+    http = httpx2.AsyncClient(transport=transport, base_url="http://spendgate", timeout=300)
+    return http, [http.aclose, transport.aclose]
+
+
 async def run_from_cli(
     settings: Any,
     *,
@@ -395,38 +434,13 @@ async def run_from_cli(
     else one built in-process from `settings`), grade, summarize; a JSON-able result."""
     from collections import Counter
 
-    import httpx2
-
-    from spendgate.ledger import open_ledger
-
     url = ledger_url or settings.storage.ledger
-    try:
-        store = open_ledger(url, create=False, read_only=True)
-    except (OSError, ValueError) as exc:
-        raise BakeoffError(f"cannot open the ledger {url}: {exc}") from None
-    try:
-        prompts = logged_prompts(store, feature)
-    finally:
-        store.close()
-    if not prompts:
-        raise BakeoffError(
-            f"no logged prompts for feature {feature!r} in {url}: turn on ledger.log_prompts "
-            "(true, or a list of features) and let the feature's traffic through first"
-        )
+    prompts = _read_logged(url, feature)
     if gateway_url is None and not settings.deployments:
         raise BakeoffError("give --config with deployments, or --gateway URL of a running gateway")
     requested = requested or Counter(p.requested_model for p in prompts).most_common(1)[0][0]
     chosen = sample_prompts(prompts, n, seed)
-    closers = []
-    if gateway_url is not None:
-        http = httpx2.AsyncClient(base_url=gateway_url.rstrip("/"), timeout=300)
-    else:
-        from spendgate.library import AsyncSpendgateTransport
-
-        transport = AsyncSpendgateTransport(settings)
-        http = httpx2.AsyncClient(transport=transport, base_url="http://spendgate", timeout=300)
-        closers.append(transport.aclose)
-    closers.insert(0, http.aclose)
+    http, closers = _http_client(settings, gateway_url)
     try:
         from spendgate.routing.judge import make_judge
 

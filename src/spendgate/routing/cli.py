@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import click
 
+from spendgate.cli_support import choice_option, fail
 from spendgate.routing.evaluate import Row
 from spendgate.routing.routers import Router
 
 __all__ = ["commands", "eval_commands", "router", "train_router"]
-
-
-def _fail(message: str) -> None:
-    click.echo(f"spendgate: {message}", err=True)
-    sys.exit(2)
 
 
 def _estimated_costs(
@@ -82,8 +77,7 @@ def router(
         rows = read_rows(data, strong, weak, sources or None)
         r = get_router(router_name)
     except ValueError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     costs = _estimated_costs(rows, strong, weak)
     if adapt is not None:
         _adapt_report(rows, r, adapt, seed, costs, as_json)
@@ -166,11 +160,10 @@ def _adapt_report(
 @click.option("--strong", required=True)
 @click.option("--weak", required=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False))
-@click.option(
+@choice_option(
     "--target",
-    type=click.Choice(["win", "weak_fails"]),
+    choices=["win", "weak_fails"],
     default="win",
-    show_default=True,
     help="What the router learns to predict (see docs/routing.md).",
 )
 @click.option("--steps", type=int, default=200, show_default=True)
@@ -196,24 +189,23 @@ def train_router(
     try:
         import numpy  # noqa: F401
     except ImportError:
-        _fail("training needs numpy: pip install numpy")
+        fail("training needs numpy: pip install numpy")
     from spendgate.routing.calibrate import calibrate
     from spendgate.routing.evaluate import evaluate, read_rows
     from spendgate.routing.train import TrainOptions
     from spendgate.routing.train import train_router as fit
 
     if not 0 < calibration_share < 1:
-        _fail("--calibration-share must be between 0 and 1")
+        fail("--calibration-share must be between 0 and 1")
     try:
         rows = read_rows(data, strong, weak)
     except ValueError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     cut = int(calibration_share * 1000)
     held = [r for r in rows if zlib.crc32(r.id.encode()) % 1000 < cut]
     train = [r for r in rows if zlib.crc32(r.id.encode()) % 1000 >= cut]
     if len(held) < 10 or len(train) < 10:
-        _fail(f"need more rows: {len(train)} to train, {len(held)} to calibrate")
+        fail(f"need more rows: {len(train)} to train, {len(held)} to calibrate")
     model = fit(
         train,
         strong,
@@ -260,12 +252,11 @@ def train_router(
 )
 @click.option("--api-key", envvar="SPENDGATE_API_KEY", default=None, help="Virtual key.")
 @click.option("--requested", default=None, help="Reference model (default: the logged one).")
-@click.option(
+@choice_option(
     "--judge",
     "judge_kind",
-    type=click.Choice(["pairwise", "rubric", "exact", "json"]),
+    choices=["pairwise", "rubric", "exact", "json"],
     default="pairwise",
-    show_default=True,
 )
 @click.option("--judge-model", default=None, help="LLM judge model (default: --requested).")
 @click.option("--fields", default="", help="JSON fields the json judge compares (a.b,c).")
@@ -312,11 +303,10 @@ def bakeoff(
     try:
         settings = load_settings(config_path) if config_path else Settings()
     except ConfigError as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     models = [m.strip() for m in candidates.split(",") if m.strip()]
     if not models:
-        _fail("--candidates names no model")
+        fail("--candidates names no model")
     try:
         result = asyncio.run(
             run_from_cli(
@@ -338,14 +328,18 @@ def bakeoff(
             )
         )
     except (BakeoffError, ConfigError, ValueError) as exc:
-        _fail(str(exc))
-        return
+        fail(str(exc))
     path = Path(output or f"bakeoff-{feature}.yaml")
     path.write_text(result["snippet"])
     result["snippet_file"] = str(path)
     if as_json:
         click.echo(json.dumps(result, default=str))
         return
+    _print_bakeoff(result, feature, target, confidence)
+    click.echo(f"wrote {path}")
+
+
+def _print_bakeoff(result: dict[str, Any], feature: str, target: float, confidence: float) -> None:
     click.echo(
         f"feature {feature}: {result['sampled']} of {result['logged']} logged prompts replayed; "
         f"requested {result['requested']}; judge {result['judge']}; target "
@@ -356,26 +350,27 @@ def bakeoff(
         f"{'cost/call':>13s}{'p50 ms':>9s}  qualifies"
     )
     for rep in result["models"]:
-        q = (
-            "—"
-            if rep["quality"] is None
-            else (f"{rep['quality']:.3f} [{rep['low']:.3f}, {rep['high']:.3f}]")
-        )
-        ratio = "—" if rep["ratio"] is None else f"{rep['ratio']:.1%}"
-        cost = "unpriced" if rep["cost_usd"] is None else f"${float(rep['cost_usd']):.6f}"
-        lat = "—" if rep["latency_ms"] is None else f"{rep['latency_ms']:.0f}"
-        mark = "yes" if rep["qualifies"] else "no"
-        if rep["model"] == result["picked"]:
-            mark += "  ← pick"
-        click.echo(
-            f"{rep['model'][:28]:28s}{rep['n']:5d}  {q:22s}{ratio:>8s}{cost:>13s}{lat:>9s}  {mark}"
-        )
+        click.echo(_model_line(rep, result["picked"]))
     spent = result["spent_usd"]
     click.echo(
         f"bake-off spend: ${float(spent['answers']):.6f} answers + ${float(spent['judge']):.6f} "
         "judge, billed to feature spendgate-eval"
     )
-    click.echo(f"wrote {path}")
+
+
+def _model_line(rep: dict[str, Any], picked: str | None) -> str:
+    q = (
+        "—"
+        if rep["quality"] is None
+        else (f"{rep['quality']:.3f} [{rep['low']:.3f}, {rep['high']:.3f}]")
+    )
+    ratio = "—" if rep["ratio"] is None else f"{rep['ratio']:.1%}"
+    cost = "unpriced" if rep["cost_usd"] is None else f"${float(rep['cost_usd']):.6f}"
+    lat = "—" if rep["latency_ms"] is None else f"{rep['latency_ms']:.0f}"
+    mark = "yes" if rep["qualifies"] else "no"
+    if rep["model"] == picked:
+        mark += "  ← pick"
+    return f"{rep['model'][:28]:28s}{rep['n']:5d}  {q:22s}{ratio:>8s}{cost:>13s}{lat:>9s}  {mark}"
 
 
 commands = [train_router, bakeoff]

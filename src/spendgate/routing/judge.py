@@ -177,6 +177,31 @@ def _content_json(body: dict[str, Any] | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _verdict_request(
+    model: str, system: str, user: str, name: str, field: str, schema: dict[str, Any]
+) -> dict[str, Any]:
+    """A judge call: deterministic, short, and constrained to one JSON field."""
+    return {
+        "model": model,
+        "temperature": 0,
+        "max_tokens": 40,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": name,
+                "strict": True,
+                "schema": {
+                    "type": "object",
+                    "properties": {field: schema},
+                    "required": [field],
+                    "additionalProperties": False,
+                },
+            },
+        },
+    }
+
+
 @dataclass(frozen=True)
 class RubricJudge:
     model: str
@@ -185,31 +210,9 @@ class RubricJudge:
     absolute: bool = True
 
     async def grade(self, prompt: str, answer: str, reference: str | None) -> float | None:
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 40,
-            "messages": [
-                {"role": "system", "content": _RUBRIC},
-                {
-                    "role": "user",
-                    "content": f"[Request]\n{_clip(prompt)}\n\n[Answer]\n{_clip(answer)}",
-                },
-            ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "grade",
-                    "strict": True,
-                    "schema": {
-                        "type": "object",
-                        "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 10}},
-                        "required": ["score"],
-                        "additionalProperties": False,
-                    },
-                },
-            },
-        }
+        user = f"[Request]\n{_clip(prompt)}\n\n[Answer]\n{_clip(answer)}"
+        score_field = {"type": "integer", "minimum": 1, "maximum": 10}
+        body = _verdict_request(self.model, _RUBRIC, user, "grade", "score", score_field)
         verdict = _content_json(await self.send(body))
         score = verdict.get("score") if verdict else None
         if not isinstance(score, (int, float)) or isinstance(score, bool):
@@ -229,34 +232,12 @@ class PairwiseJudge:
             return None
         candidate_first = hashlib.blake2b(prompt.encode(), digest_size=1).digest()[0] % 2 == 0
         first, second = (answer, reference) if candidate_first else (reference, answer)
-        body = {
-            "model": self.model,
-            "temperature": 0,
-            "max_tokens": 40,
-            "messages": [
-                {"role": "system", "content": _PAIRWISE},
-                {
-                    "role": "user",
-                    "content": (
-                        f"[Request]\n{_clip(prompt)}\n\n[Answer 1]\n{_clip(first)}\n\n"
-                        f"[Answer 2]\n{_clip(second)}"
-                    ),
-                },
-            ],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "verdict",
-                    "strict": True,
-                    "schema": {
-                        "type": "object",
-                        "properties": {"better": {"type": "string", "enum": ["1", "2", "tie"]}},
-                        "required": ["better"],
-                        "additionalProperties": False,
-                    },
-                },
-            },
-        }
+        user = (
+            f"[Request]\n{_clip(prompt)}\n\n[Answer 1]\n{_clip(first)}\n\n"
+            f"[Answer 2]\n{_clip(second)}"
+        )
+        better_field = {"type": "string", "enum": ["1", "2", "tie"]}
+        body = _verdict_request(self.model, _PAIRWISE, user, "verdict", "better", better_field)
         verdict = _content_json(await self.send(body))
         better = str(verdict.get("better")) if verdict else None
         if better == "tie":

@@ -81,78 +81,106 @@ def _bad(message: str, param: str | None, code: str = "invalid_value") -> Gatewa
     return GatewayError(400, message, param=param, code=code)
 
 
+_TYPED = (
+    ("stream", (bool,), "a boolean"),
+    ("store", (bool,), "a boolean"),
+    ("background", (bool,), "a boolean"),
+    ("previous_response_id", (str,), "a string"),
+    ("text", (dict,), "an object"),
+    ("reasoning", (dict,), "an object"),
+    ("metadata", (dict,), "an object"),
+    ("user", (str,), "a string"),
+    ("service_tier", (str,), "a string"),
+)
+
+
 def validate_responses(body: dict[str, Any]) -> str:
     """Check a Responses body (what stages and translators rely on); returns the model."""
     for key in body:
         if key not in RESPONSE_PARAMS:
             raise _bad(f"Unrecognized request argument supplied: {key}", key, "unknown_parameter")
-    model = body.get("model")
+    model = _check_model(body.get("model"))
+    _check_input(body)
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str | list):
+        raise _bad("'instructions' must be a string", "instructions", "invalid_type")
+    _check_tools(body.get("tools"))
+    _check_scalars(body)
+    _check_unsupported(body)
+    return model
+
+
+def _check_model(model: Any) -> str:
     if not isinstance(model, str) or not model.strip():
         raise _bad("you must provide a model parameter", "model", "missing_required_parameter")
     if len(model) > 256 or not model.isprintable():
         raise _bad("'model' must be at most 256 printable characters", "model")
+    return model
+
+
+def _check_input(body: dict[str, Any]) -> None:
     raw = body.get("input")
     if raw is None and body.get("previous_response_id") is None and body.get("prompt") is None:
         raise _bad("'input' is required", "input", "missing_required_parameter")
     if raw is not None and not isinstance(raw, str | list):
         raise _bad("'input' must be a string or an array of items", "input", "invalid_type")
     for i, item in enumerate(raw if isinstance(raw, list) else ()):
-        where = f"input[{i}]"
-        if not isinstance(item, dict):
-            raise _bad(f"'{where}' must be an object", where, "invalid_type")
-        kind = item.get("type", "message")
-        if not isinstance(kind, str):
-            raise _bad(f"'{where}.type' must be a string", f"{where}.type", "invalid_type")
-        if kind == "message" or ("role" in item and "type" not in item):
-            if item.get("role") not in ("user", "assistant", "system", "developer"):
-                raise _bad(
-                    f"'{where}.role' must be one of user, assistant, system, developer",
-                    f"{where}.role",
-                )
-            content = item.get("content")
-            if not isinstance(content, str | list):
-                raise _bad(
-                    f"'{where}.content' must be a string or an array of parts",
-                    f"{where}.content",
-                    "invalid_type",
-                )
-            for j, part in enumerate(content if isinstance(content, list) else ()):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise _bad(
-                        f"'{where}.content[{j}]' must be an object with a type",
-                        f"{where}.content[{j}]",
-                        "invalid_type",
-                    )
-        elif kind in ("function_call", "function_call_output"):
-            if not isinstance(item.get("call_id"), str):
-                raise _bad(f"'{where}.call_id' is required", f"{where}.call_id")
-            if kind == "function_call" and not isinstance(item.get("name"), str):
-                raise _bad(f"'{where}.name' is required", f"{where}.name")
-            if kind == "function_call" and not isinstance(item.get("arguments", ""), str):
-                raise _bad(f"'{where}.arguments' must be a string", f"{where}.arguments")
-    instructions = body.get("instructions")
-    if instructions is not None and not isinstance(instructions, str | list):
-        raise _bad("'instructions' must be a string", "instructions", "invalid_type")
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            raise _bad("'tools' must be an array", "tools", "invalid_type")
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-                raise _bad(f"'tools[{i}]' must be an object with a type", f"tools[{i}]")
-            if tool["type"] == "function" and not isinstance(tool.get("name"), str):
-                raise _bad(f"'tools[{i}].name' is required", f"tools[{i}].name")
-    for key, kinds, name in (
-        ("stream", (bool,), "a boolean"),
-        ("store", (bool,), "a boolean"),
-        ("background", (bool,), "a boolean"),
-        ("previous_response_id", (str,), "a string"),
-        ("text", (dict,), "an object"),
-        ("reasoning", (dict,), "an object"),
-        ("metadata", (dict,), "an object"),
-        ("user", (str,), "a string"),
-        ("service_tier", (str,), "a string"),
-    ):
+        _check_item(f"input[{i}]", item)
+
+
+def _check_item(where: str, item: Any) -> None:
+    if not isinstance(item, dict):
+        raise _bad(f"'{where}' must be an object", where, "invalid_type")
+    kind = item.get("type", "message")
+    if not isinstance(kind, str):
+        raise _bad(f"'{where}.type' must be a string", f"{where}.type", "invalid_type")
+    if kind == "message" or ("role" in item and "type" not in item):
+        _check_message(where, item)
+    elif kind in ("function_call", "function_call_output"):
+        if not isinstance(item.get("call_id"), str):
+            raise _bad(f"'{where}.call_id' is required", f"{where}.call_id")
+        if kind == "function_call" and not isinstance(item.get("name"), str):
+            raise _bad(f"'{where}.name' is required", f"{where}.name")
+        if kind == "function_call" and not isinstance(item.get("arguments", ""), str):
+            raise _bad(f"'{where}.arguments' must be a string", f"{where}.arguments")
+
+
+def _check_message(where: str, item: dict[str, Any]) -> None:
+    if item.get("role") not in ("user", "assistant", "system", "developer"):
+        raise _bad(
+            f"'{where}.role' must be one of user, assistant, system, developer",
+            f"{where}.role",
+        )
+    content = item.get("content")
+    if not isinstance(content, str | list):
+        raise _bad(
+            f"'{where}.content' must be a string or an array of parts",
+            f"{where}.content",
+            "invalid_type",
+        )
+    for j, part in enumerate(content if isinstance(content, list) else ()):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise _bad(
+                f"'{where}.content[{j}]' must be an object with a type",
+                f"{where}.content[{j}]",
+                "invalid_type",
+            )
+
+
+def _check_tools(tools: Any) -> None:
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise _bad("'tools' must be an array", "tools", "invalid_type")
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            raise _bad(f"'tools[{i}]' must be an object with a type", f"tools[{i}]")
+        if tool["type"] == "function" and not isinstance(tool.get("name"), str):
+            raise _bad(f"'tools[{i}].name' is required", f"tools[{i}].name")
+
+
+def _check_scalars(body: dict[str, Any]) -> None:
+    for key, kinds, name in _TYPED:
         value = body.get(key)
         if value is not None and not isinstance(value, kinds):
             raise _bad(f"'{key}' must be {name}", key, "invalid_type")
@@ -165,6 +193,9 @@ def validate_responses(body: dict[str, Any]) -> str:
     limit = body.get("max_output_tokens")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 16):
         raise _bad("'max_output_tokens' must be an integer of at least 16", "max_output_tokens")
+
+
+def _check_unsupported(body: dict[str, Any]) -> None:
     if body.get("background"):
         raise _bad(
             "background responses are not supported through this gateway: stream instead, "
@@ -179,7 +210,6 @@ def validate_responses(body: dict[str, Any]) -> str:
             "conversation",
             "unsupported_parameter",
         )
-    return model
 
 
 # --------------------------------------------------------------------------- the service

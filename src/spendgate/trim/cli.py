@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from spendgate.cli_support import choice_option
+
+if TYPE_CHECKING:
+    from spendgate.trim.sysprompt import FeatureSystemPrompt
 
 __all__ = ["commands", "compress", "eval_commands"]
 
@@ -15,11 +23,10 @@ __all__ = ["commands", "compress", "eval_commands"]
 @click.option("--ratio", type=float, default=1 / 3, show_default=True, help="Target token ratio.")
 @click.option("--model", default="gpt-4o", show_default=True, help="Tokenizer to measure with.")
 @click.option("--limit", type=int, default=None, help="Evaluate at most this many rows.")
-@click.option(
+@choice_option(
     "--split",
-    type=click.Choice(["all", "tune", "held-out"]),
+    choices=["all", "tune", "held-out"],
     default="all",
-    show_default=True,
     help="Rows whose id hashes even (tune) or odd (held-out): the split the weights were "
     "tuned on, so figures can be reported on unseen rows.",
 )
@@ -91,19 +98,39 @@ def analyze_prompts(
 
     Reads the system-prompt fingerprints (hash + tokens, never text) the trim stage records;
     projects each figure to 30 days from the look-back window."""
-    from datetime import UTC, datetime, timedelta
-    from decimal import Decimal
-
-    from spendgate.call import Usage, to_nanos
-    from spendgate.cli import _settings
-    from spendgate.ledger import UsageEvent, open_ledger
-    from spendgate.pricing import PriceCatalog
-    from spendgate.tokens import count_text
-    from spendgate.trim.sysprompt import lint_prompt, summarize_events
+    from spendgate.cli_support import settings_for
 
     if days <= 0:
         raise click.BadParameter("must be positive", param_hint="--days")
-    url = ledger_url or _settings(config_path).storage.ledger
+    url = ledger_url or settings_for(config_path).storage.ledger
+    scale = Decimal(30) / Decimal(str(days))
+    rows = _prompt_rows(url, days)
+    features = []
+    for r in rows:
+        d = r.as_dict()
+        d["projected_30d_usd"] = _usd(Decimal(r.system_cost_nanos) * scale / 10**9)
+        features.append(d)
+    findings: list[dict[str, object]] = []
+    if prompt_file is not None:
+        row = next((r for r in rows if r.feature == feature), None)
+        findings = _lint_findings(prompt_file, model, row, scale)
+    if as_json:
+        click.echo(json.dumps({"days": days, "features": features, "findings": findings}))
+        return
+    _print_prompts(features, findings)
+
+
+def _usd(amount: Decimal) -> str:
+    return format(amount.quantize(Decimal("0.000001")), "f")
+
+
+def _prompt_rows(url: str, days: float) -> list[FeatureSystemPrompt]:
+    """Per-feature system-prompt figures over the look-back window, input priced."""
+    from spendgate.call import Usage, to_nanos
+    from spendgate.ledger import UsageEvent, open_ledger
+    from spendgate.pricing import PriceCatalog
+    from spendgate.trim.sysprompt import summarize_events
+
     try:
         store = open_ledger(url, create=False, read_only=True)
     except (ValueError, OSError) as exc:
@@ -124,35 +151,34 @@ def analyze_prompts(
 
     since = datetime.now(UTC) - timedelta(days=days)
     try:
-        rows = summarize_events(store.events(since=since), input_nanos)
+        return summarize_events(store.events(since=since), input_nanos)
     finally:
         store.close()
-    scale = Decimal(30) / Decimal(str(days))
-    features = []
-    for r in rows:
-        d = r.as_dict()
-        d["projected_30d_usd"] = format(
-            (Decimal(r.system_cost_nanos) * scale / 10**9).quantize(Decimal("0.000001")), "f"
-        )
-        features.append(d)
+
+
+def _lint_findings(
+    prompt_file: Path, model: str, row: FeatureSystemPrompt | None, scale: Decimal
+) -> list[dict[str, object]]:
+    """What could be cut from a system prompt, priced on the feature's traffic if known."""
+    from spendgate.tokens import count_text
+    from spendgate.trim.sysprompt import lint_prompt
+
+    text = prompt_file.read_text(encoding="utf-8", errors="replace")
+    per_token = (
+        Decimal(row.input_cost_nanos) / row.input_tokens / 10**9
+        if row is not None and row.input_tokens
+        else None
+    )
     findings: list[dict[str, object]] = []
-    if prompt_file is not None:
-        text = prompt_file.read_text(encoding="utf-8", errors="replace")
-        row = next((r for r in rows if r.feature == feature), None)
-        per_token = (
-            Decimal(row.input_cost_nanos) / row.input_tokens / 10**9
-            if row is not None and row.input_tokens
-            else None
-        )
-        for f in lint_prompt(text, lambda t: count_text(model, t)):
-            item: dict[str, object] = f.as_dict()
-            if per_token is not None and row is not None:
-                monthly = per_token * f.tokens * row.calls * scale
-                item["projected_30d_usd"] = format(monthly.quantize(Decimal("0.000001")), "f")
-            findings.append(item)
-    if as_json:
-        click.echo(json.dumps({"days": days, "features": features, "findings": findings}))
-        return
+    for f in lint_prompt(text, lambda t: count_text(model, t)):
+        item: dict[str, object] = f.as_dict()
+        if per_token is not None and row is not None:
+            item["projected_30d_usd"] = _usd(per_token * f.tokens * row.calls * scale)
+        findings.append(item)
+    return findings
+
+
+def _print_prompts(features: list[dict[str, Any]], findings: list[dict[str, object]]) -> None:
     if not features:
         click.echo("no calls with system-prompt fingerprints (is the trim stage on?)")
     else:

@@ -13,17 +13,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from spendgate.providers.simulated import Send, SimApp
+from spendgate.simulated.endpoints import ENDPOINTS, Endpoint
+from spendgate.simulated.state import UpstreamState
+from spendgate.simulated.wire import Exchange, Message, Send, send_error, send_json
 
 __all__ = ["SimBatches"]
 
-_JSON = [(b"content-type", b"application/json")]
 _OPENAI_URLS = {
     "/v1/chat/completions": "/chat/completions",
     "/v1/responses": "/responses",
@@ -38,8 +38,8 @@ def _id(prefix: str) -> str:
 class SimBatches:
     """Files and batches of one simulated upstream (in memory, per process)."""
 
-    def __init__(self, app: SimApp) -> None:
-        self.app = app
+    def __init__(self, state: UpstreamState) -> None:
+        self.state = state
         self.files: dict[str, dict[str, Any]] = {}
         self.contents: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -64,16 +64,13 @@ class SimBatches:
                 await self._anthropic_batches(method, parts[2:], raw, send)
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
             api = "anthropic" if parts[0] == "messages" else "openai"
-            await self.app._error(send, api, 400, f"Invalid request ({type(exc).__name__}).")
+            await send_error(send, api, 400, f"Invalid request ({type(exc).__name__}).")
 
-    async def _send(self, send: Send, payload: Any, status: int = 200, ctype: bytes = b"") -> None:
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        headers = [(b"content-type", ctype)] if ctype else _JSON
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _send(self, send: Send, payload: Any, ctype: bytes = b"") -> None:
+        await send_json(send, payload, 200, [(b"content-type", ctype)] if ctype else None)
 
     async def _missing(self, send: Send, api: str, what: str, id: str) -> None:
-        await self.app._error(send, api, 404, f"No such {what}: '{id}'")
+        await send_error(send, api, 404, f"No such {what}: '{id}'")
 
     # ------------------------------------------------------------------ OpenAI files
     async def _files(
@@ -119,7 +116,7 @@ class SimBatches:
             self.contents.pop(fid, None)
             await self._send(send, {"id": fid, "object": "file", "deleted": True})
         else:
-            await self.app._error(send, "openai", 404, f"Unknown route {method} /files/{fid}")
+            await send_error(send, "openai", 404, f"Unknown route {method} /files/{fid}")
 
     def _store_file(self, data: bytes, purpose: str, name: str) -> str:
         fid = _id("file-")
@@ -140,7 +137,7 @@ class SimBatches:
                 await self._missing(send, "openai", "file", fid)
                 return
             if body.get("endpoint") not in _OPENAI_URLS:
-                await self.app._error(send, "openai", 400, "Unsupported batch endpoint.")
+                await send_error(send, "openai", 400, "Unsupported batch endpoint.")
                 return
             now = int(time.time())
             batch: dict[str, Any] = {
@@ -174,7 +171,7 @@ class SimBatches:
         elif len(rest) == 1 and method == "GET":
             await self._send(send, batch)
         else:
-            await self.app._error(send, "openai", 404, f"Unknown route {method} /batches")
+            await send_error(send, "openai", 404, f"Unknown route {method} /batches")
 
     async def _run_openai(self, batch: dict[str, Any]) -> None:
         batch.update(status="in_progress", in_progress_at=int(time.time()))
@@ -216,7 +213,7 @@ class SimBatches:
             body = orjson.loads(raw)
             requests = body["requests"]
             if not isinstance(requests, list) or not requests:
-                await self.app._error(send, "anthropic", 400, "requests: must not be empty")
+                await send_error(send, "anthropic", 400, "requests: must not be empty")
                 return
             now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             batch: dict[str, Any] = {
@@ -245,7 +242,7 @@ class SimBatches:
         batch = found
         if len(rest) == 2 and rest[1] == "results" and method == "GET":
             if batch["processing_status"] != "ended":
-                await self.app._error(send, "anthropic", 400, "Batch has not ended yet.")
+                await send_error(send, "anthropic", 400, "Batch has not ended yet.")
                 return
             await self._send(send, self.message_results[batch["id"]], ctype=b"application/x-jsonl")
         elif len(rest) == 2 and rest[1] == "cancel" and method == "POST":
@@ -260,7 +257,7 @@ class SimBatches:
             self.message_results.pop(batch["id"], None)
             await self._send(send, {"id": batch["id"], "type": "message_batch_deleted"})
         else:
-            await self.app._error(send, "anthropic", 404, f"Unknown route {method} batches")
+            await send_error(send, "anthropic", 404, f"Unknown route {method} batches")
 
     async def _run_anthropic(self, batch: dict[str, Any], requests: list[Any]) -> None:
         handler = self._handler("/messages")
@@ -292,24 +289,17 @@ class SimBatches:
         )
 
     def app_url(self) -> str:
-        return self.app.public_url or "http://simulated"
+        return self.state.public_url or "http://simulated"
 
     # ------------------------------------------------------------------ running lines
-    def _handler(self, path: str) -> Callable[..., Awaitable[None]]:
-        return {
-            "/chat/completions": self.app._chat,
-            "/responses": self.app._responses,
-            "/embeddings": self.app._embeddings,
-            "/messages": self.app._messages,
-        }[path]
+    def _handler(self, path: str) -> Endpoint:
+        return ENDPOINTS[path]
 
-    async def _call(
-        self, handler: Callable[..., Awaitable[None]], body: dict[str, Any]
-    ) -> tuple[int, Any]:
+    async def _call(self, handler: Endpoint, body: dict[str, Any]) -> tuple[int, Any]:
         """One request through a synchronous handler, its answer captured."""
         captured: dict[str, Any] = {"status": 500, "body": b""}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
             else:
@@ -317,7 +307,7 @@ class SimBatches:
 
         body = {k: v for k, v in body.items() if k != "stream"}
         try:
-            await handler(body, str(body.get("model") or ""), {}, send, None)
+            await handler(self.state, Exchange(body, str(body.get("model") or ""), {}, send))
         except (TypeError, KeyError, AttributeError, ValueError, IndexError) as exc:
             return 400, {"error": {"message": f"Invalid request ({type(exc).__name__}).",
                                    "type": "invalid_request_error"}}  # fmt: skip
