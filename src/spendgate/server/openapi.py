@@ -148,6 +148,35 @@ _EMBEDDINGS_REQUEST = {
     },
     "additionalProperties": False,
 }
+_RESPONSES_ITEM = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": _STR, "role": _STR},
+}
+_RESPONSES_REQUEST = {
+    "type": "object",
+    "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+        "input": {"oneOf": [_STR, {"type": "array", "items": _RESPONSES_ITEM}]},
+        "instructions": _STR,
+        "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 4096},
+        "previous_response_id": _STR,
+        "store": {"type": "boolean"},
+        "stream": {"type": "boolean"},
+        "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+        "metadata": {"type": "object", "additionalProperties": _STR},
+    },
+}
+_COUNT_TOKENS_REQUEST = {
+    "type": "object",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": {"type": "string", "minLength": 1, "maxLength": 256},
+        "messages": _MESSAGES_REQUEST["properties"]["messages"],  # type: ignore[index]
+        "system": _MESSAGES_REQUEST["properties"]["system"],  # type: ignore[index]
+    },
+}
 _COST_HEADER = {
     "x-spendgate-cost-usd": {
         "description": "Exact cost in USD, or `unknown` when the price is unknown.",
@@ -185,6 +214,27 @@ def _call(summary: str, request: dict[str, Any], error: dict[str, Any]) -> dict[
     }
 
 
+def _stored_response() -> dict[str, Any]:
+    """GET and DELETE of a stored response: only the key (and tenant) that made it sees it."""
+    param = [{"name": "response_id", "in": "path", "required": True, "schema": _STR}]
+    found = {
+        "description": "The stored response.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+    missing = {
+        "description": "No such response for this key.",
+        "content": {"application/json": {"schema": _ERROR}},
+    }
+    return {
+        verb: {
+            "summary": f"{verb.upper()} a stored response",
+            "parameters": param,
+            "responses": {"200": found, "404": missing},
+        }
+        for verb in ("get", "delete")
+    }
+
+
 def _with_models(request: dict[str, Any], models: list[str] | None) -> dict[str, Any]:
     if not models:
         return request
@@ -208,6 +258,18 @@ def openapi_document(models: list[str] | None = None) -> dict[str, Any]:
             "/v1/chat/completions": _call("OpenAI Chat Completions", chat, _ERROR),
             "/v1/messages": _call("Anthropic Messages", messages, _ANTHROPIC_ERROR),
             "/v1/embeddings": _call("OpenAI Embeddings", embeddings, _ERROR),
+            "/v1/responses": _call(
+                "OpenAI Responses", _with_models(_RESPONSES_REQUEST, models), _ERROR
+            ),
+            "/v1/responses/{response_id}": _stored_response(),
+            "/v1/messages/count_tokens": {
+                "post": {
+                    **_call("Anthropic token count", _COUNT_TOKENS_REQUEST, _ANTHROPIC_ERROR)[
+                        "post"
+                    ],
+                    "summary": "Anthropic token count (answered locally unless a key is set)",
+                }
+            },
             "/v1/models": {
                 "get": {
                     "summary": "The models this gateway serves",
