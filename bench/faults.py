@@ -533,6 +533,10 @@ def soak_scenario(
     warm = [s for s in samples if s[0] >= seconds * 0.2] or samples
     (ta, ra), (tb, rb) = warm[0], warm[-1]
     per_min = (rb - ra) / 1024 / max(1e-9, (tb - ta) / 60)
+    # Bounded caches fill early and then stop: the last third shows whether growth goes on.
+    late = [s for s in samples if s[0] >= seconds * 2 / 3] or samples
+    (tl, rl) = late[0]
+    late_per_min = (rb - rl) / 1024 / max(1e-9, (tb - tl) / 60)
     return {
         "scenario": f"soak {config}",
         "seconds": round(samples[-1][0], 1),
@@ -541,6 +545,7 @@ def soak_scenario(
         "rss_peak_mb": round(max(r for _, r in samples) / 1024, 1),
         "rss_end_mb": round(rb / 1024, 1),
         "growth_mb_per_min": round(per_min, 2),
+        "growth_last_third_mb_per_min": round(late_per_min, 2),
         "rss_end_anon_mb": round(yb / 1024, 1),
         "rss_end_file_mb": round(file_kb / 1024, 1),
         "anon_growth_mb_per_min": round(anon_per_min, 2),

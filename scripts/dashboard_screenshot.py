@@ -183,7 +183,7 @@ def main() -> int:
         try:
             asyncio.run(replay(server.url, args.prompts))
             gateway.writer.flush(timeout=30)
-            alerts = gateway.stage_context.extra["alerts"]
+            alerts = gateway.stage_context.alerts
             asyncio.run_coroutine_threadsafe(alerts.check(), alerts.loop).result(60)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
