@@ -234,3 +234,30 @@ def test_revocation_by_another_process_takes_effect_within_a_second(make_gateway
     fresh, _ = cli.create(team="ops")
     cli.close()
     assert _status_within(url, fresh, 200, 1.0)[-1] == 200
+
+
+def test_seen_filter_holds_its_error_rate_at_capacity() -> None:
+    from spendgate.server.tags import SeenFilter
+
+    seen = SeenFilter(50_000)
+    for i in range(50_000):
+        seen.add(f"user-{i}")
+    assert all(f"user-{i}" in seen for i in range(0, 50_000, 97))  # no false negatives
+    false_positives = sum(f"other-{i}" in seen for i in range(20_000))
+    assert false_positives / 20_000 <= 0.02
+    assert 49_000 <= len(seen) <= 50_000  # a colliding add is not counted
+    assert len(seen._array) < 80_000  # ~9.6 bits a value, not a set of strings
+
+
+def test_a_large_cap_is_kept_by_a_filter_and_still_caps() -> None:
+    from spendgate.call import Tags
+    from spendgate.server.tags import EXACT_UP_TO, OVERFLOW, SeenFilter, TagGuard
+
+    cap = EXACT_UP_TO * 2
+    guard = TagGuard({"user": cap, "tenant": 3})
+    assert isinstance(guard._seen["user"], SeenFilter)
+    assert isinstance(guard._seen["tenant"], set)
+    kept = [guard.admit(Tags(user=f"u{i}")).user for i in range(cap + 5_000)]
+    over = kept.count(OVERFLOW)
+    assert 5_000 * 0.97 <= over <= 5_000  # false positives let at most ~1 % more through
+    assert guard.admit(Tags(user="u7")).user == "u7"  # a value seen before stays itself
