@@ -39,6 +39,7 @@ from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
 from spendgate.server.admin import build_admin
 from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
+from spendgate.server.body import read_body, request_headers, too_large
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
 from spendgate.server.responses import (
@@ -63,6 +64,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 KEY_CACHE_SECONDS = 30.0
+_LIMIT_SETTING = "server.max_body_bytes"
 KEY_REVISION_POLL_SECONDS = 0.25
 """How often the key cache asks the key store whether any key was created or revoked (by the
 CLI, the admin API or another replica): the bound on how long a revoked key keeps working."""
@@ -240,7 +242,7 @@ class Gateway:
             await self.admin(scope, receive, send)
         else:
             error = GatewayError(404, f"no route for {method} {path}", code="unknown_url")
-            request_id = self.refuse_unrouted(error, _headers(scope), path)
+            request_id = self.refuse_unrouted(error, request_headers(scope), path)
             headers = [*_JSON, (b"x-spendgate-request-id", request_id.encode())]
             await _send(send, 404, orjson.dumps(error.to_openai()), headers)
 
@@ -288,7 +290,7 @@ class Gateway:
         *,
         refusal: GatewayError | None = None,
     ) -> None:
-        headers = _headers(scope)
+        headers = request_headers(scope)
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
         owner: str | None = None
         self.metrics.in_flight.inc()
@@ -419,21 +421,8 @@ class Gateway:
         limit = self.settings.server.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise GatewayError(499, "client closed the request", code="client_closed")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
+            raise too_large(limit, _LIMIT_SETTING)
+        raw = await read_body(receive, limit, _LIMIT_SETTING)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -484,7 +473,7 @@ class Gateway:
     ) -> None:
         """A token count: free, so no ledger row unless it is refused."""
         path: str = scope["path"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
         model = ""
         try:
             if scope["method"] != "POST":
@@ -516,7 +505,7 @@ class Gateway:
         own stored Responses (another owner's id is a 404, like an unknown one)."""
         path: str = scope["path"]
         method: str = scope["method"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
         rest = path.split("/responses/", 1)[1].strip("/")
         rid, _, sub = rest.partition("/")
         allowed = ("GET",) if sub == "input_items" else ("GET", "DELETE")
@@ -613,18 +602,6 @@ def header_value(text: str) -> bytes:
     if text.isascii() and text.isprintable():
         return text.encode()
     return quote(text, safe=" !#$&'()*+,/:;=?@[]~").encode()
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
-        code="request_too_large",
-    )
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

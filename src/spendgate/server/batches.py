@@ -24,6 +24,7 @@ from spendgate.call import Endpoint, Tags
 from spendgate.config import Settings
 from spendgate.errors import GatewayError
 from spendgate.keys import KeyRecord
+from spendgate.server.body import read_body, request_headers
 from spendgate.server.tags import read_tags
 from spendgate.stages import StageContext
 from spendgate.state import owner_of
@@ -64,23 +65,6 @@ def _not_found(method: str, path: str) -> GatewayError:
     return GatewayError(404, f"no route for {method} {path}", code="unknown_url")
 
 
-async def _read(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(499, "client closed the request", code="client_closed")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body too large: the limit is {limit} bytes.",
-                               code="request_too_large")  # fmt: skip
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 def _json(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw or b"{}")
@@ -101,7 +85,7 @@ def _base_url(scope: Scope, headers: dict[str, str]) -> str:
 async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"].rstrip("/")
     method: str = scope["method"]
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    headers = request_headers(scope)
     anthropic = path.startswith("/v1/messages/")
     endpoint = "files" if path.startswith("/v1/files") else "batches"
     try:
@@ -112,7 +96,7 @@ async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send:
         raw = b""
         if method == "POST":
             limit = max(gw.settings.server.max_body_bytes, gw.batches.config.max_file_bytes)
-            raw = await _read(receive, limit)
+            raw = await read_body(receive, limit)
             if path != "/v1/files":
                 body = _json(raw)
         tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
