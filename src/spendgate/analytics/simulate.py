@@ -11,9 +11,10 @@ Two ways in:
   - cache: `spendgate.cache` — the stage's per-feature policy, `request_skip_reason`, the
     exact key (`exact_key`) and the semantic tier (`query_text`, `partition_key`, the
     `SemanticIndex` in memory with the shipped verifier); TTLs run on the records' clocks;
-  - trim: `spendgate.trim` — `compress_body` (marked spans, long tool/user messages) and the
-    history window's `plan` (turns that would be summarized; the summary is assumed as long
-    as `summary_max_tokens`, and its own call is priced once per conversation segment);
+  - trim: `spendgate.trim` — `compress_as_configured` (marked spans, long tool/user
+    messages) and the history window's `plan` (turns that would be summarized; the summary
+    is assumed as long as `summary_max_tokens`, and its own call is priced once per
+    conversation segment);
   - route: `spendgate.routing` — `RouteStage.decide` (rules, sticky tiers, overrides and the
     learned router with its threshold).
   Output lengths are the log's (no upstream is called). A record with only a fingerprint
@@ -416,7 +417,7 @@ class _RealCode:
         """The history window's plan and the compressor, as `TrimStage.handle` applies them
         (shadow settings are projected as if active)."""
         from spendgate.trim.history import HistoryWindow, split_turns, transcript
-        from spendgate.trim.spans import compress_body, compression_counter
+        from spendgate.trim.spans import compress_as_configured, compression_counter
 
         tc = self.trim_config
         body = call.body
@@ -441,16 +442,7 @@ class _RealCode:
                 body = {**body, "messages": [*head, *[m for t in turns[cut:] for m in t]]}
         cc = tc.compress
         if cc.matches(call.tags):
-            body, report = compress_body(
-                body,
-                call.api,
-                ratio=cc.ratio,
-                min_tokens=cc.min_tokens,
-                roles=list(cc.roles),
-                count=count,
-                system=cc.system,
-                cached_prefix=cc.cached_prefix,
-            )
+            body, report = compress_as_configured(body, call.api, cc, count)
             out.saved_tokens += report.saved_tokens
         out.body = body
         return out
