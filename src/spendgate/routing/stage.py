@@ -46,6 +46,7 @@ __all__ = [
     "RouteStage",
     "SampleOf",
     "StickyTiers",
+    "TwinOf",
     "build",
     "conversation_key",
 ]
@@ -90,10 +91,10 @@ class RouteDecision(Decision):
 
 
 @dataclass
-class LabelOf(Decision):
-    """Marks the adaptive router's labelling twin of a call (`route_label_of`)."""
+class TwinOf(Decision):
+    """Marks a twin the router sends of a call for its own learning; the ledger records
+    the request id of the call it copies."""
 
-    key: ClassVar[str] = "route_label_of"
     request_id: str
 
     def as_json(self) -> Any:
@@ -101,14 +102,17 @@ class LabelOf(Decision):
 
 
 @dataclass
-class SampleOf(Decision):
+class LabelOf(TwinOf):
+    """Marks the adaptive router's labelling twin of a call (`route_label_of`)."""
+
+    key: ClassVar[str] = "route_label_of"
+
+
+@dataclass
+class SampleOf(TwinOf):
     """Marks the quality-sampling twin of a call (`route_sample_of`)."""
 
     key: ClassVar[str] = "route_sample_of"
-    request_id: str
-
-    def as_json(self) -> Any:
-        return self.request_id
 
 
 def conversation_key(call: Call) -> str | None:
