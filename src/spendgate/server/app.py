@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -38,8 +38,16 @@ from spendgate.providers.dialects import dialect_for
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
 from spendgate.server.admin import build_admin
+from spendgate.server.asgi_io import (
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    send_whole,
+    too_large,
+)
 from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
-from spendgate.server.body import read_body, request_headers, too_large
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
 from spendgate.server.responses import (
@@ -58,10 +66,6 @@ __all__ = ["Gateway", "build_gateway"]
 
 log = logging.getLogger(__package__)  # "spendgate.server"
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 KEY_CACHE_SECONDS = 30.0
 _LIMIT_SETTING = "server.max_body_bytes"
@@ -227,7 +231,7 @@ class Gateway:
         elif method == "GET" and path == "/openapi.json":
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
-            await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+            await send_whole(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
         elif path == "/v1/messages/count_tokens":
             count = functools.partial(count_message_tokens, table=self.table, http=self.http)
             await self._serve_count(scope, receive, send, "anthropic", count)
@@ -244,7 +248,7 @@ class Gateway:
             error = GatewayError(404, f"no route for {method} {path}", code="unknown_url")
             request_id = self.refuse_unrouted(error, request_headers(scope), path)
             headers = [*_JSON, (b"x-spendgate-request-id", request_id.encode())]
-            await _send(send, 404, orjson.dumps(error.to_openai()), headers)
+            await send_whole(send, 404, orjson.dumps(error.to_openai()), headers)
 
     async def _health(self, send: Send) -> None:
         """200 `{"status": "ok"}` once the gateway can answer without a start-up stall;
@@ -252,7 +256,7 @@ class Gateway:
         warm = self._warm
         if warm is not None and not warm.done():
             body = {"status": "starting", "ledger": self.writer.stats()}
-            await _send(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
+            await send_whole(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
             return
         body = {"status": "ok", "ledger": self.writer.stats()}
         if warm is not None and warm.exception() is not None:
@@ -459,14 +463,14 @@ class Gateway:
             assert body is not None
             extra += [(k.encode(), header_value(v)) for k, v in err.headers.items()]
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
-            await _send(send, err.status, body, _JSON + extra)
+            await send_whole(send, err.status, body, _JSON + extra)
             return
         if reply.deferred:  # 202: the cost is known when its batch comes back
             extra.append((b"x-spendgate-cost-usd", b"pending"))
             extra.append((b"location", f"/v1/deferred/{(reply.body or {}).get('id')}".encode()))
         else:
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
-        await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+        await send_whole(send, reply.status, reply.body_bytes(), _JSON + extra)
 
     async def _serve_count(
         self, scope: Scope, receive: Receive, send: Send, api: API, count: Callable[..., Any]
@@ -495,10 +499,10 @@ class Gateway:
             out = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             out.append((b"x-spendgate-request-id", request_id.encode()))
             err = dialect_for(api).error_body(exc)
-            await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+            await send_whole(send, exc.status, orjson.dumps(err), [*_JSON, *out])
             return
         out = [(k.encode(), v.encode()) for k, v in extra.items()]
-        await _send(send, 200, orjson.dumps(payload), [*_JSON, *out])
+        await send_whole(send, 200, orjson.dumps(payload), [*_JSON, *out])
 
     async def _serve_response(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET`/`DELETE /v1/responses/{id}` and `GET …/{id}/input_items`: the caller's
@@ -537,7 +541,7 @@ class Gateway:
             request_id = self.refuse_unrouted(exc, headers, path, "responses")
             extra = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             extra.append((b"x-spendgate-request-id", request_id.encode()))
-            await _send(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
+            await send_whole(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
             return
         await _send_json(send, 200, payload)
 
@@ -604,19 +608,8 @@ def header_value(text: str) -> bytes:
     return quote(text, safe=" !#$&'()*+,/:;=?@[]~").encode()
 
 
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_json(send: Send, status: int, payload: Any) -> None:
-    await _send(send, status, orjson.dumps(payload), _JSON)
+    await send_whole(send, status, orjson.dumps(payload), _JSON)
 
 
 async def _stream(

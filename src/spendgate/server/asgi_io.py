@@ -1,7 +1,9 @@
-"""Reading an ASGI request: its headers as a plain dict, its body up to a size limit.
+"""Plain ASGI I/O: a request's headers as a dict, its body up to a size limit, and a whole
+response sent at once.
 
-The gateway routes and the batch routes read requests the same way; a body over the limit
-fails as soon as the limit is passed, so an oversized upload is never held in memory whole.
+The gateway routes and the batch routes read and answer requests the same way; a body over
+the limit fails as soon as the limit is passed, so an oversized upload is never held in
+memory whole.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from typing import Any
 
 from spendgate.errors import GatewayError
 
-__all__ = ["read_body", "request_headers", "too_large"]
+__all__ = ["Receive", "Scope", "Send", "read_body", "request_headers", "send_whole", "too_large"]
 
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
-def request_headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
+def request_headers(scope: Scope) -> dict[str, str]:
     """Header names lower-cased; a repeated header keeps its last value."""
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
@@ -46,3 +51,17 @@ async def read_body(receive: Receive, limit: int, setting: str | None = None) ->
         chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
+
+
+async def send_whole(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    """A response whose body is all in hand: start (with its content-length), then body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

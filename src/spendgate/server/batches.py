@@ -13,7 +13,6 @@ refusal); what a batch costs is recorded line by line when it ends.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -24,7 +23,7 @@ from spendgate.call import Endpoint, Tags
 from spendgate.config import Settings
 from spendgate.errors import GatewayError
 from spendgate.keys import KeyRecord
-from spendgate.server.body import read_body, request_headers
+from spendgate.server.asgi_io import Receive, Scope, Send, read_body, request_headers, send_whole
 from spendgate.server.tags import read_tags
 from spendgate.stages import StageContext
 from spendgate.state import owner_of
@@ -52,10 +51,6 @@ class BatchHost(Protocol):
         model: str = "",
     ) -> str: ...
 
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1/deferred/")
 _JSON = [(b"content-type", b"application/json")]
@@ -108,10 +103,10 @@ async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send:
         out = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
         out.append((b"x-spendgate-request-id", request_id.encode()))
         err = exc.to_anthropic() if anthropic else exc.to_openai()
-        await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+        await send_whole(send, exc.status, orjson.dumps(err), [*_JSON, *out])
         return
     data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    await _send(send, status, data, [(b"content-type", ctype), *extra])
+    await send_whole(send, status, data, [(b"content-type", ctype), *extra])
 
 
 async def _route(
@@ -192,14 +187,3 @@ def _results_url(obj: dict[str, Any], base: str) -> dict[str, Any]:
     if obj.get("results_url"):
         return {**obj, "results_url": f"{base}/v1/messages/batches/{obj['id']}/results"}
     return obj
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
