@@ -28,6 +28,7 @@ import orjson
 from spendgate.cache.embedder import Embedded, Embedder, MiniLMEmbedder, get_embedder
 from spendgate.cache.exact import NON_ANSWER_FIELDS, scope_value
 from spendgate.cache.index import VectorIndex
+from spendgate.cache.redis_client import LoopRedis
 from spendgate.cache.thresholds import EntryStats
 from spendgate.cache.verifier import (
     MINILM_MODEL_PATH,
@@ -407,20 +408,9 @@ class RedisSemanticStore:
     """An append-only Redis list of entries; each replica remembers how far it has read."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
         self.url = url
         self.key = prefix + "semantic:log"
-        self._factory = aioredis.from_url
-        self._client: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _redis(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = self._factory(self.url)
-            self._loop = loop
-        return self._client
+        self._redis = LoopRedis(url)
 
     async def add(self, entry: SemanticEntry) -> None:
         await self._redis().rpush(self.key, entry.dump())
@@ -430,9 +420,7 @@ class RedisSemanticStore:
         return [SemanticEntry.load(r) for r in raw], cursor + len(raw)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._redis.aclose()
 
 
 class _SqlSemanticStore:
