@@ -41,7 +41,6 @@ from spendgate.pricing import PriceCatalog
 
 if TYPE_CHECKING:
     from spendgate.cache.config import CacheConfig
-    from spendgate.cache.semantic import SemanticEntry, SemanticIndex
     from spendgate.cache.stage import CacheStage
     from spendgate.routing.config import RoutingConfig
     from spendgate.routing.stage import RouteStage
@@ -407,8 +406,8 @@ class _RealCode:
             from spendgate.cache.semantic import SemanticEntry
 
             vector = stage.semantic.matcher.embedder.embed(question[0]).vector
-            _insert_lazily(
-                stage.semantic, SemanticEntry(partition, question[0], vector, key, ts + pol.ttl_s)
+            stage.semantic.insert_lazily(
+                SemanticEntry(partition, question[0], vector, key, ts + pol.ttl_s)
             )
         return None
 
@@ -474,20 +473,6 @@ class _RealCode:
             return None
         served = decision.served
         return served if served and served != call.requested_model else None
-
-
-def _insert_lazily(index: SemanticIndex, entry: SemanticEntry) -> None:
-    """`SemanticIndex.insert` without computing the entry's MiniLM vector up front: the
-    matcher computes (and remembers) it when a query's candidate survives the cheap gate,
-    which gives the same decisions — the vector is a function of the text — at a fraction
-    of the cost for a replay, where most entries are never a candidate."""
-    if len(index.entries) >= index.max_entries:
-        return
-    partition = index.partitions.get(entry.partition)
-    if partition is None:
-        partition = index.partitions[entry.partition] = index.matcher.new_index()
-    partition.add(entry.vector, len(index.entries))
-    index.entries.append(entry)
 
 
 def _call_of(r: TrafficRecord, body: dict[str, Any]) -> Call:

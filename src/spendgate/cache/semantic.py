@@ -550,9 +550,14 @@ class SemanticIndex:
         """Add to this replica's index only (the memory store, or entries pulled in)."""
         if entry.accurate is None and self.matcher.accurate is not None:
             entry.accurate = self.matcher.accurate_vector(entry.text)
-        self._insert(entry)
+        self.insert_lazily(entry)
 
-    def _insert(self, entry: SemanticEntry) -> None:
+    def insert_lazily(self, entry: SemanticEntry) -> None:
+        """`insert` without computing the entry's MiniLM vector up front: the matcher
+        computes (and remembers) it when a query's candidate survives the cheap gate, which
+        gives the same decisions — the vector is a function of the text — at a fraction of
+        the cost where most entries are never a candidate (a replay in the what-if
+        simulator)."""
         if len(self.entries) >= self.max_entries:
             return
         index = self.partitions.get(entry.partition)
@@ -571,11 +576,11 @@ class SemanticIndex:
         async with self._pulling:  # two pulls from one cursor would insert entries twice
             entries, self._cursor = await self.store.pull(self._cursor)
             for entry in entries:
-                self._insert(entry)
+                self.insert_lazily(entry)
 
     async def add(self, entry: SemanticEntry) -> None:
         if isinstance(self.store, MemorySemanticStore):
-            self._insert(entry)
+            self.insert_lazily(entry)
         else:
             if entry.accurate is None and self.matcher.accurate is not None:
                 # Computed once here and shipped with the entry, so replicas need not.
