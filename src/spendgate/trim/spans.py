@@ -89,23 +89,17 @@ class _Where:
 Count = Callable[[str], int]
 
 
+@dataclass
 class _Rewriter:
-    def __init__(
-        self,
-        ratio: float,
-        min_tokens: int,
-        roles: set[str],
-        count: Count,
-        allow_system: bool,
-        allow_cached: bool,
-    ) -> None:
-        self.ratio = ratio
-        self.min_tokens = min_tokens
-        self.roles = roles
-        self.count = count
-        self.allow_system = allow_system
-        self.allow_cached = allow_cached
-        self.report = SpanReport()
+    """One body's compression settings, and the report of what it compressed."""
+
+    ratio: float
+    min_tokens: int
+    roles: set[str]
+    count: Count
+    allow_system: bool
+    allow_cached: bool
+    report: SpanReport = field(default_factory=SpanReport)
 
     def _compress(self, text: str, question: str, ratio: float, where: _Where) -> str:
         res = compress_text(text, question or None, ratio, self.count)
