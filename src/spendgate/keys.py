@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from spendgate.call import Tags
+from spendgate.call import TAG_NAMES, Tags
 from spendgate.sqlite_files import connect_sqlite, sqlite_path
 
 __all__ = ["KeyRecord", "KeyStore", "hash_key", "new_key", "sqlite_path"]
@@ -51,14 +51,7 @@ class KeyRecord:
 
     @property
     def tags(self) -> Tags:
-        return Tags(
-            feature=self.feature,
-            use_case=self.use_case,
-            team=self.team,
-            tenant=self.tenant,
-            user=self.user,
-            key_id=self.id,
-        )
+        return Tags(**{name: getattr(self, name) for name in TAG_NAMES}, key_id=self.id)
 
 
 _SCHEMA = """
