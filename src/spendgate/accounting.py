@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -42,19 +43,15 @@ def prompt_fingerprint(call: Call) -> str:
     return hashlib.blake2b(orjson.dumps(material), digest_size=8).hexdigest()
 
 
+@dataclass(eq=False)
 class Accountant:
-    def __init__(
-        self,
-        pricer: Pricer,
-        writer: BatchingWriter,
-        metrics: Metrics | None = None,
-        prompts: PromptLog | None = None,
-    ) -> None:
-        self.pricer = pricer
-        self.writer = writer
-        self.metrics = metrics
-        self.prompts = prompts
-        """Opt-in prompt logging (`ledger.log_prompts`): None = prompts are not stored."""
+    """Prices each finished call and writes its ledger event (see the module docstring)."""
+
+    pricer: Pricer
+    writer: BatchingWriter
+    metrics: Metrics | None = None
+    prompts: PromptLog | None = None
+    """Opt-in prompt logging (`ledger.log_prompts`): None = prompts are not stored."""
 
     def price(self, call: Call, reply: Reply) -> Cost | None:
         """Price a completed reply once; later calls return the same answer."""

@@ -22,6 +22,7 @@ __all__ = [
     "KEEP_NONE",
     "NANOS_PER_USD",
     "TAG_NAMES",
+    "TOKEN_COUNTS",
     "Call",
     "Cost",
     "Decision",
@@ -164,6 +165,18 @@ class Usage:
             output_audio_tokens=self.output_audio_tokens + other.output_audio_tokens,
             estimated=self.estimated or other.estimated,
         )
+
+
+TOKEN_COUNTS: tuple[str, ...] = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
+)
+"""The `Usage` counts kept with a call: the ledger's token columns, and what the exact
+cache stores with an answer (the audio parts are not kept)."""
 
 
 @dataclass(frozen=True, slots=True)

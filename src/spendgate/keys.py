@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from spendgate.call import Tags
+from spendgate.call import TAG_NAMES, Tags
+from spendgate.sqlite_files import connect_sqlite, sqlite_path
 
 __all__ = ["KeyRecord", "KeyStore", "hash_key", "new_key", "sqlite_path"]
 
@@ -30,17 +29,6 @@ def new_key() -> str:
 
 def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
-
-
-def sqlite_path(url: str) -> str:
-    """`sqlite:///rel/path.db`, `sqlite:////abs/path.db` or a bare path → a filesystem path."""
-    if url.startswith("sqlite:///"):
-        return url[len("sqlite:///") :]
-    if url.startswith("sqlite://"):
-        return url[len("sqlite://") :]
-    if "://" in url:
-        raise ValueError(f"key store supports sqlite URLs only for now, got {url!r}")
-    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +51,7 @@ class KeyRecord:
 
     @property
     def tags(self) -> Tags:
-        return Tags(
-            feature=self.feature,
-            use_case=self.use_case,
-            team=self.team,
-            tenant=self.tenant,
-            user=self.user,
-            key_id=self.id,
-        )
+        return Tags(**{name: getattr(self, name) for name in TAG_NAMES}, key_id=self.id)
 
 
 _SCHEMA = """
@@ -93,10 +74,7 @@ class KeyStore:
     """Keys in SQLite, plus keys declared in YAML (by hash), looked up by hash."""
 
     def __init__(self, url: str, declared: Iterable[KeyRecord] = ()) -> None:
-        path = sqlite_path(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = connect_sqlite(sqlite_path(url))
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(_SCHEMA)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(virtual_keys)")}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import calendar
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -165,6 +165,27 @@ def _spend_fields(agg: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
+def _grouped(
+    report: str,
+    by: Sequence[str],
+    window: Window,
+    filters: Mapping[str, str],
+    rows: Sequence[tuple[dict[str, str], dict[str, int]]],
+    shape: Callable[[Mapping[str, int]], dict[str, Any]],
+    aggregates: Sequence[str],
+) -> dict[str, Any]:
+    """A report grouped `by` dimensions: each group's keys with its `shape`d aggregates, and
+    the same shape of the totals over all groups."""
+    return {
+        "report": report,
+        "by": by,
+        **window.as_dict(),
+        "filters": dict(filters),
+        "rows": [{**keys, **shape(agg)} for keys, agg in rows],
+        "totals": shape(_totals(rows, aggregates)),
+    }
+
+
 def _totals(
     rows: Sequence[tuple[dict[str, str], dict[str, int]]], fields: Sequence[str] = AGGREGATES
 ) -> dict[str, int]:
@@ -182,14 +203,7 @@ def spend_report(
     by = check_dimensions(by)
     rows = LedgerQuery(store).aggregate(by, window, filters, SPEND_FIELDS)
     rows.sort(key=lambda r: (-r[1]["cost_nanos"], -r[1]["calls"], tuple(r[0].values())))
-    return {
-        "report": "spend",
-        "by": by,
-        **window.as_dict(),
-        "filters": dict(filters),
-        "rows": [{**keys, **_spend_fields(agg)} for keys, agg in rows],
-        "totals": _spend_fields(_totals(rows, SPEND_FIELDS)),
-    }
+    return _grouped("spend", by, window, filters, rows, _spend_fields, SPEND_FIELDS)
 
 
 def _band_position(segment: str, value: Decimal) -> str:
@@ -337,14 +351,7 @@ def system_prompt_report(
             "system_input_cost_share": _ratio(agg["system_input_nanos"], agg["input_cost_nanos"]),
         }
 
-    return {
-        "report": "system_prompt",
-        "by": by,
-        **window.as_dict(),
-        "filters": dict(filters),
-        "rows": [{**keys, **fields(agg)} for keys, agg in rows],
-        "totals": fields(_totals(rows, _SYSTEM_AGGREGATES)),
-    }
+    return _grouped("system_prompt", by, window, filters, rows, fields, _SYSTEM_AGGREGATES)
 
 
 def _ratio(part: int, whole: int) -> float | None:

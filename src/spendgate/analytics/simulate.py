@@ -11,9 +11,10 @@ Two ways in:
   - cache: `spendgate.cache` — the stage's per-feature policy, `request_skip_reason`, the
     exact key (`exact_key`) and the semantic tier (`query_text`, `partition_key`, the
     `SemanticIndex` in memory with the shipped verifier); TTLs run on the records' clocks;
-  - trim: `spendgate.trim` — `compress_body` (marked spans, long tool/user messages) and the
-    history window's `plan` (turns that would be summarized; the summary is assumed as long
-    as `summary_max_tokens`, and its own call is priced once per conversation segment);
+  - trim: `spendgate.trim` — `compress_as_configured` (marked spans, long tool/user
+    messages) and the history window's `plan` (turns that would be summarized; the summary
+    is assumed as long as `summary_max_tokens`, and its own call is priced once per
+    conversation segment);
   - route: `spendgate.routing` — `RouteStage.decide` (rules, sticky tiers, overrides and the
     learned router with its threshold).
   Output lengths are the log's (no upstream is called). A record with only a fingerprint
@@ -40,7 +41,6 @@ from spendgate.pricing import PriceCatalog
 
 if TYPE_CHECKING:
     from spendgate.cache.config import CacheConfig
-    from spendgate.cache.semantic import SemanticEntry, SemanticIndex
     from spendgate.cache.stage import CacheStage
     from spendgate.routing.config import RoutingConfig
     from spendgate.routing.stage import RouteStage
@@ -406,8 +406,8 @@ class _RealCode:
             from spendgate.cache.semantic import SemanticEntry
 
             vector = stage.semantic.matcher.embedder.embed(question[0]).vector
-            _insert_lazily(
-                stage.semantic, SemanticEntry(partition, question[0], vector, key, ts + pol.ttl_s)
+            stage.semantic.insert_lazily(
+                SemanticEntry(partition, question[0], vector, key, ts + pol.ttl_s)
             )
         return None
 
@@ -416,7 +416,7 @@ class _RealCode:
         """The history window's plan and the compressor, as `TrimStage.handle` applies them
         (shadow settings are projected as if active)."""
         from spendgate.trim.history import HistoryWindow, split_turns, transcript
-        from spendgate.trim.spans import compress_body, compression_counter
+        from spendgate.trim.spans import compress_as_configured, compression_counter
 
         tc = self.trim_config
         body = call.body
@@ -441,16 +441,7 @@ class _RealCode:
                 body = {**body, "messages": [*head, *[m for t in turns[cut:] for m in t]]}
         cc = tc.compress
         if cc.matches(call.tags):
-            body, report = compress_body(
-                body,
-                call.api,
-                ratio=cc.ratio,
-                min_tokens=cc.min_tokens,
-                roles=list(cc.roles),
-                count=count,
-                system=cc.system,
-                cached_prefix=cc.cached_prefix,
-            )
+            body, report = compress_as_configured(body, call.api, cc, count)
             out.saved_tokens += report.saved_tokens
         out.body = body
         return out
@@ -482,20 +473,6 @@ class _RealCode:
             return None
         served = decision.served
         return served if served and served != call.requested_model else None
-
-
-def _insert_lazily(index: SemanticIndex, entry: SemanticEntry) -> None:
-    """`SemanticIndex.insert` without computing the entry's MiniLM vector up front: the
-    matcher computes (and remembers) it when a query's candidate survives the cheap gate,
-    which gives the same decisions — the vector is a function of the text — at a fraction
-    of the cost for a replay, where most entries are never a candidate."""
-    if len(index.entries) >= index.max_entries:
-        return
-    partition = index.partitions.get(entry.partition)
-    if partition is None:
-        partition = index.partitions[entry.partition] = index.matcher.new_index()
-    partition.add(entry.vector, len(index.entries))
-    index.entries.append(entry)
 
 
 def _call_of(r: TrafficRecord, body: dict[str, Any]) -> Call:

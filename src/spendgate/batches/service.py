@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -75,27 +75,18 @@ def not_found(what: str, id: str) -> GatewayError:
     return GatewayError(404, f"No such {what}: '{id}'", code=f"{what.replace(' ', '_')}_not_found")
 
 
+@dataclass(kw_only=True, eq=False)
 class BatchService:
     """Files and batches of one gateway process; shared with replicas through the store."""
 
-    def __init__(
-        self,
-        *,
-        config: BatchesConfig,
-        state: StateStore,
-        table: ModelTable,
-        upstream: Upstream,
-        accountant: Accountant,
-        lane: Any = None,
-    ) -> None:
-        self.config = config
-        self.state = state
-        self.table = table
-        self.upstream = upstream
-        self.accountant = accountant
-        self.lane = lane
-        self._task: asyncio.Task[None] | None = None
-        self._next_sweep = 0.0
+    config: BatchesConfig
+    state: StateStore
+    table: ModelTable
+    upstream: Upstream
+    accountant: Accountant
+    lane: Any = None
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    _next_sweep: float = field(default=0.0, init=False, repr=False)
 
     # ------------------------------------------------------------------ records
     async def _get(self, kind: str, id: str) -> Record | None:

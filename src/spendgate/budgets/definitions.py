@@ -132,7 +132,7 @@ def open_definitions(
     """The definition store a URL names (`sqlite:///path`, `redis://…`)."""
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisDefinitions(url, prefix, timeout_s)
-    from spendgate.keys import sqlite_path
+    from spendgate.sqlite_files import sqlite_path
 
     path = sqlite_path(url)
     if path in ("", "/:memory:"):

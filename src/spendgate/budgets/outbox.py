@@ -11,7 +11,6 @@ the files of processes that are gone.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 
 from spendgate.budgets.store import Counter
+from spendgate.process_files import hold, if_orphaned
 
 __all__ = ["Outbox", "Pending", "default_outbox_dir"]
 
@@ -73,8 +73,7 @@ class Outbox:
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
             path = self.dir / f"{os.getpid()}-{time.time_ns()}.outbox.db"
-            self._lock_fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_fd = hold(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR)
             self.path = path
             self._db = _open(path)
             self._adopt()
@@ -137,14 +136,8 @@ class Outbox:
             if path == self.path:
                 continue
             lock = path.with_suffix(".lock")
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
-            except OSError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
+            with if_orphaned(lock, os.O_CREAT | os.O_RDWR) as fd:
+                if fd is None:
                     continue  # its process is alive
                 other = _open(path)
                 rows = other.execute(
@@ -161,8 +154,6 @@ class Outbox:
                         os.unlink(str(path) + suffix)
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
-            finally:
-                os.close(fd)
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -15,6 +15,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
+from spendgate.cache.redis_client import LoopRedis
+
 __all__ = [
     "ENTRY_OVERHEAD",
     "Backend",
@@ -170,20 +172,9 @@ class RedisBackend:
     """Entries in Redis under `prefix`, with Redis's own expiry (shared by all replicas)."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
         self.url = url
         self.prefix = prefix
-        self._client: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._factory = aioredis.from_url
-
-    def _redis(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = self._factory(self.url)
-            self._loop = loop
-        return self._client
+        self._redis = LoopRedis(url)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis().get(self.prefix + key)
@@ -196,9 +187,7 @@ class RedisBackend:
         await self._redis().delete(self.prefix + key)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._redis.aclose()
 
 
 def open_backend(url: str, *, max_bytes: int, prefix: str) -> Backend:

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from spendgate.call import Call, Usage
+from spendgate.call import TOKEN_COUNTS, Call, Usage
 from spendgate.providers.dialects import ANTHROPIC, DIALECTS, Dialect, dialect_for
 from spendgate.providers.dialects.base import NON_ANSWER_FIELDS
 
@@ -110,29 +110,12 @@ def sse_from_body(api: str, body: dict[str, Any], *, include_usage: bool) -> lis
 
 
 def usage_to_dict(usage: Usage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cache_read_tokens": usage.cache_read_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-    }
+    return {name: getattr(usage, name) for name in TOKEN_COUNTS}
 
 
 def usage_from_dict(data: dict[str, Any]) -> Usage:
     usage = Usage()
-    for name in _USAGE_FIELDS:
+    for name in TOKEN_COUNTS:
         if name in data:
             setattr(usage, name, int(data[name]))
     return usage
-
-
-_USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
-)

@@ -154,48 +154,48 @@ def _items(value: Any) -> list[Any]:
 
 
 def _probe_anthropic(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    copy: dict[str, Any] = orjson.loads(orjson.dumps(body))
-    marks: list[dict[str, Any]] = []
-    for tool in _items(copy.get("tools")):
-        if isinstance(tool, dict):
-            marks.append(tool)
+    copy, marks = _copy_with_tools(body)
     if "system" in copy:
         copy["system"] = _as_blocks(copy["system"])
     for block in _items(copy.get("system")):
         if isinstance(block, dict) and block.get("type") == "text":
             marks.append(block)
     for message in _items(copy.get("messages")):
-        if not isinstance(message, dict):
-            continue
-        message["content"] = _as_blocks(message.get("content"))
-        for block in _items(message.get("content")):
-            if isinstance(block, dict) and block.get("type") in _MARKABLE_ANTHROPIC:
-                marks.append(block)
-    for i, obj in enumerate(marks):
-        obj["cache_control"] = {"type": _PROBE, "i": i}
-    return copy, marks
+        if isinstance(message, dict):
+            _collect_content(message, _MARKABLE_ANTHROPIC, marks)
+    return copy, _numbered(marks)
 
 
 def _probe_openai(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    copy: dict[str, Any] = orjson.loads(orjson.dumps(body))
-    marks: list[dict[str, Any]] = []
-    for tool in _items(copy.get("tools")):
-        if isinstance(tool, dict):
-            marks.append(tool)
+    copy, marks = _copy_with_tools(body)
     for message in _items(copy.get("messages")):
-        if not isinstance(message, dict) or message.get("role") not in (
-            "system",
-            "developer",
-            "user",
-        ):
-            continue  # the translator keeps no cache_control on assistant or tool messages
-        message["content"] = _as_blocks(message.get("content"))
-        for part in _items(message.get("content")):
-            if isinstance(part, dict) and part.get("type") in _MARKABLE_OPENAI:
-                marks.append(part)
+        # the translator keeps no cache_control on assistant or tool messages
+        if isinstance(message, dict) and message.get("role") in ("system", "developer", "user"):
+            _collect_content(message, _MARKABLE_OPENAI, marks)
+    return copy, _numbered(marks)
+
+
+def _copy_with_tools(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A deep copy of `body` to probe, and its tools: the first places a breakpoint can go."""
+    copy: dict[str, Any] = orjson.loads(orjson.dumps(body))
+    return copy, [tool for tool in _items(copy.get("tools")) if isinstance(tool, dict)]
+
+
+def _collect_content(
+    message: dict[str, Any], markable: frozenset[str], marks: list[dict[str, Any]]
+) -> None:
+    """Rewrite the message's content as blocks; add those of a `markable` type to `marks`."""
+    message["content"] = _as_blocks(message.get("content"))
+    for block in _items(message.get("content")):
+        if isinstance(block, dict) and block.get("type") in markable:
+            marks.append(block)
+
+
+def _numbered(marks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each candidate a probe breakpoint carrying its position, to find it again."""
     for i, obj in enumerate(marks):
         obj["cache_control"] = {"type": _PROBE, "i": i}
-    return copy, marks
+    return marks
 
 
 def _walk(

@@ -28,6 +28,7 @@ import orjson
 from spendgate.cache.embedder import Embedded, Embedder, MiniLMEmbedder, get_embedder
 from spendgate.cache.exact import NON_ANSWER_FIELDS, scope_value
 from spendgate.cache.index import VectorIndex
+from spendgate.cache.redis_client import LoopRedis
 from spendgate.cache.thresholds import EntryStats
 from spendgate.cache.verifier import (
     MINILM_MODEL_PATH,
@@ -407,20 +408,9 @@ class RedisSemanticStore:
     """An append-only Redis list of entries; each replica remembers how far it has read."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
         self.url = url
         self.key = prefix + "semantic:log"
-        self._factory = aioredis.from_url
-        self._client: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _redis(self) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            self._client = self._factory(self.url)
-            self._loop = loop
-        return self._client
+        self._redis = LoopRedis(url)
 
     async def add(self, entry: SemanticEntry) -> None:
         await self._redis().rpush(self.key, entry.dump())
@@ -430,9 +420,7 @@ class RedisSemanticStore:
         return [SemanticEntry.load(r) for r in raw], cursor + len(raw)
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._redis.aclose()
 
 
 class _SqlSemanticStore:
@@ -562,9 +550,14 @@ class SemanticIndex:
         """Add to this replica's index only (the memory store, or entries pulled in)."""
         if entry.accurate is None and self.matcher.accurate is not None:
             entry.accurate = self.matcher.accurate_vector(entry.text)
-        self._insert(entry)
+        self.insert_lazily(entry)
 
-    def _insert(self, entry: SemanticEntry) -> None:
+    def insert_lazily(self, entry: SemanticEntry) -> None:
+        """`insert` without computing the entry's MiniLM vector up front: the matcher
+        computes (and remembers) it when a query's candidate survives the cheap gate, which
+        gives the same decisions — the vector is a function of the text — at a fraction of
+        the cost where most entries are never a candidate (a replay in the what-if
+        simulator)."""
         if len(self.entries) >= self.max_entries:
             return
         index = self.partitions.get(entry.partition)
@@ -583,11 +576,11 @@ class SemanticIndex:
         async with self._pulling:  # two pulls from one cursor would insert entries twice
             entries, self._cursor = await self.store.pull(self._cursor)
             for entry in entries:
-                self._insert(entry)
+                self.insert_lazily(entry)
 
     async def add(self, entry: SemanticEntry) -> None:
         if isinstance(self.store, MemorySemanticStore):
-            self._insert(entry)
+            self.insert_lazily(entry)
         else:
             if entry.accurate is None and self.matcher.accurate is not None:
                 # Computed once here and shipped with the entry, so replicas need not.

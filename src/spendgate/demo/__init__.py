@@ -18,29 +18,13 @@ from rich.console import Console
 
 from spendgate.demo.report import compare, render
 from spendgate.demo.run import recommended_policy, run_pass
-from spendgate.demo.traffic import (
-    FEATURES,
-    RATES,
-    TENANTS,
-    DemoRequest,
-    Feature,
-    build_traffic,
-    load_prompts,
-)
+from spendgate.demo.traffic import FEATURES, RATES, TENANTS, build_traffic, load_prompts
 from spendgate.ledger import open_ledger, render_report, total
 from spendgate.simulated import SimulatedUpstream
 
-__all__ = [
-    "FEATURES",
-    "RATES",
-    "TENANTS",
-    "DemoRequest",
-    "Feature",
-    "build_traffic",
-    "load_prompts",
-    "requests_for",
-    "run_demo",
-]
+# The traffic names tests and scripts replay the demo with; the rest of the traffic model
+# (`DemoRequest`, `Feature`, `RATES`) is in `spendgate.demo.traffic`.
+__all__ = ["FEATURES", "TENANTS", "load_prompts", "requests_for", "run_demo"]
 
 
 def requests_for(prompts: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, str], Any]]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from spendgate.call import TOKEN_COUNTS
 from spendgate.errors import SpendgateError
 
 __all__ = ["COLUMNS", "TAGS", "InvalidEvent", "UsageEvent", "utc_day"]
@@ -212,12 +213,7 @@ COLUMNS: tuple[str, ...] = (
     "served_model",
     "provider",
     "deployment",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "reasoning_tokens",
+    *TOKEN_COUNTS,
     "usage_estimated",
     "cost_nanos",
     "baseline_nanos",

@@ -20,7 +20,6 @@ the writer's last `fsync` of the spool (at most one flush interval).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -32,6 +31,7 @@ from typing import Any
 import orjson
 
 from spendgate.ledger.event import UsageEvent, _json_default
+from spendgate.process_files import hold, if_orphaned
 
 __all__ = ["Spool", "default_spool_dir", "open_spool"]
 
@@ -164,19 +164,11 @@ class Spool:
         for path in sorted(self.dir.glob("*.spool")):
             if path in ours:
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
+            with if_orphaned(path) as fd:
+                if fd is None:
                     continue  # a live process holds it
                 with os.fdopen(os.dup(fd), "rb") as f:
                     data = f.read()
-            finally:
-                os.close(fd)
             bad = 0
             for line in data.split(b"\n"):
                 if not line:
@@ -213,8 +205,7 @@ class Spool:
     def _open_segment(self) -> _Segment:
         self._n += 1
         path = self.dir / f"{self._tag}-{self._n:06d}.spool"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = hold(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC)
         seg = _Segment(path, fd, end=self._seq)
         self._segments.append(seg)
         return seg

@@ -203,17 +203,28 @@ def _verdict_request(
 
 
 @dataclass(frozen=True)
-class RubricJudge:
+class _ModelJudge:
+    """A judge that asks a model (through the gateway) for a one-field JSON verdict."""
+
     model: str
     send: Send
+
+    async def _verdict(
+        self, system: str, user: str, name: str, field: str, schema: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        body = _verdict_request(self.model, system, user, name, field, schema)
+        return _content_json(await self.send(body))
+
+
+@dataclass(frozen=True)
+class RubricJudge(_ModelJudge):
     kind: str = "rubric"
     absolute: bool = True
 
     async def grade(self, prompt: str, answer: str, reference: str | None) -> float | None:
         user = f"[Request]\n{_clip(prompt)}\n\n[Answer]\n{_clip(answer)}"
         score_field = {"type": "integer", "minimum": 1, "maximum": 10}
-        body = _verdict_request(self.model, _RUBRIC, user, "grade", "score", score_field)
-        verdict = _content_json(await self.send(body))
+        verdict = await self._verdict(_RUBRIC, user, "grade", "score", score_field)
         score = verdict.get("score") if verdict else None
         if not isinstance(score, (int, float)) or isinstance(score, bool):
             return None
@@ -221,9 +232,7 @@ class RubricJudge:
 
 
 @dataclass(frozen=True)
-class PairwiseJudge:
-    model: str
-    send: Send
+class PairwiseJudge(_ModelJudge):
     kind: str = "pairwise"
     absolute: bool = False
 
@@ -237,8 +246,7 @@ class PairwiseJudge:
             f"[Answer 2]\n{_clip(second)}"
         )
         better_field = {"type": "string", "enum": ["1", "2", "tie"]}
-        body = _verdict_request(self.model, _PAIRWISE, user, "verdict", "better", better_field)
-        verdict = _content_json(await self.send(body))
+        verdict = await self._verdict(_PAIRWISE, user, "verdict", "better", better_field)
         better = str(verdict.get("better")) if verdict else None
         if better == "tie":
             return 1.0

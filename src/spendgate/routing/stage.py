@@ -46,6 +46,7 @@ __all__ = [
     "RouteStage",
     "SampleOf",
     "StickyTiers",
+    "TwinOf",
     "build",
     "conversation_key",
 ]
@@ -90,10 +91,10 @@ class RouteDecision(Decision):
 
 
 @dataclass
-class LabelOf(Decision):
-    """Marks the adaptive router's labelling twin of a call (`route_label_of`)."""
+class TwinOf(Decision):
+    """Marks a twin the router sends of a call for its own learning; the ledger records
+    the request id of the call it copies."""
 
-    key: ClassVar[str] = "route_label_of"
     request_id: str
 
     def as_json(self) -> Any:
@@ -101,14 +102,42 @@ class LabelOf(Decision):
 
 
 @dataclass
-class SampleOf(Decision):
+class LabelOf(TwinOf):
+    """Marks the adaptive router's labelling twin of a call (`route_label_of`)."""
+
+    key: ClassVar[str] = "route_label_of"
+
+
+@dataclass
+class SampleOf(TwinOf):
     """Marks the quality-sampling twin of a call (`route_sample_of`)."""
 
     key: ClassVar[str] = "route_sample_of"
-    request_id: str
 
-    def as_json(self) -> Any:
-        return self.request_id
+
+def _twin(call: Call, model: str, suffix: str, *decisions: Decision) -> Call:
+    """A non-streamed copy of `call` sent to `model` as an internal call with its own ledger
+    event (request id + `suffix`). It must reach that model: no cached (possibly routed)
+    answer, no route header."""
+    body = dict(call.body)
+    body["stream"] = False
+    body.pop("stream_options", None)
+    return replace(
+        call,
+        body=body,
+        stream=False,
+        model=model,
+        requested_model=model,
+        request_id=call.request_id + suffix,
+        decisions=Decisions(decisions),
+        savings={},
+        headers={
+            **{k: v for k, v in call.headers.items() if k != HEADER},
+            "x-spendgate-cache": "bypass",
+        },
+        cache_outcome=None,
+        started=time.perf_counter(),
+    )
 
 
 def conversation_key(call: Call) -> str | None:
@@ -608,25 +637,7 @@ class RouteStage:
         assert self.ctx.run_internal is not None and self.judge is not None
         try:
             other = self.weak if served == self.strong else self.strong
-            body = dict(call.body)
-            body["stream"] = False
-            body.pop("stream_options", None)
-            twin = replace(
-                call,
-                body=body,
-                stream=False,
-                model=other,
-                requested_model=other,
-                request_id=call.request_id + "-al",
-                decisions=Decisions([LabelOf(call.request_id), Internal("adapt_label")]),
-                savings={},
-                headers={
-                    **{k: v for k, v in call.headers.items() if k != HEADER},
-                    "x-spendgate-cache": "bypass",
-                },
-                cache_outcome=None,
-                started=time.perf_counter(),
-            )
+            twin = _twin(call, other, "-al", LabelOf(call.request_id), Internal("adapt_label"))
             twin_reply = await self.ctx.run_internal(twin)
             if twin_reply.status != 200 or not isinstance(twin_reply.body, dict):
                 return
@@ -693,26 +704,7 @@ class RouteStage:
         """Quality sampling: the same request also goes to the strong model, as an internal
         call with its own ledger event; both answers' size, hash and cost are recorded."""
         assert self.ctx.run_internal is not None
-        body = dict(call.body)
-        body["stream"] = False
-        body.pop("stream_options", None)
-        twin = replace(
-            call,
-            body=body,
-            stream=False,
-            model=self.strong,
-            requested_model=self.strong,
-            request_id=call.request_id + "-qs",
-            decisions=Decisions([SampleOf(call.request_id)]),
-            savings={},
-            # The twin must reach the strong model: no cached (possibly routed) answer.
-            headers={
-                **{k: v for k, v in call.headers.items() if k != HEADER},
-                "x-spendgate-cache": "bypass",
-            },
-            cache_outcome=None,
-            started=time.perf_counter(),
-        )
+        twin = _twin(call, self.strong, "-qs", SampleOf(call.request_id))
         sample_task = asyncio.ensure_future(self.ctx.run_internal(twin))
         sample: dict[str, Any] = {"request_id": twin.request_id, "model": self.strong}
         decision.sample = sample

@@ -240,67 +240,53 @@ class _Admin:
             media_type="application/json",
         )
 
-    async def spend(self, request: Request) -> Response:
+    def report_route(
+        self, path: str, allowed: set[str], name: str, work: Callable[[_Admin, _Params], Any]
+    ) -> Route:
+        """A GET report: its query parameters (`allowed` plus the common ones) checked, the
+        report built off the event loop, rendered in the requested format."""
+
+        async def endpoint(request: Request) -> Response:
+            return await self._run(request, allowed, name, lambda p: work(self, p))
+
+        return Route(path, endpoint)
+
+    # ---- the reports (each runs in a worker thread)
+    def spend(self, p: _Params) -> Any:
+        return reports.spend_report(self.gateway.store, p.by("feature"), p.window(), p.filters)
+
+    def unit_economics(self, p: _Params) -> Any:
+        by = p.by("feature")
+        if len(by) != 1:
+            raise GatewayError(400, "by takes exactly one dimension here", param="by")
+        month = p.raw.get("month")
+        return reports.unit_economics(self.gateway.store, self.features, month, p.filters, by=by[0])
+
+    def trends(self, p: _Params) -> Any:
+        bucket = p.raw.get("bucket", "day")
+        return reports.tier_trends(self.gateway.store, self.tiers, p.window(), p.filters, bucket)
+
+    def system_prompt(self, p: _Params) -> Any:
         store = self.gateway.store
-        return await self._run(
-            request,
-            {"by"},
-            "spend",
-            lambda p: reports.spend_report(store, p.by("feature"), p.window(), p.filters),
-        )
+        return reports.system_prompt_report(store, p.by("feature"), p.window(), p.filters)
 
-    async def unit_economics(self, request: Request) -> Response:
-        store = self.gateway.store
+    def savings(self, p: _Params) -> Any:
+        return reports.savings_report(self.gateway.store, p.by(""), p.window(), p.filters)
 
-        def work(p: _Params) -> Any:
-            by = p.by("feature")
-            if len(by) != 1:
-                raise GatewayError(400, "by takes exactly one dimension here", param="by")
-            return reports.unit_economics(
-                store, self.features, p.raw.get("month"), p.filters, by=by[0]
-            )
+    def economics(self, p: _Params) -> Any:
+        month = p.raw.get("month")
+        return reports.feature_economics(self.gateway.store, self.features, month, p.filters)
 
-        return await self._run(request, {"by", "month"}, "unit-economics", work)
 
-    async def trends(self, request: Request) -> Response:
-        store = self.gateway.store
-        return await self._run(
-            request,
-            {"bucket"},
-            "trends",
-            lambda p: reports.tier_trends(
-                store, self.tiers, p.window(), p.filters, p.raw.get("bucket", "day")
-            ),
-        )
-
-    async def system_prompt(self, request: Request) -> Response:
-        store = self.gateway.store
-        return await self._run(
-            request,
-            {"by"},
-            "system-prompt",
-            lambda p: reports.system_prompt_report(store, p.by("feature"), p.window(), p.filters),
-        )
-
-    async def savings(self, request: Request) -> Response:
-        store = self.gateway.store
-        return await self._run(
-            request,
-            {"by"},
-            "savings",
-            lambda p: reports.savings_report(store, p.by(""), p.window(), p.filters),
-        )
-
-    async def economics(self, request: Request) -> Response:
-        store = self.gateway.store
-        return await self._run(
-            request,
-            {"month"},
-            "feature-economics",
-            lambda p: reports.feature_economics(
-                store, self.features, p.raw.get("month"), p.filters
-            ),
-        )
+_REPORTS: list[tuple[str, set[str], str, Callable[[_Admin, _Params], Any]]] = [
+    ("/admin/spend", {"by"}, "spend", _Admin.spend),
+    ("/admin/unit-economics", {"by", "month"}, "unit-economics", _Admin.unit_economics),
+    ("/admin/trends", {"bucket"}, "trends", _Admin.trends),
+    ("/admin/system-prompt", {"by"}, "system-prompt", _Admin.system_prompt),
+    ("/admin/savings", {"by"}, "savings", _Admin.savings),
+    ("/admin/features/economics", {"month"}, "feature-economics", _Admin.economics),
+]
+"""(path, its own query parameters, the report's name in downloads, how to build it)."""
 
 
 class _AdminAuth:
@@ -384,12 +370,7 @@ def build_admin(gateway: AdminHost) -> Any:
     routes: list[BaseRoute] = [
         Route("/admin", admin.index),
         Route("/admin/", admin.index),
-        Route("/admin/spend", admin.spend),
-        Route("/admin/unit-economics", admin.unit_economics),
-        Route("/admin/trends", admin.trends),
-        Route("/admin/system-prompt", admin.system_prompt),
-        Route("/admin/savings", admin.savings),
-        Route("/admin/features/economics", admin.economics),
+        *(admin.report_route(*report) for report in _REPORTS),
     ]
     routes.append(Mount("/admin/budgets", routes=list(budgets_admin.routes)))
     routes.append(Mount("/admin/routing", routes=list(routing_admin.routes)))

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -38,6 +38,15 @@ from spendgate.providers.dialects import dialect_for
 from spendgate.providers.translate import TranslationError
 from spendgate.reply import Reply
 from spendgate.server.admin import build_admin
+from spendgate.server.asgi_io import (
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    request_headers,
+    send_whole,
+    too_large,
+)
 from spendgate.server.batches import BATCH_PREFIXES, serve_batch_route
 from spendgate.server.count_tokens import count_message_tokens, count_response_tokens
 from spendgate.server.openapi import openapi_document
@@ -57,12 +66,9 @@ __all__ = ["Gateway", "build_gateway"]
 
 log = logging.getLogger(__package__)  # "spendgate.server"
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 KEY_CACHE_SECONDS = 30.0
+_LIMIT_SETTING = "server.max_body_bytes"
 KEY_REVISION_POLL_SECONDS = 0.25
 """How often the key cache asks the key store whether any key was created or revoked (by the
 CLI, the admin API or another replica): the bound on how long a revoked key keeps working."""
@@ -225,7 +231,7 @@ class Gateway:
         elif method == "GET" and path == "/openapi.json":
             await _send_json(send, 200, openapi_document(self.table.models()))
         elif method == "GET" and path == "/metrics":
-            await _send(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
+            await send_whole(send, 200, self.metrics.render(), [(b"content-type", b"text/plain")])
         elif path == "/v1/messages/count_tokens":
             count = functools.partial(count_message_tokens, table=self.table, http=self.http)
             await self._serve_count(scope, receive, send, "anthropic", count)
@@ -240,9 +246,9 @@ class Gateway:
             await self.admin(scope, receive, send)
         else:
             error = GatewayError(404, f"no route for {method} {path}", code="unknown_url")
-            request_id = self.refuse_unrouted(error, _headers(scope), path)
+            request_id = self.refuse_unrouted(error, request_headers(scope), path)
             headers = [*_JSON, (b"x-spendgate-request-id", request_id.encode())]
-            await _send(send, 404, orjson.dumps(error.to_openai()), headers)
+            await send_whole(send, 404, orjson.dumps(error.to_openai()), headers)
 
     async def _health(self, send: Send) -> None:
         """200 `{"status": "ok"}` once the gateway can answer without a start-up stall;
@@ -250,7 +256,7 @@ class Gateway:
         warm = self._warm
         if warm is not None and not warm.done():
             body = {"status": "starting", "ledger": self.writer.stats()}
-            await _send(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
+            await send_whole(send, 503, orjson.dumps(body), [*_JSON, (b"retry-after", b"1")])
             return
         body = {"status": "ok", "ledger": self.writer.stats()}
         if warm is not None and warm.exception() is not None:
@@ -288,7 +294,7 @@ class Gateway:
         *,
         refusal: GatewayError | None = None,
     ) -> None:
-        headers = _headers(scope)
+        headers = request_headers(scope)
         call = Call(endpoint=endpoint, api=api, body={}, requested_model="", headers=headers)
         owner: str | None = None
         self.metrics.in_flight.inc()
@@ -419,21 +425,8 @@ class Gateway:
         limit = self.settings.server.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _too_large(limit)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise GatewayError(499, "client closed the request", code="client_closed")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
+            raise too_large(limit, _LIMIT_SETTING)
+        raw = await read_body(receive, limit, _LIMIT_SETTING)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -470,21 +463,21 @@ class Gateway:
             assert body is not None
             extra += [(k.encode(), header_value(v)) for k, v in err.headers.items()]
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
-            await _send(send, err.status, body, _JSON + extra)
+            await send_whole(send, err.status, body, _JSON + extra)
             return
         if reply.deferred:  # 202: the cost is known when its batch comes back
             extra.append((b"x-spendgate-cost-usd", b"pending"))
             extra.append((b"location", f"/v1/deferred/{(reply.body or {}).get('id')}".encode()))
         else:
             extra.append((b"x-spendgate-cost-usd", cost_header(reply.cost).encode()))
-        await _send(send, reply.status, reply.body_bytes(), _JSON + extra)
+        await send_whole(send, reply.status, reply.body_bytes(), _JSON + extra)
 
     async def _serve_count(
         self, scope: Scope, receive: Receive, send: Send, api: API, count: Callable[..., Any]
     ) -> None:
         """A token count: free, so no ledger row unless it is refused."""
         path: str = scope["path"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
         model = ""
         try:
             if scope["method"] != "POST":
@@ -506,17 +499,17 @@ class Gateway:
             out = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             out.append((b"x-spendgate-request-id", request_id.encode()))
             err = dialect_for(api).error_body(exc)
-            await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+            await send_whole(send, exc.status, orjson.dumps(err), [*_JSON, *out])
             return
         out = [(k.encode(), v.encode()) for k, v in extra.items()]
-        await _send(send, 200, orjson.dumps(payload), [*_JSON, *out])
+        await send_whole(send, 200, orjson.dumps(payload), [*_JSON, *out])
 
     async def _serve_response(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET`/`DELETE /v1/responses/{id}` and `GET …/{id}/input_items`: the caller's
         own stored Responses (another owner's id is a 404, like an unknown one)."""
         path: str = scope["path"]
         method: str = scope["method"]
-        headers = _headers(scope)
+        headers = request_headers(scope)
         rest = path.split("/responses/", 1)[1].strip("/")
         rid, _, sub = rest.partition("/")
         allowed = ("GET",) if sub == "input_items" else ("GET", "DELETE")
@@ -548,7 +541,7 @@ class Gateway:
             request_id = self.refuse_unrouted(exc, headers, path, "responses")
             extra = [(k.encode(), header_value(v)) for k, v in exc.headers.items()]
             extra.append((b"x-spendgate-request-id", request_id.encode()))
-            await _send(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
+            await send_whole(send, exc.status, orjson.dumps(exc.to_openai()), [*_JSON, *extra])
             return
         await _send_json(send, 200, payload)
 
@@ -615,31 +608,8 @@ def header_value(text: str) -> bytes:
     return quote(text, safe=" !#$&'()*+,/:;=?@[]~").encode()
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"Request body too large: the limit is {limit} bytes (server.max_body_bytes).",
-        code="request_too_large",
-    )
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _send_json(send: Send, status: int, payload: Any) -> None:
-    await _send(send, status, orjson.dumps(payload), _JSON)
+    await send_whole(send, status, orjson.dumps(payload), _JSON)
 
 
 async def _stream(

@@ -13,7 +13,6 @@ refusal); what a batch costs is recorded line by line when it ends.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -24,6 +23,7 @@ from spendgate.call import Endpoint, Tags
 from spendgate.config import Settings
 from spendgate.errors import GatewayError
 from spendgate.keys import KeyRecord
+from spendgate.server.asgi_io import Receive, Scope, Send, read_body, request_headers, send_whole
 from spendgate.server.tags import read_tags
 from spendgate.stages import StageContext
 from spendgate.state import owner_of
@@ -52,33 +52,12 @@ class BatchHost(Protocol):
     ) -> str: ...
 
 
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
 BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/v1/messages/batches", "/v1/deferred/")
 _JSON = [(b"content-type", b"application/json")]
 
 
 def _not_found(method: str, path: str) -> GatewayError:
     return GatewayError(404, f"no route for {method} {path}", code="unknown_url")
-
-
-async def _read(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(499, "client closed the request", code="client_closed")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"Request body too large: the limit is {limit} bytes.",
-                               code="request_too_large")  # fmt: skip
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _json(raw: bytes) -> dict[str, Any]:
@@ -101,7 +80,7 @@ def _base_url(scope: Scope, headers: dict[str, str]) -> str:
 async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send: Send) -> None:
     path: str = scope["path"].rstrip("/")
     method: str = scope["method"]
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    headers = request_headers(scope)
     anthropic = path.startswith("/v1/messages/")
     endpoint = "files" if path.startswith("/v1/files") else "batches"
     try:
@@ -112,7 +91,7 @@ async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send:
         raw = b""
         if method == "POST":
             limit = max(gw.settings.server.max_body_bytes, gw.batches.config.max_file_bytes)
-            raw = await _read(receive, limit)
+            raw = await read_body(receive, limit)
             if path != "/v1/files":
                 body = _json(raw)
         tags = read_tags(headers, body, defaults, may_set_tenant=may_set_tenant)
@@ -124,10 +103,10 @@ async def serve_batch_route(gw: BatchHost, scope: Scope, receive: Receive, send:
         out = [(k.encode(), v.encode()) for k, v in exc.headers.items()]
         out.append((b"x-spendgate-request-id", request_id.encode()))
         err = exc.to_anthropic() if anthropic else exc.to_openai()
-        await _send(send, exc.status, orjson.dumps(err), [*_JSON, *out])
+        await send_whole(send, exc.status, orjson.dumps(err), [*_JSON, *out])
         return
     data = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    await _send(send, status, data, [(b"content-type", ctype), *extra])
+    await send_whole(send, status, data, [(b"content-type", ctype), *extra])
 
 
 async def _route(
@@ -208,14 +187,3 @@ def _results_url(obj: dict[str, Any], base: str) -> dict[str, Any]:
     if obj.get("results_url"):
         return {**obj, "results_url": f"{base}/v1/messages/batches/{obj['id']}/results"}
     return obj
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

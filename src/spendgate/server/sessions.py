@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from spendgate.keys import sqlite_path
+from spendgate.sqlite_files import connect_sqlite, sqlite_path
 
 __all__ = ["SESSION_SECONDS", "Session", "SessionStore"]
 
@@ -59,10 +57,7 @@ class Session:
 
 class SessionStore:
     def __init__(self, url: str, *, lifetime: float = SESSION_SECONDS) -> None:
-        path = sqlite_path(url)
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db = connect_sqlite(sqlite_path(url))
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()

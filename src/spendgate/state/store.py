@@ -14,7 +14,6 @@ Calls are synchronous and short; the async callers run them in a worker thread.
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+
+from spendgate.sqlite_files import connect_sqlite
 
 __all__ = ["Record", "StateStore", "open_state", "owner_of", "state_url"]
 
@@ -86,9 +87,7 @@ class _SQLite:
     marker = "?"
 
     def __init__(self, path: str) -> None:
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.conn = connect_sqlite(path)
         self.conn.execute("PRAGMA busy_timeout = 5000")
         if path != ":memory:":
             self.conn.execute("PRAGMA journal_mode = WAL")

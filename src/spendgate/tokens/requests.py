@@ -226,22 +226,21 @@ def iter_anthropic_prompt(model: str, body: dict[str, Any]) -> Iterator[tuple[in
     )
     for tool in tools:
         yield _anthropic_tool(model, tool), tool
-    system = body.get("system")
-    if isinstance(system, str):
-        yield count_text(model, system), {"type": "text", "text": system}
-    elif isinstance(system, list):
-        for block in system:
-            yield _anthropic_block(model, block), block
+    yield from _anthropic_content(model, body.get("system"))
     for index, message in enumerate(body.get("messages") or ()):
         if not isinstance(message, dict):
             continue
         yield (_CLAUDE_TURN if index else 0), {"role": message.get("role")}
-        content = message.get("content")
-        if isinstance(content, str):
-            yield count_text(model, content), {"type": "text", "text": content}
-        elif isinstance(content, list):
-            for block in content:
-                yield _anthropic_block(model, block), block
+        yield from _anthropic_content(model, message.get("content"))
+
+
+def _anthropic_content(model: str, content: Any) -> Iterator[tuple[int, Any]]:
+    """The pieces of a `system` or message `content`: a string is one text block."""
+    if isinstance(content, str):
+        yield count_text(model, content), {"type": "text", "text": content}
+    elif isinstance(content, list):
+        for block in content:
+            yield _anthropic_block(model, block), block
 
 
 def count_anthropic_request(model: str, body: dict[str, Any]) -> int:

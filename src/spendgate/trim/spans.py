@@ -27,8 +27,16 @@ from spendgate.providers.dialects import dialect_for
 from spendgate.tokens import claude_version, count_text, family
 from spendgate.tokens.encoders import CLAUDE_RATIO_V3, CLAUDE_RATIO_V47
 from spendgate.trim.compress import compress_text
+from spendgate.trim.config import CompressConfig
 
-__all__ = ["MARK", "SpanReport", "compress_body", "compression_counter", "strip_marks"]
+__all__ = [
+    "MARK",
+    "SpanReport",
+    "compress_as_configured",
+    "compress_body",
+    "compression_counter",
+    "strip_marks",
+]
 
 MARK = re.compile(
     r"<compress(?:\s+ratio\s*=\s*[\"']?(?P<ratio>[0-9.]+)[\"']?)?\s*>(?P<body>.*?)</compress>",
@@ -81,23 +89,17 @@ class _Where:
 Count = Callable[[str], int]
 
 
+@dataclass
 class _Rewriter:
-    def __init__(
-        self,
-        ratio: float,
-        min_tokens: int,
-        roles: set[str],
-        count: Count,
-        allow_system: bool,
-        allow_cached: bool,
-    ) -> None:
-        self.ratio = ratio
-        self.min_tokens = min_tokens
-        self.roles = roles
-        self.count = count
-        self.allow_system = allow_system
-        self.allow_cached = allow_cached
-        self.report = SpanReport()
+    """One body's compression settings, and the report of what it compressed."""
+
+    ratio: float
+    min_tokens: int
+    roles: set[str]
+    count: Count
+    allow_system: bool
+    allow_cached: bool
+    report: SpanReport = field(default_factory=SpanReport)
 
     def _compress(self, text: str, question: str, ratio: float, where: _Where) -> str:
         res = compress_text(text, question or None, ratio, self.count)
@@ -212,6 +214,16 @@ def _is_anthropic_tool_results(msg: dict[str, Any]) -> bool:
         and bool(content)
         and all(isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
     )
+
+
+def compress_as_configured(
+    body: dict[str, Any], api: str, cc: CompressConfig, count: Count
+) -> tuple[dict[str, Any], SpanReport]:
+    """`compress_body` with a feature's `trim.compress` settings: what the trim stage does
+    to a live call, and what the what-if simulator replays."""
+    return compress_body(body, api, ratio=cc.ratio, min_tokens=cc.min_tokens,
+                         roles=list(cc.roles), count=count, system=cc.system,
+                         cached_prefix=cc.cached_prefix)  # fmt: skip
 
 
 def compress_body(

@@ -30,7 +30,7 @@ from spendgate.trim.compress import warm_up
 from spendgate.trim.config import TrimConfig
 from spendgate.trim.history import INTERNAL_HEADER, HistoryWindow, SummaryError, transcript
 from spendgate.trim.output import TRUNCATED, OutputLimiter
-from spendgate.trim.spans import MARK, compress_body, compression_counter, strip_marks
+from spendgate.trim.spans import MARK, compress_as_configured, compression_counter, strip_marks
 from spendgate.trim.sysprompt import fingerprint, system_text
 
 __all__ = ["TrimDecision", "TrimStage", "build"]
@@ -103,15 +103,7 @@ class TrimStage:
             counter, estimated = compression_counter(call.model, cc.exact_counts)
             # Off the event loop: a 100k-token tool output takes ~150 ms of CPU.
             new, report = await asyncio.to_thread(
-                compress_body,
-                body,
-                call.api,
-                ratio=cc.ratio,
-                min_tokens=cc.min_tokens,
-                roles=list(cc.roles),
-                count=counter,
-                system=cc.system,
-                cached_prefix=cc.cached_prefix,
+                compress_as_configured, body, call.api, cc, counter
             )
             if report.spans:
                 decision.compress = {
