@@ -145,9 +145,11 @@ def _bar(share: float | None, width: int = 20) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     c = summary["comparison"]
+    # The bundled sample was written for this project; only the shared arena data is real.
+    kind = "sample" if str(summary["source"]).startswith("bundled") else "real"
     lines = [
         "",
-        f"spendgate demo — {summary['calls']} calls of {summary['prompts']} real prompts, "
+        f"spendgate demo — {summary['calls']} calls of {summary['prompts']} {kind} prompts, "
         f"twice through the gateway",
         f"  traffic: {summary['source']}",
         "  shape: FAQ repeats 30 % word for word and 15 % retyped; 40 % of support chats are "
