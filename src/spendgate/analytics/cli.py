@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
 
-from spendgate.cli_support import choice_option
+from spendgate.cli_support import choice_option, json_option
 
 if TYPE_CHECKING:
     from spendgate.analytics.finetune import FineTuneCase, Prices
     from spendgate.pricing import PriceCatalog
 
 __all__ = ["analyze", "commands", "finetune_cmd", "recommend_cmd", "simulate"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _decimal(value: str, name: str) -> Decimal:
@@ -84,6 +87,12 @@ def _policy(raw: Any, factory: Any) -> Any:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
 
 
+def _fraction(name: str, default: str, help: str | None = None) -> Callable[[F], F]:
+    """A share or ratio of the simulation, kept as text (exact `Decimal` via `_decimal`),
+    its default shown in `--help`."""
+    return click.option(name, default=default, show_default=True, help=help)
+
+
 @click.command()
 @click.argument("traffic", required=False)
 @click.option(
@@ -103,22 +112,16 @@ def _policy(raw: Any, factory: Any) -> Any:
 )
 @click.option("--calls-per-day", default=None, help="Rates mode: calls per day.")
 @click.option("--cost-per-call", default=None, help="Rates mode: USD per call today.")
-@click.option("--cacheable", default="0.30", show_default=True)
-@click.option("--simple", default="0.40", show_default=True)
-@click.option(
+@_fraction("--cacheable", "0.30")
+@_fraction("--simple", "0.40")
+@_fraction(
     "--cheap-ratio",
-    default="0.0333",
-    show_default=True,
-    help="Routed call cost ÷ frontier call cost (a model 30× cheaper = 0.0333).",
+    "0.0333",
+    "Routed call cost ÷ frontier call cost (a model 30× cheaper = 0.0333).",
 )
-@click.option("--prompt-excess", default="0.20", show_default=True)
-@click.option(
-    "--input-share",
-    default="0.50",
-    show_default=True,
-    help="Share of a call's cost that is input tokens.",
-)
-@click.option("--json", "as_json", is_flag=True)
+@_fraction("--prompt-excess", "0.20")
+@_fraction("--input-share", "0.50", "Share of a call's cost that is input tokens.")
+@json_option()
 def simulate(
     traffic: str | None,
     policy_path: str | None,
@@ -192,7 +195,7 @@ def simulate(
 
 @click.command("recommend")
 @click.option("--ledger", "ledger_url", default="sqlite:///spendgate.db", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def recommend_cmd(ledger_url: str, as_json: bool) -> None:
     """Ranked optimizations for this ledger, with evidence and the config to turn each on."""
     from spendgate.analytics.recommend import recommend
@@ -243,7 +246,7 @@ def analyze() -> None:
 @click.option("--output-tokens", default=None, help="Average output tokens per call (stated).")
 @click.option("--current-model", default=None, help="Label of the current model (stated mix).")
 @click.option("--ledger", "ledger_url", default="sqlite:///spendgate.db", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def finetune_cmd(
     feature: str,
     tuned_model: str,
