@@ -15,7 +15,7 @@ import yaml
 from spendgate.cli_support import choice_option, json_option
 
 if TYPE_CHECKING:
-    from spendgate.analytics.finetune import FineTuneCase, Prices
+    from spendgate.analytics.finetune import FineTune, FineTuneCase, Prices
     from spendgate.pricing import PriceCatalog
 
 __all__ = ["analyze", "commands", "finetune_cmd", "recommend_cmd", "simulate"]
@@ -271,7 +271,7 @@ def finetune_cmd(
     --calls-per-month/--input-tokens/--output-tokens), prices the calls on the current
     model (the catalog, or --current-price-in/out) and on the fine-tuned one, and prints
     the break-even monthly volume and the payback time of the training cost."""
-    from spendgate.analytics.finetune import Prices, catalog_prices
+    from spendgate.analytics.finetune import FineTune, Prices, catalog_prices
     from spendgate.pricing import PriceCatalog
 
     if months < 1:
@@ -289,18 +289,18 @@ def finetune_cmd(
     if tuned is None:
         raise click.UsageError(f"no catalog price for {tuned_model!r}: give --price-in")
     current = prices(current_price_in, current_price_out, "--current-price")
-    terms: dict[str, Any] = {
-        "tuned_model": tuned_model,
-        "tuned": tuned,
-        "training_cost": _decimal(training_cost, "--training-cost"),
-        "hosting_per_month": _decimal(hosting, "--hosting"),
-        "amortize_months": months,
-    }
+    offer = FineTune(
+        model=tuned_model,
+        prices=tuned,
+        training_cost=_decimal(training_cost, "--training-cost"),
+        hosting_per_month=_decimal(hosting, "--hosting"),
+        amortize_months=months,
+    )
     stated = (calls_per_month, input_tokens, output_tokens)
     if any(v is not None for v in stated):
-        case = _stated_case(feature, stated, current, current_model, catalog, terms)
+        case = _stated_case(feature, stated, current, current_model, catalog, offer)
     else:
-        case = _ledger_case(feature, ledger_url, current, catalog, terms)
+        case = _ledger_case(feature, ledger_url, current, catalog, offer)
     d = case.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -317,7 +317,7 @@ def _stated_case(
     current: Prices | None,
     current_model: str | None,
     catalog: PriceCatalog,
-    terms: dict[str, Any],
+    offer: FineTune,
 ) -> FineTuneCase:
     """The break-even of a traffic mix given on the command line."""
     from spendgate.analytics.finetune import break_even, catalog_prices
@@ -337,9 +337,9 @@ def _stated_case(
         input_tokens=_decimal(tokens_in, "--input-tokens"),
         output_tokens=_decimal(tokens_out, "--output-tokens"),
         current=current,
+        tuned=offer,
         feature=feature,
         current_model=label,
-        **terms,
     )
 
 
@@ -348,7 +348,7 @@ def _ledger_case(
     ledger_url: str,
     current: Prices | None,
     catalog: PriceCatalog,
-    terms: dict[str, Any],
+    offer: FineTune,
 ) -> FineTuneCase:
     """The break-even of the feature's logged traffic."""
     from spendgate.analytics.finetune import for_feature
@@ -356,7 +356,7 @@ def _ledger_case(
 
     try:
         return for_feature(
-            load_traffic(ledger_url), feature, current=current, catalog=catalog, **terms
+            load_traffic(ledger_url), feature, offer, current=current, catalog=catalog
         )
     except (ValueError, FileNotFoundError) as exc:
         click.echo(f"spendgate: {exc}", err=True)
