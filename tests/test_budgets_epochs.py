@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from spendgate.budgets.redis_store import RedisStore
-from spendgate.budgets.store import Counter, StoreUnavailable
+from spendgate.budgets.store import Counter, Settlement, StoreUnavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import faultkit
@@ -40,8 +40,8 @@ async def test_settlement_retries_count_once(redis: faultkit.RedisServer) -> Non
     assert await store.settle("a", [c], [25]) == [(0, 25)]
     assert await store.settle("a", [c], [25]) == [(25, 25)]  # the retry: nothing added
     # admitted while Redis was away: never reserved there, applied once
-    assert await store.settle("b", [c], [10], once=True) == [(25, 35)]
-    assert await store.settle("b", [c], [10], once=True) == [(35, 35)]
+    assert await store.settle("b", [c], [10], Settlement(once=True)) == [(25, 35)]
+    assert await store.settle("b", [c], [10], Settlement(once=True)) == [(35, 35)]
     [state] = await store.read(["k"])
     assert (state.spent, state.reserved) == (35, 0)
     await store.aclose()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from spendgate.analytics.finetune import Prices, break_even, for_feature
+from spendgate.analytics.finetune import FineTune, Prices, break_even, for_feature
 from spendgate.analytics.recommend import recommend
 from spendgate.analytics.simulate import TrafficRecord
 from spendgate.cli import main
@@ -132,10 +132,12 @@ def test_seed_finetune_example() -> None:
         input_tokens=Decimal(50),
         output_tokens=Decimal(50),
         current=Prices.per_1k(Decimal("0.030")),
-        tuned=Prices.per_1k(Decimal("0.008")),
-        training_cost=Decimal(5_000),
+        tuned=FineTune(
+            prices=Prices.per_1k(Decimal("0.008")),
+            training_cost=Decimal(5_000),
+            model="ft:gpt-3.5-turbo",
+        ),
         current_model="gpt-4o",
-        tuned_model="ft:gpt-3.5-turbo",
     )
     # 100 tokens at $0.030/1K = $0.003 a call (the seed's chatbot call); tuned $0.0008.
     assert case.current_cost_per_call == Decimal("0.003")
@@ -150,14 +152,14 @@ def test_seed_finetune_example() -> None:
     # Below break-even it does not pay; with no per-call saving there is no break-even.
     small = break_even(
         calls_per_month=Decimal(100_000), input_tokens=Decimal(50), output_tokens=Decimal(50),
-        current=Prices.per_1k(Decimal("0.030")), tuned=Prices.per_1k(Decimal("0.008")),
-        training_cost=Decimal(5_000),
+        current=Prices.per_1k(Decimal("0.030")),
+        tuned=FineTune(prices=Prices.per_1k(Decimal("0.008")), training_cost=Decimal(5_000)),
     )  # fmt: skip
     assert not small.pays
     worse = break_even(
         calls_per_month=Decimal(1), input_tokens=Decimal(1), output_tokens=Decimal(1),
-        current=Prices.per_1k(Decimal("0.001")), tuned=Prices.per_1k(Decimal("0.002")),
-        training_cost=Decimal(1),
+        current=Prices.per_1k(Decimal("0.001")),
+        tuned=FineTune(prices=Prices.per_1k(Decimal("0.002")), training_cost=Decimal(1)),
     )  # fmt: skip
     assert worse.break_even_calls_per_month is None and worse.payback_months is None
 
@@ -166,18 +168,21 @@ def test_finetune_for_a_logged_feature() -> None:
     case = for_feature(
         _traffic(),
         "support",
-        tuned_model="ft:gpt-4o-mini",
-        tuned=Prices.per_1m(Decimal("0.30"), Decimal("1.20")),
-        training_cost=Decimal(50),
+        FineTune(
+            prices=Prices.per_1m(Decimal("0.30"), Decimal("1.20")),
+            training_cost=Decimal(50),
+            model="ft:gpt-4o-mini",
+        ),
     )
     assert case.current_model == "gpt-4o"
     # 261 calls within one day (a span under a day counts as one) → × 30.
     assert case.calls_per_month == Decimal(261 * 30)  # the support rows only
     with pytest.raises(ValueError, match="no calls"):
         for_feature(
-            _traffic(), "nope", tuned_model="x", tuned=Prices.per_1m(Decimal(1)),
-            training_cost=Decimal(1),
-        )  # fmt: skip
+            _traffic(),
+            "nope",
+            FineTune(prices=Prices.per_1m(Decimal(1)), training_cost=Decimal(1), model="x"),
+        )
 
 
 def test_analyze_finetune_cli(tmp_path: Path) -> None:

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from spendgate.cli_support import fail, settings_for
+from spendgate.cli_support import (
+    config_option,
+    fail,
+    json_option,
+    ledger_option,
+    settings_for,
+    window_options,
+)
 from spendgate.config import ConfigError, load_settings, simulated_settings
 from spendgate.keys import KeyStore
 
@@ -30,7 +37,7 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings.")
+@config_option(help="YAML settings.")
 @click.option("--host", default=None, help="Bind address (default from config: 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default from config: 8787).")
 @click.option(
@@ -79,7 +86,7 @@ def serve(
 
 @main.command()
 @click.option("--serve", "keep_serving", is_flag=True, help="Keep the gateway up afterwards.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option(help="Print the summary as JSON.")
 @click.option("--limit", type=int, default=None, help="Replay at most this many prompts.")
 @click.option("--concurrency", type=int, default=16, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the two ledgers (a temp dir) afterwards.")
@@ -100,12 +107,11 @@ def demo(
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
+@config_option()
+@ledger_option()
 @click.option("--by", default="feature", show_default=True, help="Comma-separated dimensions.")
-@click.option("--since", default=None, help="ISO date/time or relative (7d, 24h).")
-@click.option("--until", default=None)
-@click.option("--json", "as_json", is_flag=True)
+@window_options
+@json_option()
 @click.option("--csv", "as_csv", is_flag=True)
 @click.option("--savings", is_flag=True, help="Savings by technique instead of spend.")
 def report(
@@ -177,9 +183,8 @@ def _savings_report(url: str, by: str, since: str | None, until: str | None, as_
     default=None,
     help="default, flex, priority or batch (else the tier the usage JSON names).",
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="Use this config's pricing.overrides file too.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@config_option(help="Use this config's pricing.overrides file too.")
+@json_option()
 def price(
     model: str,
     usage_json: str,
@@ -213,15 +218,10 @@ def prices() -> None:
 
 
 @prices.command("check")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="Also check the models this config serves and its pricing.overrides.",
-)
+@config_option(help="Also check the models this config serves and its pricing.overrides.")
 @click.option("--max-age-days", type=int, default=90, show_default=True)
 @click.option("--strict", is_flag=True, help="Exit 1 when anything is flagged (for CI).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def prices_check(config_path: str | None, max_age_days: int, strict: bool, as_json: bool) -> None:
     """List stale price entries, moved aliases and unpriced served models."""
     from datetime import UTC, datetime
@@ -253,7 +253,7 @@ def _key_store(config_path: str | None) -> KeyStore:
 
 
 @keys.command("create")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@config_option()
 @click.option("--team", default=None)
 @click.option("--name", default=None)
 @click.option("--feature", default=None)
@@ -307,8 +307,8 @@ def keys_create(
 
 
 @keys.command("list")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@config_option()
+@json_option()
 def keys_list(config_path: str | None, as_json: bool) -> None:
     records = _key_store(config_path).list()
     if as_json:
@@ -323,7 +323,7 @@ def keys_list(config_path: str | None, as_json: bool) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
+@config_option()
 def keys_revoke(key_id: str, config_path: str | None) -> None:
     if not _key_store(config_path).revoke(key_id):
         fail(f"no active key with id {key_id}")

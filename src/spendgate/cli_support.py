@@ -15,7 +15,15 @@ import click
 
 from spendgate.config import ConfigError, Settings, load_settings
 
-__all__ = ["choice_option", "fail", "settings_for"]
+__all__ = [
+    "choice_option",
+    "config_option",
+    "fail",
+    "json_option",
+    "ledger_option",
+    "settings_for",
+    "window_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,3 +53,26 @@ def choice_option(
     return click.option(
         *decls, type=click.Choice(list(choices)), default=default, show_default=True, help=help
     )
+
+
+def config_option(help: str | None = None) -> Callable[[F], F]:
+    """`--config PATH` (as `config_path`): the settings file, read with `settings_for`."""
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), help=help)
+
+
+def ledger_option() -> Callable[[F], F]:
+    """`--ledger URL` (as `ledger_url`): the ledger to read, else the one the settings name."""
+    return click.option(
+        "--ledger", "ledger_url", default=None, help="Ledger URL (default from config)."
+    )
+
+
+def json_option(help: str | None = None) -> Callable[[F], F]:
+    """`--json` (as `as_json`): print the result as JSON instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def window_options(f: F) -> F:
+    """`--since` and `--until`: the time window a report covers."""
+    f = click.option("--until", default=None)(f)
+    return click.option("--since", default=None, help="ISO date/time or relative (7d, 24h).")(f)

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +32,7 @@ from spendgate.providers.base import Deployment
 from spendgate.routing.config import RoutingConfig
 from spendgate.state.config import ResponsesConfig
 from spendgate.trim.config import TrimConfig
+from spendgate.yamlfile import load_yaml
 
 __all__ = [
     "ConfigError",
@@ -376,14 +376,11 @@ def parse_settings(data: Any) -> Settings:
 
 def load_settings(path: str | Path) -> Settings:
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+    data = load_yaml(
+        p,
+        unreadable=lambda exc: ConfigError(f"cannot read config file {p}: {exc.strerror}"),
+        invalid=lambda exc: ConfigError(f"{p} is not valid YAML: {exc}"),
+    )
     return parse_settings(data)
 
 

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import yaml
 
-from spendgate.cli_support import choice_option
+from spendgate.cli_support import choice_option, json_option
 
 if TYPE_CHECKING:
-    from spendgate.analytics.finetune import FineTuneCase, Prices
+    from spendgate.analytics.finetune import FineTune, FineTuneCase, Prices
     from spendgate.pricing import PriceCatalog
 
 __all__ = ["analyze", "commands", "finetune_cmd", "recommend_cmd", "simulate"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _decimal(value: str, name: str) -> Decimal:
@@ -84,6 +87,12 @@ def _policy(raw: Any, factory: Any) -> Any:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
 
 
+def _fraction(name: str, default: str, help: str | None = None) -> Callable[[F], F]:
+    """A share or ratio of the simulation, kept as text (exact `Decimal` via `_decimal`),
+    its default shown in `--help`."""
+    return click.option(name, default=default, show_default=True, help=help)
+
+
 @click.command()
 @click.argument("traffic", required=False)
 @click.option(
@@ -103,22 +112,16 @@ def _policy(raw: Any, factory: Any) -> Any:
 )
 @click.option("--calls-per-day", default=None, help="Rates mode: calls per day.")
 @click.option("--cost-per-call", default=None, help="Rates mode: USD per call today.")
-@click.option("--cacheable", default="0.30", show_default=True)
-@click.option("--simple", default="0.40", show_default=True)
-@click.option(
+@_fraction("--cacheable", "0.30")
+@_fraction("--simple", "0.40")
+@_fraction(
     "--cheap-ratio",
-    default="0.0333",
-    show_default=True,
-    help="Routed call cost ÷ frontier call cost (a model 30× cheaper = 0.0333).",
+    "0.0333",
+    "Routed call cost ÷ frontier call cost (a model 30× cheaper = 0.0333).",
 )
-@click.option("--prompt-excess", default="0.20", show_default=True)
-@click.option(
-    "--input-share",
-    default="0.50",
-    show_default=True,
-    help="Share of a call's cost that is input tokens.",
-)
-@click.option("--json", "as_json", is_flag=True)
+@_fraction("--prompt-excess", "0.20")
+@_fraction("--input-share", "0.50", "Share of a call's cost that is input tokens.")
+@json_option()
 def simulate(
     traffic: str | None,
     policy_path: str | None,
@@ -192,7 +195,7 @@ def simulate(
 
 @click.command("recommend")
 @click.option("--ledger", "ledger_url", default="sqlite:///spendgate.db", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def recommend_cmd(ledger_url: str, as_json: bool) -> None:
     """Ranked optimizations for this ledger, with evidence and the config to turn each on."""
     from spendgate.analytics.recommend import recommend
@@ -243,7 +246,7 @@ def analyze() -> None:
 @click.option("--output-tokens", default=None, help="Average output tokens per call (stated).")
 @click.option("--current-model", default=None, help="Label of the current model (stated mix).")
 @click.option("--ledger", "ledger_url", default="sqlite:///spendgate.db", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def finetune_cmd(
     feature: str,
     tuned_model: str,
@@ -268,7 +271,7 @@ def finetune_cmd(
     --calls-per-month/--input-tokens/--output-tokens), prices the calls on the current
     model (the catalog, or --current-price-in/out) and on the fine-tuned one, and prints
     the break-even monthly volume and the payback time of the training cost."""
-    from spendgate.analytics.finetune import Prices, catalog_prices
+    from spendgate.analytics.finetune import FineTune, Prices, catalog_prices
     from spendgate.pricing import PriceCatalog
 
     if months < 1:
@@ -286,18 +289,18 @@ def finetune_cmd(
     if tuned is None:
         raise click.UsageError(f"no catalog price for {tuned_model!r}: give --price-in")
     current = prices(current_price_in, current_price_out, "--current-price")
-    terms: dict[str, Any] = {
-        "tuned_model": tuned_model,
-        "tuned": tuned,
-        "training_cost": _decimal(training_cost, "--training-cost"),
-        "hosting_per_month": _decimal(hosting, "--hosting"),
-        "amortize_months": months,
-    }
+    offer = FineTune(
+        model=tuned_model,
+        prices=tuned,
+        training_cost=_decimal(training_cost, "--training-cost"),
+        hosting_per_month=_decimal(hosting, "--hosting"),
+        amortize_months=months,
+    )
     stated = (calls_per_month, input_tokens, output_tokens)
     if any(v is not None for v in stated):
-        case = _stated_case(feature, stated, current, current_model, catalog, terms)
+        case = _stated_case(feature, stated, current, current_model, catalog, offer)
     else:
-        case = _ledger_case(feature, ledger_url, current, catalog, terms)
+        case = _ledger_case(feature, ledger_url, current, catalog, offer)
     d = case.as_dict()
     if as_json:
         click.echo(json.dumps(d, indent=2))
@@ -314,7 +317,7 @@ def _stated_case(
     current: Prices | None,
     current_model: str | None,
     catalog: PriceCatalog,
-    terms: dict[str, Any],
+    offer: FineTune,
 ) -> FineTuneCase:
     """The break-even of a traffic mix given on the command line."""
     from spendgate.analytics.finetune import break_even, catalog_prices
@@ -334,9 +337,9 @@ def _stated_case(
         input_tokens=_decimal(tokens_in, "--input-tokens"),
         output_tokens=_decimal(tokens_out, "--output-tokens"),
         current=current,
+        tuned=offer,
         feature=feature,
         current_model=label,
-        **terms,
     )
 
 
@@ -345,7 +348,7 @@ def _ledger_case(
     ledger_url: str,
     current: Prices | None,
     catalog: PriceCatalog,
-    terms: dict[str, Any],
+    offer: FineTune,
 ) -> FineTuneCase:
     """The break-even of the feature's logged traffic."""
     from spendgate.analytics.finetune import for_feature
@@ -353,7 +356,7 @@ def _ledger_case(
 
     try:
         return for_feature(
-            load_traffic(ledger_url), feature, current=current, catalog=catalog, **terms
+            load_traffic(ledger_url), feature, offer, current=current, catalog=catalog
         )
     except (ValueError, FileNotFoundError) as exc:
         click.echo(f"spendgate: {exc}", err=True)

@@ -30,6 +30,7 @@ from spendgate.pricing import PriceCatalog
 
 __all__ = [
     "DEFAULT_TUNED",
+    "FineTune",
     "FineTuneCase",
     "Prices",
     "break_even",
@@ -67,6 +68,20 @@ DEFAULT_TUNED: dict[str, Any] = {
 }
 """OpenAI's published fine-tuned gpt-4o-mini prices (inference $0.30/$1.20 per 1M tokens,
 training $3 per 1M training tokens): the candidate the recommendations price."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FineTune:
+    """The fine-tuned model on offer: its prices per call and what it costs to have, the
+    terms every break-even of it shares (one value, not the same five keywords)."""
+
+    prices: Prices
+    training_cost: Decimal
+    """One-off, USD; amortized over `amortize_months`."""
+    model: str = "fine-tuned"
+    """A label for reports."""
+    hosting_per_month: Decimal = Decimal(0)
+    amortize_months: int = 12
 
 
 @dataclass
@@ -184,28 +199,24 @@ def break_even(
     input_tokens: Decimal,
     output_tokens: Decimal,
     current: Prices,
-    tuned: Prices,
-    training_cost: Decimal,
-    hosting_per_month: Decimal = Decimal(0),
-    amortize_months: int = 12,
+    tuned: FineTune,
     feature: str = "(none)",
     current_model: str = "current",
-    tuned_model: str = "fine-tuned",
 ) -> FineTuneCase:
-    if amortize_months < 1:
+    if tuned.amortize_months < 1:
         raise ValueError("amortize_months must be at least 1")
     return FineTuneCase(
         feature=feature,
         current_model=current_model,
-        tuned_model=tuned_model,
+        tuned_model=tuned.model,
         calls_per_month=calls_per_month,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         current_cost_per_call=current.call(input_tokens, output_tokens),
-        tuned_cost_per_call=tuned.call(input_tokens, output_tokens),
-        training_cost=training_cost,
-        hosting_per_month=hosting_per_month,
-        amortize_months=amortize_months,
+        tuned_cost_per_call=tuned.prices.call(input_tokens, output_tokens),
+        training_cost=tuned.training_cost,
+        hosting_per_month=tuned.hosting_per_month,
+        amortize_months=tuned.amortize_months,
     )
 
 
@@ -255,12 +266,8 @@ def catalog_prices(catalog: PriceCatalog, model: str) -> Prices | None:
 def for_feature(
     records: Sequence[TrafficRecord],
     feature: str,
+    tuned: FineTune,
     *,
-    tuned_model: str,
-    tuned: Prices,
-    training_cost: Decimal,
-    hosting_per_month: Decimal = Decimal(0),
-    amortize_months: int = 12,
     current: Prices | None = None,
     catalog: PriceCatalog | None = None,
 ) -> FineTuneCase:
@@ -276,10 +283,6 @@ def for_feature(
         output_tokens=mix.output_tokens,
         current=current,
         tuned=tuned,
-        training_cost=training_cost,
-        hosting_per_month=hosting_per_month,
-        amortize_months=amortize_months,
         feature=feature,
         current_model=mix.model,
-        tuned_model=tuned_model,
     )

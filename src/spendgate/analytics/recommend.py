@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from spendgate.analytics.finetune import DEFAULT_TUNED, break_even, catalog_prices
+from spendgate.analytics.finetune import DEFAULT_TUNED, FineTune, break_even, catalog_prices
 from spendgate.analytics.simulate import (
     DAYS_PER_MONTH,
     Policy,
@@ -581,11 +581,9 @@ def _finetune(
         input_tokens=avg_in,
         output_tokens=avg_out,
         current=current,
-        tuned=tuned,
-        training_cost=training,
+        tuned=FineTune(prices=tuned, training_cost=training, model=DEFAULT_TUNED["model"]),
         feature=feature,
         current_model=model,
-        tuned_model=DEFAULT_TUNED["model"],
     )
     pay = case.payback_months
     if not case.pays or pay is None or pay > FINETUNE_MAX_PAYBACK_MONTHS:

@@ -28,7 +28,13 @@ from spendgate.budgets.decision import BudgetDecision
 from spendgate.budgets.definitions import DefinitionStore
 from spendgate.budgets.outbox import Outbox, Pending
 from spendgate.budgets.periods import Period, human_delay, period_at
-from spendgate.budgets.store import Counter, CounterStore, MemoryStore, StoreUnavailable
+from spendgate.budgets.store import (
+    Counter,
+    CounterStore,
+    MemoryStore,
+    Settlement,
+    StoreUnavailable,
+)
 from spendgate.call import Call, Usage, from_nanos, to_nanos
 from spendgate.errors import GatewayError
 from spendgate.pricing import Pricer, normalize_tier
@@ -635,9 +641,8 @@ class BudgetManager:
                     self._local[c.key] = self._local.get(c.key, 0) + amount - c.amount
         pending = Pending(adm.lease, adm.received_at, adm.once, adm.counters, actual)
         try:  # settlements commute (and are idempotent): no need to wait behind the outbox
-            spent = await self.counters.settle(
-                adm.lease, adm.counters, actual, received_at=adm.received_at, once=adm.once
-            )
+            how = Settlement(received_at=adm.received_at, once=adm.once)
+            spent = await self.counters.settle(adm.lease, adm.counters, actual, how)
         except StoreUnavailable as exc:
             self._to_outbox(pending, str(exc))
             adm.decision["settle_error"] = str(exc)[:200]
@@ -747,10 +752,8 @@ class BudgetManager:
 
     async def _drain_pass(self) -> None:
         for item in self.outbox.peek(200):
-            spent = await self.counters.settle(
-                item.lease, item.counters, item.actual,
-                received_at=item.received_at, once=item.once, finished=True,
-            )  # fmt: skip
+            how = Settlement(received_at=item.received_at, once=item.once, finished=True)
+            spent = await self.counters.settle(item.lease, item.counters, item.actual, how)
             self.outbox.done(item)
             self.fault_stats["outbox_applied"] += 1
             self._settled_in_store(item, spent)

@@ -21,7 +21,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from spendgate.budgets.store import Counter, CounterState, ReserveResult, StoreUnavailable
+from spendgate.budgets.store import (
+    LIVE,
+    Counter,
+    CounterState,
+    ReserveResult,
+    Settlement,
+    StoreUnavailable,
+)
 
 __all__ = ["RESERVE_LUA", "SETTLE_LUA", "EpochChanged", "RedisStore"]
 
@@ -411,14 +418,7 @@ class RedisStore:
         return ReserveResult(bool(int(raw[0])), states, refused)
 
     async def settle(
-        self,
-        lease: str,
-        counters: Sequence[Counter],
-        actual: Sequence[int],
-        *,
-        received_at: float | None = None,
-        once: bool = False,
-        finished: bool = False,
+        self, lease: str, counters: Sequence[Counter], actual: Sequence[int], how: Settlement = LIVE
     ) -> list[tuple[int, int]]:
         """`finished`: the call's ledger row is already written (an outbox entry): if the
         call is in the seed's window, the seed counts it, so this only releases."""
@@ -426,8 +426,8 @@ class RedisStore:
             return []
 
         def args() -> list[Any]:
-            early = received_at is not None and received_at < self.cutoff
-            mode = "release" if early and finished else "once" if once else "lease"
+            early = how.received_at is not None and how.received_at < self.cutoff
+            mode = "release" if early and how.finished else "once" if how.once else "lease"
             out: list[Any] = [lease, self.epoch, mode, ONCE_TTL_MS]
             for c, amount in zip(counters, actual, strict=True):
                 out += [amount, _ms(c.keep_until)]

@@ -23,13 +23,32 @@ from typing import Protocol
 from spendgate.errors import SpendgateError
 
 __all__ = [
+    "LIVE",
     "Counter",
     "CounterState",
     "CounterStore",
     "MemoryStore",
     "ReserveResult",
+    "Settlement",
     "StoreUnavailable",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a store needs to know, beyond the amounts, to settle a lease idempotently across
+    restarts; one value instead of the same keywords on every store's `settle`."""
+
+    received_at: float | None = None
+    """When the call came in (a store that came back empty compares it with its cutoff)."""
+    once: bool = False
+    """Admitted while the store was away, so never reserved there."""
+    finished: bool = False
+    """The call's ledger row is already written (a retried settlement from the outbox)."""
+
+
+LIVE = Settlement()
+"""The settlement of a live lease: reserved in the store, its ledger row not yet written."""
 
 
 class StoreUnavailable(SpendgateError, RuntimeError):
@@ -86,20 +105,11 @@ class CounterStore(Protocol):
     ) -> ReserveResult: ...
 
     async def settle(
-        self,
-        lease: str,
-        counters: Sequence[Counter],
-        actual: Sequence[int],
-        *,
-        received_at: float | None = None,
-        once: bool = False,
-        finished: bool = False,
+        self, lease: str, counters: Sequence[Counter], actual: Sequence[int], how: Settlement = LIVE
     ) -> list[tuple[int, int]]:
         """Replace the lease's reservation with `actual` on each counter; returns each
         counter's spent (before, after), so threshold crossings are seen exactly once.
-        `received_at` (when the call came in) and `once` (admitted while the store was away,
-        so never reserved there) let a shared store settle idempotently across restarts;
-        `finished` says the call's ledger row is written (a retried settlement)."""
+        `how` lets a shared store settle idempotently across restarts (see `Settlement`)."""
         ...
 
     def settle_now(
@@ -170,14 +180,7 @@ class MemoryStore:
             return ReserveResult(True, states, [])
 
     async def settle(
-        self,
-        lease: str,
-        counters: Sequence[Counter],
-        actual: Sequence[int],
-        *,
-        received_at: float | None = None,
-        once: bool = False,
-        finished: bool = False,
+        self, lease: str, counters: Sequence[Counter], actual: Sequence[int], how: Settlement = LIVE
     ) -> list[tuple[int, int]]:
         return self.settle_now(lease, counters, actual)
 

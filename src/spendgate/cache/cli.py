@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
-from spendgate.cli_support import choice_option
+from spendgate.cli_support import choice_option, json_option
 
 __all__ = ["cache", "eval_commands"]
 
 
 @click.command("cache")
 @click.argument("pairs_path", metavar="PAIRS.jsonl[.gz]", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option(help="Print the result as JSON.")
 @choice_option(
     "--mode",
     choices=["pairs", "retrieval", "replay"],

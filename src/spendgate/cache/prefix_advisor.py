@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from spendgate.cli_support import config_option, json_option, ledger_option, window_options
 from spendgate.ledger import LedgerStore
 from spendgate.ledger.spend import NONE_LABEL as NONE
 from spendgate.pricing import PriceCatalog
@@ -191,13 +192,12 @@ def _render(rows: list[PromptCacheRow]) -> str:
 
 
 @click.command("prompt-cache")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings.")
-@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
-@click.option("--since", default=None, help="ISO date/time or relative (7d, 24h).")
-@click.option("--until", default=None)
+@config_option(help="YAML settings.")
+@ledger_option()
+@window_options
 @click.option("--ttl", "ttl_s", type=float, default=300.0, show_default=True,
               help="Cache lifetime to assume, seconds (300 = 5 min, 3600 = 1 h).")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def prompt_cache_command(
     config_path: str | None,
     ledger_url: str | None,

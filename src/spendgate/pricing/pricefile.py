@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from spendgate.errors import SpendgateError
 from spendgate.pricing.sheet import PriceSheet, Rate, Tiered
+from spendgate.yamlfile import load_yaml, parse_yaml
 
 __all__ = [
     "AliasEntry",
@@ -166,22 +167,22 @@ def _parse(data: Any, where: str) -> PriceFile:
 
 def load_price_file(location: str) -> PriceFile:
     """A price file from a path or an http(s) URL (YAML or JSON)."""
+
+    def invalid(exc: yaml.YAMLError) -> PriceFileError:
+        return PriceFileError(f"price file {location} is not YAML or JSON: {exc}")
+
     if location.startswith(("http://", "https://")):
         try:
             response = httpx2.get(location, timeout=10, follow_redirects=True)
             response.raise_for_status()
         except httpx2.HTTPError as exc:
             raise PriceFileError(f"price file {location} could not be fetched: {exc}") from None
-        text = response.text
-    else:
-        try:
-            text = Path(location).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PriceFileError(f"price file {location} could not be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PriceFileError(f"price file {location} is not YAML or JSON: {exc}") from None
+        return _parse(parse_yaml(response.text, invalid), location)
+    data = load_yaml(
+        Path(location),
+        unreadable=lambda exc: PriceFileError(f"price file {location} could not be read: {exc}"),
+        invalid=invalid,
+    )
     return _parse(data, location)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from spendgate.cli_support import choice_option, fail
+from spendgate.cli_support import choice_option, config_option, fail, json_option, ledger_option
 from spendgate.routing.evaluate import Row
 from spendgate.routing.routers import Router
 
@@ -57,7 +57,7 @@ def _estimated_costs(
     help="Per source, let the router learn K labelled prompts (seeded order) and score the rest.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Order of --adapt labels.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def router(
     data: str,
     strong: str,
@@ -174,7 +174,7 @@ def _adapt_report(
     show_default=True,
     help="Share of rows held out to choose thresholds and report figures.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def train_router(
     data: str,
     strong: str,
@@ -242,8 +242,8 @@ def train_router(
 @click.option("--feature", required=True, help="The feature whose logged prompts are replayed.")
 @click.option("--candidates", required=True, help="Comma-separated models to try.")
 @click.option("--sample", "n", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML settings.")
-@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
+@config_option(help="YAML settings.")
+@ledger_option()
 @click.option(
     "--gateway",
     "gateway_url",
@@ -273,7 +273,7 @@ def train_router(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--concurrency", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("-o", "--output", default=None, help="Config snippet file (default bakeoff-F.yaml).")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def bakeoff(
     feature: str,
     candidates: str,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from spendgate.cli_support import choice_option
+from spendgate.cli_support import choice_option, config_option, json_option, ledger_option
 
 if TYPE_CHECKING:
     from spendgate.trim.sysprompt import FeatureSystemPrompt
@@ -31,7 +31,7 @@ __all__ = ["commands", "compress", "eval_commands"]
     "tuned on, so figures can be reported on unseen rows.",
 )
 @click.option("--no-baselines", is_flag=True, help="Skip keep-first and question-overlap.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (spendgate's figures first).")
+@json_option(help="Print JSON (spendgate's figures first).")
 def compress(
     data: Path,
     ratio: float,
@@ -72,8 +72,8 @@ def compress(
 
 
 @click.command("analyze-prompts")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False))
-@click.option("--ledger", "ledger_url", default=None, help="Ledger URL (default from config).")
+@config_option()
+@ledger_option()
 @click.option("--days", type=float, default=30, show_default=True, help="Look-back window.")
 @click.option(
     "--file",
@@ -84,7 +84,7 @@ def compress(
 )
 @click.option("--feature", default=None, help="Feature whose traffic prices the --file cuts.")
 @click.option("--model", default="gpt-4o", show_default=True, help="Tokenizer for --file.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def analyze_prompts(
     config_path: str | None,
     ledger_url: str | None,
