@@ -79,3 +79,29 @@ async def test_restart_empty_is_noticed_before_reserving(redis: faultkit.RedisSe
     [state] = await store.read(["k"])
     assert state.spent == 75
     await store.aclose()
+
+
+def test_fail_open_spend_counts_in_full_against_the_share_after_it_lands() -> None:
+    """A fail-open settlement that reached the store stays ours until a snapshot holds it:
+    moved into `seen` it would be split over the replicas and two thirds of it handed back
+    as allowance (seen once under load: 1.2-1.7x the bound on a Redis restart)."""
+    from spendgate.budgets.config import BudgetsConfig
+    from spendgate.budgets.manager import BudgetManager
+    from spendgate.budgets.outbox import Pending
+    from spendgate.budgets.store import MemoryStore
+    from spendgate.pricing import PriceCatalog
+
+    manager = BudgetManager(
+        BudgetsConfig(fail_open=True), catalog=PriceCatalog(), table=None, counters=MemoryStore()
+    )
+    limit = 10_000
+    manager._seen["k"] = limit - 3_000  # headroom 3,000 over 3 replicas: a share of 1,000
+    manager._replicas = 3
+    assert manager._local_room([_c("k", limit, 600)]) is None
+    manager._local["k"] = 600  # admitted on the store-down path
+    manager._settled_in_store(Pending("l1", time.time(), True, [_c("k", limit, 600)], [600]), [])
+    assert manager._local_room([_c("k", limit, 500)]) is not None  # 600 + 500 > 1,000
+    assert manager._local_room([_c("k", limit, 400)]) is None
+    # a reserve issued after it landed returns a snapshot holding it: it leaves `_local`
+    manager._forget_landed({"k": 600})
+    assert manager._local.get("k", 0) == 0 and manager._landed.get("k", 0) == 0

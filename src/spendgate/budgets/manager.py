@@ -239,10 +239,14 @@ class BudgetManager:
         self._seen: dict[str, int] = {}
         """Counter key → spent + reserved as last seen in the store (fail-open shares)."""
         self._local: dict[str, int] = {}
+        """Counter key → fail-open spend of this replica not in `_seen` yet (settled in the
+        store or not): it counts in full against this replica's share."""
+        self._landed: dict[str, int] = {}
+        """Counter key → the part of `_local` settled in the store since `_seen` was taken:
+        the next snapshot includes it, and only then does it leave `_local`."""
         self._early: dict[str, int] = {}
         """Counter key → what calls received before the epoch's cutoff added in the store
         by settling (reported to the seed, which leaves it out)."""
-        """Counter key → fail-open spend of this replica the store has not seen yet."""
         self._replicas = 1
         self._registered = False
         self._replica_id = uuid.uuid4().hex[:12]
@@ -438,6 +442,8 @@ class BudgetManager:
             call.request_id, counters, nanos, tokens, decision, unknown,
             budgets=budgets, received_at=call.received_at,
         )  # fmt: skip
+        # settled before this reserve: in the snapshot it returns of these counters
+        landed = {c.key: self._landed[c.key] for c in counters if c.key in self._landed}
         try:
             result = await self.counters.reserve(
                 call.request_id, counters, now, self.config.lease_ttl_s
@@ -445,6 +451,7 @@ class BudgetManager:
         except StoreUnavailable as exc:
             return self._admit_store_down(call, admission, exc)
         self._replicas = max(1, getattr(self.counters, "replicas", 1))
+        self._forget_landed(landed)
         if len(self.outbox):
             self._store_back.set()  # the store answers again: apply the outbox now
         for c, state in zip(counters, result.states, strict=True):
@@ -662,14 +669,10 @@ class BudgetManager:
         if pending.once:
             for c, amount in zip(pending.counters, pending.actual, strict=True):
                 if c.kind == "usd":
-                    # now in the store: move it from "ours, unseen" to "seen there"
-                    left = self._local.get(c.key, 0) - amount
-                    if left > 0:
-                        self._local[c.key] = left
-                    else:
-                        self._local.pop(c.key, None)
-                    if c.key in self._seen:
-                        self._seen[c.key] += amount
+                    # In the store now, but not in `_seen` until the next snapshot: it
+                    # stays in `_local` (moving it into `_seen` would divide our own spend
+                    # over the replicas and hand two thirds of it back as allowance).
+                    self._landed[c.key] = self._landed.get(c.key, 0) + amount
         cutoff = getattr(self.counters, "cutoff", 0.0)
         if pending.received_at < cutoff:
             # In the seed's window: what it added here is reported with the next seed
@@ -697,6 +700,16 @@ class BudgetManager:
         self._track(asyncio.ensure_future(self._settle(adm, actual)))
 
     # ----------------------------------------------------------------- store faults
+    def _forget_landed(self, landed: dict[str, int]) -> None:
+        """A snapshot was taken after these settlements landed: it holds them now."""
+        for key, amount in landed.items():
+            for table in (self._local, self._landed):
+                left = table.get(key, 0) - amount
+                if left > 0:
+                    table[key] = left
+                else:
+                    table.pop(key, None)
+
     def _local_room(self, counters: list[Counter]) -> str | None:
         """While the store is away: None when this replica may admit the call on its local
         allowance, else the name of the budget whose allowance it would pass. A hard USD
